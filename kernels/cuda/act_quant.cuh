@@ -1,0 +1,50 @@
+// Device code: dynamic 1x128 E4M3 quantization of activations, the contract's step 1
+// (kernels/numerics/quantize.h). One warp per (row, 128-column group): each lane holds four
+// columns, the group's amax is a warp-shuffle max, and every lane converts its values with the
+// hardware's round-to-nearest-even, saturating cvt.
+#pragma once
+
+#include <cuda_fp8.h>
+#include <cstdint>
+
+namespace fp8serve::cuda {
+
+// NOTES: fmaxf ignores NaN exactly like the CPU's `a > m ? a : m`, so the scale of a group that
+// holds a NaN is the amax of its other values on both sides; the NaN itself encodes to NaN.
+__global__ void quantize_act_1x128_kernel(const float* __restrict__ x, int rows, int cols, uint8_t* __restrict__ q,
+                                          float* __restrict__ scales) {
+  constexpr int kGroup = 128;
+  const int groups = (cols + kGroup - 1) / kGroup;
+  const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) / 32);
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  if (warp >= rows * groups) return;
+  const int row = warp / groups, g = warp % groups;
+  const int c0 = g * kGroup;
+  const float* xr = x + static_cast<size_t>(row) * cols;
+
+  float v[4];
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int c = c0 + i * 32 + lane;
+    v[i] = c < cols ? xr[c] : 0.0f;
+    amax = fmaxf(amax, fabsf(v[i]));
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+
+  // IEEE division on both sides (nvcc's default -prec-div=true), so s and x / s match the CPU bit for bit.
+  float s = amax / 448.0f;
+  s = s > 0.0f ? s : 1.0f;
+  if (lane == 0) scales[static_cast<size_t>(row) * groups + g] = s;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int c = c0 + i * 32 + lane;
+    if (c < cols) {
+      q[static_cast<size_t>(row) * cols + c] =
+          static_cast<uint8_t>(__nv_cvt_float_to_fp8(v[i] / s, __NV_SATFINITE, __NV_E4M3));
+    }
+  }
+}
+
+}  // namespace fp8serve::cuda

@@ -23,3 +23,12 @@ absl::StatusOr<int> CudaDeviceCount();
     if (fp8serve_cuda_err_ != cudaSuccess)                                         \
       return ::fp8serve::CudaError(fp8serve_cuda_err_, #expr, __FILE__, __LINE__); \
   } while (0)
+
+// The status of one CUDA call as a value (OK on cudaSuccess), for code that collects errors.
+#define FP8SERVE_CUDA_STATUS(expr)                                                              \
+  ([&]() -> ::absl::Status {                                                                    \
+    const cudaError_t fp8serve_cuda_err_ = (expr);                                              \
+    return fp8serve_cuda_err_ == cudaSuccess                                                    \
+               ? ::absl::OkStatus()                                                             \
+               : ::fp8serve::CudaError(fp8serve_cuda_err_, #expr, __FILE__, __LINE__);          \
+  }())

@@ -122,13 +122,14 @@ inline float RoundToE4M3(float x) {
   const uint32_t sign = u & 0x80000000u;
   float a = std::bit_cast<float>(u & 0x7fffffffu);
   a = a > kE4M3Max ? kE4M3Max : a;  // NaN compares false and stays NaN; inf saturates
-  // Normal range: round the mantissa to 3 bits, ties to even. NaN stays NaN under this.
+  // Normal range: round the mantissa to 3 bits, ties to even.
   const uint32_t ab = std::bit_cast<uint32_t>(a);
   const uint32_t normal = (ab + 0x7ffffu + ((ab >> 20) & 1u)) & 0xfff00000u;
   // Subnormal range (< 2^-6): multiples of 2^-9. Adding 2^14 puts the value where one ulp is 2^-9,
   // so the FPU's round-to-nearest-even does the rounding.
   const float sub = (a + 16384.0f) - 16384.0f;
-  const float r = a < 0.015625f ? sub : std::bit_cast<float>(normal);
+  float r = a < 0.015625f ? sub : std::bit_cast<float>(normal);
+  r = a == a ? r : a;  // a NaN whose payload sits in the dropped bits would otherwise become inf
   return std::bit_cast<float>(std::bit_cast<uint32_t>(r) | sign);
 }
 

@@ -115,22 +115,24 @@ inline const std::array<float, 256>& Fp8DecodeTable(Fp8Format f) {
 }
 inline float DecodeFp8(Fp8Format f, uint8_t c) { return Fp8DecodeTable(f)[c]; }
 
-// Rounds x to the nearest E4M3 value, saturating: DecodeE4M3(EncodeE4M3(x)), computed in the float
-// domain without a table so that loops over it vectorize. Tested bit-exact against the pair.
+// Rounds x to the nearest E4M3 value, saturating: DecodeE4M3(EncodeE4M3(x)) up to NaN payloads,
+// computed without a table or branches so that loops over it vectorize. Every decision is an
+// integer compare on the magnitude's bits (for non-negative floats integer order is float order),
+// which GCC if-converts; float compares would stay branches under -ftrapping-math.
+// Tested against the encode/decode pair on every rounding boundary.
 inline float RoundToE4M3(float x) {
   const uint32_t u = std::bit_cast<uint32_t>(x);
   const uint32_t sign = u & 0x80000000u;
-  float a = std::bit_cast<float>(u & 0x7fffffffu);
-  a = a > kE4M3Max ? kE4M3Max : a;  // NaN compares false and stays NaN; inf saturates
+  const uint32_t mag = u & 0x7fffffffu;
+  const uint32_t a = mag < 0x43e00000u ? mag : 0x43e00000u;  // saturate at 448 (inf too)
   // Normal range: round the mantissa to 3 bits, ties to even.
-  const uint32_t ab = std::bit_cast<uint32_t>(a);
-  const uint32_t normal = (ab + 0x7ffffu + ((ab >> 20) & 1u)) & 0xfff00000u;
+  const uint32_t normal = (a + 0x7ffffu + ((a >> 20) & 1u)) & 0xfff00000u;
   // Subnormal range (< 2^-6): multiples of 2^-9. Adding 2^14 puts the value where one ulp is 2^-9,
   // so the FPU's round-to-nearest-even does the rounding.
-  const float sub = (a + 16384.0f) - 16384.0f;
-  float r = a < 0.015625f ? sub : std::bit_cast<float>(normal);
-  r = a == a ? r : a;  // a NaN whose payload sits in the dropped bits would otherwise become inf
-  return std::bit_cast<float>(std::bit_cast<uint32_t>(r) | sign);
+  const uint32_t sub = std::bit_cast<uint32_t>((std::bit_cast<float>(a) + 16384.0f) - 16384.0f);
+  uint32_t r = a < 0x3c800000u ? sub : normal;
+  r = mag > 0x7f800000u ? (mag | 0x00400000u) : r;  // NaN stays (quiet) NaN
+  return std::bit_cast<float>(r | sign);
 }
 
 // Bulk conversions for the 16-bit float formats safetensors files carry.

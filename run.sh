@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# One entry point for people and CI. Each command installs what is missing first (Debian/Ubuntu
+# packages with apt-get, Python packages into ./.venv with pip), then builds, then does its job.
+#
+#   ./run.sh serve      set up, build, and serve the bundled model (see README)
+#   ./run.sh test       set up, build, and run every test (GPU tests skip loudly without a GPU)
+#   ./run.sh accuracy   Fashion-MNIST test accuracy: FP32 vs FP8 per-channel vs FP8 128x128 block
+#   ./run.sh bench      CPU benchmarks: quantizer speed, fast FP8 forward vs FP32 OpenBLAS forward
+#   ./run.sh model      retrain the FP32 checkpoints and re-quantize the bundled model
+#   ./run.sh deps | build
+#
+# Environment: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default nproc).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$PWD
+BUILD_DIR=${BUILD_DIR:-build}
+BUILD_TYPE=${BUILD_TYPE:-Release}
+JOBS=${JOBS:-$(nproc)}
+VENV=$ROOT/.venv
+
+APT_PACKAGES=(
+  cmake ninja-build g++ pkg-config python3 python3-venv python3-pip
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  prometheus-cpp-dev nlohmann-json3-dev libspdlog-dev zlib1g-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
+  dataset-fashion-mnist
+)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+deps() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating Python virtual environment in .venv"
+    python3 -m venv "$VENV"
+  fi
+  if ! cmp -s requirements.txt "$VENV/.requirements.installed"; then
+    log "installing Python packages (requirements.txt)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
+    cp requirements.txt "$VENV/.requirements.installed"
+  fi
+}
+
+build() {
+  log "building ($BUILD_TYPE) in $BUILD_DIR"
+  local gen=()
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    cmake -S . -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DFP8SERVE_PYTHON="$VENV/bin/python"
+  fi
+  cmake --build "$BUILD_DIR" -j "$JOBS"
+}
+
+test_all() {
+  log "running tests"
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" --timeout 900
+}
+
+serve() {
+  # Until the gRPC server lands, "serving" runs the bundled model end to end on the CPU: re-quantize
+  # it from its FP32 checkpoint and report its test accuracy through both CPU forwards.
+  local model=models/fashion_mlp/1/model.safetensors
+  local tmp; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+  "$BUILD_DIR/tools/fp8serve-quantize" --input tools/trained/fashion_mlp_784_256_10.f32.safetensors \
+    --output "$tmp/model.safetensors" --format e4m3 --granularity channel \
+    --calibration /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+  cmp -s "$model" "$tmp/model.safetensors" && log "re-quantized model is byte-identical to $model"
+  "$BUILD_DIR/tools/fp8serve-eval" --models "$model,$tmp/model.safetensors" --forward reference
+  "$BUILD_DIR/tools/fp8serve-eval" --models "$model" --forward fast
+}
+
+accuracy() {
+  local tmp; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+  local models=()
+  for arch in 784_256_10 784_512_256_10; do
+    local f32=tools/trained/fashion_mlp_${arch}.f32.safetensors
+    models+=("$f32")
+    for g in channel block; do
+      "$BUILD_DIR/tools/fp8serve-quantize" --quiet --input "$f32" --output "$tmp/${arch}_${g}.safetensors" --granularity "$g"
+      models+=("$tmp/${arch}_${g}.safetensors")
+    done
+  done
+  local IFS=,
+  "$BUILD_DIR/tools/fp8serve-eval" --markdown --models "${models[*]}"
+}
+
+bench() {
+  "$BUILD_DIR/kernels/bench/quantize_bench"
+  "$BUILD_DIR/kernels/bench/cpu_forward_bench" --model=models/fashion_mlp/1/model.safetensors
+}
+
+model() {
+  "$VENV/bin/python" tools/train_fashion_mlp.py --arch 784-256-10 --out tools/trained/fashion_mlp_784_256_10.f32.safetensors
+  "$VENV/bin/python" tools/train_fashion_mlp.py --arch 784-512-256-10 --out tools/trained/fashion_mlp_784_512_256_10.f32.safetensors
+  "$BUILD_DIR/tools/fp8serve-quantize" --input tools/trained/fashion_mlp_784_256_10.f32.safetensors \
+    --output models/fashion_mlp/1/model.safetensors --format e4m3 --granularity channel \
+    --calibration /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+}
+
+case "${1:-}" in
+  deps) deps ;;
+  build) deps; build ;;
+  test) deps; build; test_all ;;
+  serve) deps; build; serve ;;
+  accuracy) deps; build; accuracy ;;
+  bench) deps; build; bench ;;
+  model) deps; build; model ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] || exit 2 ;;
+esac

@@ -53,9 +53,17 @@ absl::Status CheckChain(const SafetensorsFile& f, const std::vector<MlpLayer>& l
   return absl::OkStatus();
 }
 
+// A layer index: decimal digits without leading zeros, at most 6 of them (no model has a million layers).
 absl::StatusOr<int64_t> ParseIndex(const std::string& s) {
   if (s.empty() || s.size() > 6 || (s.size() > 1 && s[0] == '0')) return absl::InvalidArgumentError("bad index");
-  return std::stoll(s);
+  int64_t v = 0;
+  for (char c : s) v = v * 10 + (c - '0');
+  return v;
+}
+
+// Weights are [out, in] with both sizes in 1..2^20.
+bool PlausibleWeightShape(const std::vector<int64_t>& s) {
+  return s.size() == 2 && s[0] > 0 && s[1] > 0 && s[0] <= (1 << 20) && s[1] <= (1 << 20);
 }
 
 }  // namespace
@@ -105,8 +113,8 @@ absl::StatusOr<MlpModel> LoadMlpModel(const std::string& path) {
     }
     const Parts& p = it->second;
     const TensorInfo& w = *p.weight;
-    if (w.shape.size() != 2 || w.shape[0] <= 0 || w.shape[1] <= 0 || w.shape[0] > (1 << 20) || w.shape[1] > (1 << 20)) {
-      return TensorError(f, w.name, absl::StrCat("weight shape ", ShapeString(w.shape), " is not [out, in] with positive sizes"));
+    if (!PlausibleWeightShape(w.shape)) {
+      return TensorError(f, w.name, absl::StrCat("weight shape ", ShapeString(w.shape), " is not [out, in] with sizes in 1..2^20"));
     }
     MlpLayer layer;
     layer.out = static_cast<int>(w.shape[0]);
@@ -202,22 +210,22 @@ absl::StatusOr<MlpModel> LoadFloatCheckpoint(const std::string& path) {
   bool ours = false, sequential = false;
   for (const TensorInfo& t : f.tensors()) {
     std::smatch m;
-    int64_t idx;
-    bool is_weight;
+    absl::StatusOr<int64_t> idx = absl::InvalidArgumentError("");
+    bool is_weight = false;
     if (std::regex_match(t.name, m, kOurs)) {
       ours = true;
-      idx = std::stoll(m[1].str());
+      idx = ParseIndex(m[1].str());
       is_weight = m[2] == "weight";
     } else if (std::regex_match(t.name, m, kSequential)) {
       sequential = true;
       prefixes.insert(m[1].str());
-      idx = std::stoll(m[2].str());
+      idx = ParseIndex(m[2].str());
       is_weight = m[3] == "weight";
     } else {
       return TensorError(f, t.name, "unexpected tensor in a float checkpoint (want layers.{i}.weight/bias or {j}.weight/bias)");
     }
-    if (idx > 1000000) return TensorError(f, t.name, "layer index too large");
-    auto& slot = layers[idx];
+    if (!idx.ok()) return TensorError(f, t.name, "layer index is not a plain number below 1000000");
+    auto& slot = layers[*idx];
     (is_weight ? slot.first : slot.second) = &t;
   }
   if (ours && sequential) return Error(f, "mixes layers.{i}.* names with nn.Sequential {j}.* names");
@@ -231,8 +239,8 @@ absl::StatusOr<MlpModel> LoadFloatCheckpoint(const std::string& path) {
     ++expect;
     const TensorInfo& w = *wb.first;
     if (!IsFloat(w.dtype)) return TensorError(f, w.name, absl::StrCat("expected a float weight, found ", DTypeName(w.dtype)));
-    if (w.shape.size() != 2 || w.shape[0] <= 0 || w.shape[1] <= 0) {
-      return TensorError(f, w.name, absl::StrCat("weight shape ", ShapeString(w.shape), " is not [out, in]"));
+    if (!PlausibleWeightShape(w.shape)) {
+      return TensorError(f, w.name, absl::StrCat("weight shape ", ShapeString(w.shape), " is not [out, in] with sizes in 1..2^20"));
     }
     MlpLayer layer;
     layer.quantized = false;

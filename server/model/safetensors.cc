@@ -115,7 +115,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
                                         size - 8, " bytes follow the length)"));
   }
   const char* hdr = reinterpret_cast<const char*>(bytes + 8);
-  nlohmann::json j = nlohmann::json::parse(hdr, hdr + header_len, nullptr, /*allow_exceptions=*/false);
+  // ordered_json keeps the header's order, which tensors() promises.
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(hdr, hdr + header_len, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return FileError(path, "header is not valid JSON");
   if (!j.is_object()) return FileError(path, "header JSON is not an object");
 
@@ -168,7 +169,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
       return TensorError(path, name, absl::StrCat("data_offsets [", begin, ", ", end, "] run past the data section (",
                                                    data_size, " bytes): the file is truncated or corrupt"));
     }
-    const uint64_t want = numel * DTypeSize(t.dtype);
+    uint64_t want = 0;
+    if (__builtin_mul_overflow(numel, DTypeSize(t.dtype), &want)) return TensorError(path, name, "shape is absurdly large");
     if (end - begin != want) {
       return TensorError(path, name, absl::StrCat("shape ", ShapeString(t.shape), " of ", dtype_name, " needs ", want,
                                                   " bytes but data_offsets span ", end - begin));
@@ -234,12 +236,16 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const TensorToWrite& t : tensors) {
+    if (t.name == "__metadata__") return TensorError(path, t.name, "name is reserved for the metadata");
     uint64_t numel = 1;
     for (int64_t d : t.shape) {
       if (d < 0) return TensorError(path, t.name, "negative dimension");
-      numel *= static_cast<uint64_t>(d);
+      if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel)) {
+        return TensorError(path, t.name, "shape is absurdly large");
+      }
     }
-    if (numel * DTypeSize(t.dtype) != t.bytes.size()) {
+    uint64_t want = 0;
+    if (__builtin_mul_overflow(numel, DTypeSize(t.dtype), &want) || want != t.bytes.size()) {
       return TensorError(path, t.name, absl::StrCat("shape ", ShapeString(t.shape), " of ", DTypeName(t.dtype), " needs ",
                                                     numel * DTypeSize(t.dtype), " bytes, got ", t.bytes.size()));
     }

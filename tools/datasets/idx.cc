@@ -22,7 +22,7 @@ absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
   int errnum = Z_OK;
   const char* zmsg = gzerror(gz, &errnum);
   gzclose(gz);
-  if (n < 0 || (errnum != Z_OK && errnum != Z_BUF_ERROR)) {
+  if (n < 0 || errnum != Z_OK) {  // a truncated stream reports Z_BUF_ERROR: reject it too
     return absl::InvalidArgumentError(absl::StrCat(path, ": gzip error: ", zmsg));
   }
   if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0) {
@@ -42,7 +42,9 @@ absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
     const uint8_t* p = bytes.data() + 4 + 4 * i;
     const uint32_t d = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
     a.dims.push_back(d);
-    total *= d;
+    if (__builtin_mul_overflow(total, uint64_t{d}, &total)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": IDX dimensions overflow: the header is corrupt"));
+    }
   }
   const size_t header = 4 + 4 * static_cast<size_t>(ndim);
   if (bytes.size() - header != total) {
@@ -62,7 +64,11 @@ absl::StatusOr<std::vector<float>> ReadIdxImagesAsFloat(const std::string& path,
   }
   int n = static_cast<int>(a->dims[0]);
   if (limit > 0 && limit < n) n = limit;
-  const int px = static_cast<int>(a->dims[1] * a->dims[2]);
+  const uint64_t px64 = uint64_t{a->dims[1]} * a->dims[2];
+  if (px64 == 0 || px64 > (1u << 24)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": images of ", a->dims[1], "x", a->dims[2], " pixels are not supported"));
+  }
+  const int px = static_cast<int>(px64);
   std::vector<float> out(static_cast<size_t>(n) * px);
   for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(a->data[i]) / 255.0f;
   *num_images = n;

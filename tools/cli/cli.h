@@ -8,7 +8,7 @@
 namespace fp8serve {
 
 // Sets the usage text, parses flags (exits on --help or a bad flag, as absl does) and returns the
-// positional arguments, argv[0] first.
+// positional arguments, argv[0] first. Flags may be spelled --flag-name or --flag_name.
 std::vector<std::string> ParseCommandLineWithUsage(const char* usage, int argc, char** argv);
 
 }  // namespace fp8serve

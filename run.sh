@@ -2,7 +2,7 @@
 # One entry point for people and CI. Each command installs what is missing first (Debian/Ubuntu
 # packages with apt-get, Python packages into ./.venv with pip), then builds, then does its job.
 #
-#   ./run.sh serve      set up, build, and serve the bundled model (see README)
+#   ./run.sh serve      set up, build, and serve the bundled model on 0.0.0.0:8001 (extra args go to fp8serve)
 #   ./run.sh test       set up, build, and run every test (GPU tests skip loudly without a GPU)
 #   ./run.sh accuracy   Fashion-MNIST test accuracy: FP32 vs FP8 per-channel vs FP8 128x128 block
 #   ./run.sh bench      CPU benchmarks: quantizer speed, fast FP8 forward vs FP32 OpenBLAS forward
@@ -23,7 +23,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev nlohmann-json3-dev libspdlog-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
-  dataset-fashion-mnist
+  dataset-fashion-mnist libb64-0d
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -49,6 +49,8 @@ deps() {
     "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
     cp requirements.txt "$VENV/.requirements.installed"
   fi
+  # Triton's perf_analyzer, for the compatibility tests (PyPI's perf-analyzer is a placeholder).
+  [ -x "$VENV/bin/perf_analyzer" ] || tools/install_perf_analyzer.sh
 }
 
 build() {
@@ -67,16 +69,8 @@ test_all() {
 }
 
 serve() {
-  # Until the gRPC server lands, "serving" runs the bundled model end to end on the CPU: re-quantize
-  # it from its FP32 checkpoint and report its test accuracy through both CPU forwards.
-  local model=models/fashion_mlp/1/model.safetensors
-  local tmp; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
-  "$BUILD_DIR/tools/fp8serve-quantize" --input tools/trained/fashion_mlp_784_256_10.f32.safetensors \
-    --output "$tmp/model.safetensors" --format e4m3 --granularity channel \
-    --calibration /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-  cmp -s "$model" "$tmp/model.safetensors" && log "re-quantized model is byte-identical to $model"
-  "$BUILD_DIR/tools/fp8serve-eval" --models "$model,$tmp/model.safetensors" --forward reference
-  "$BUILD_DIR/tools/fp8serve-eval" --models "$model" --forward fast
+  log "serving models/ on 0.0.0.0:8001 (gRPC, KServe v2 / Triton protocol); Ctrl-C stops"
+  exec "$BUILD_DIR/server/fp8serve" --model-repository models "$@"
 }
 
 accuracy() {
@@ -111,7 +105,7 @@ case "${1:-}" in
   deps) deps ;;
   build) deps; build ;;
   test) deps; build; test_all ;;
-  serve) deps; build; serve ;;
+  serve) shift; deps; build; serve "$@" ;;
   accuracy) deps; build; accuracy ;;
   bench) deps; build; bench ;;
   model) deps; build; model ;;

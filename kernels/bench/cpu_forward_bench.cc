@@ -57,6 +57,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs) {
+      // With --benchmark_repetitions, the median is the figure; single runs count otherwise.
+      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
       const std::string name = r.benchmark_name();
       const auto it = r.counters.find("rows_per_s");
       if (it == r.counters.end()) continue;

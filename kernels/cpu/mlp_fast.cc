@@ -40,10 +40,15 @@ void FastMlp::Forward(const float* x, int rows, float* y, Scratch& scratch) cons
       scratch.b.resize(static_cast<size_t>(rows) * l.out);
       out = scratch.b.data();
     }
-    // out = bias (broadcast), then out += in * W^T.
+    // out = bias (broadcast), then out += in * W^T. One row is a matrix-vector product: GEMV skips
+    // the packing and threading GEMM sets up, which dominates at this size.
     for (int m = 0; m < rows; ++m) std::copy(l.bias.begin(), l.bias.end(), out + static_cast<size_t>(m) * l.out);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, l.out, l.in, 1.0f, in, l.in, l.w.data(), l.in, 1.0f,
-                out, l.out);
+    if (rows == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, l.out, l.in, 1.0f, l.w.data(), l.in, in, 1, 1.0f, out, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, l.out, l.in, 1.0f, in, l.in, l.w.data(), l.in, 1.0f,
+                  out, l.out);
+    }
     if (!last && activation_ == Activation::kRelu) {
       const size_t n = static_cast<size_t>(rows) * l.out;
       for (size_t j = 0; j < n; ++j) out[j] = out[j] < 0.0f ? 0.0f : out[j];

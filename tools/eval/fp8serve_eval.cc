@@ -1,4 +1,7 @@
 // fp8serve-eval: test-set accuracy of fp8serve models on an IDX image set (Fashion-MNIST by default).
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -78,15 +81,17 @@ int Run() {
     std::vector<float> logits(static_cast<size_t>(n) * classes);
     const auto t0 = std::chrono::steady_clock::now();
     if (forward == "reference") {
-      // In chunks, with a progress line: the reference is deliberately simple and takes seconds.
+      // In chunks, with a progress line on a terminal: the reference is deliberately simple and
+      // takes seconds.
       constexpr int kChunk = 500;
+      const bool tty = isatty(fileno(stderr));
       for (int r = 0; r < n; r += kChunk) {
         const int rows = std::min(kChunk, n - r);
         ReferenceForward(m->weights, x->data() + static_cast<size_t>(r) * px, rows,
                          logits.data() + static_cast<size_t>(r) * classes);
-        std::fprintf(stderr, "  %s: %d/%d\r", path.c_str(), r + rows, n);
+        if (tty) std::fprintf(stderr, "  %s: %d/%d\r", path.c_str(), r + rows, n);
       }
-      std::fprintf(stderr, "%*s\r", static_cast<int>(path.size()) + 24, "");
+      if (tty) std::fprintf(stderr, "%*s\r", static_cast<int>(path.size()) + 24, "");
     } else {
       FastMlp(m->weights).Forward(x->data(), n, logits.data());
     }

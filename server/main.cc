@@ -32,7 +32,9 @@ ABSL_FLAG(int, max_message_size, INT32_MAX,
           "Largest gRPC message accepted or sent, in bytes (Triton's default: 2 GiB - 1). Larger requests get "
           "RESOURCE_EXHAUSTED from gRPC.");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound gRPC port to this file once serving (for scripts and tests).");
-ABSL_FLAG(std::string, log_level, "info", "Log level: debug, info, warn, error.");
+ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error, off.");
+ABSL_FLAG(int, exit_timeout_secs, 30,
+          "On SIGTERM/SIGINT: how long to wait for accepted requests to be answered before exiting anyway.");
 
 namespace fp8serve {
 namespace {
@@ -73,7 +75,12 @@ std::vector<char*> MergeRepeatedFlags(int argc, char** argv, std::vector<std::st
 }
 
 int Run() {
-  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  const spdlog::level::level_enum level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
+  if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
+    std::fprintf(stderr, "fp8serve: unknown --log-level '%s'\n", absl::GetFlag(FLAGS_log_level).c_str());
+    return 2;
+  }
+  spdlog::set_level(level);
   absl::StatusOr<ModelControlMode> mode = ParseModelControlMode(absl::GetFlag(FLAGS_model_control_mode));
   absl::StatusOr<BackendKind> backend = ParseBackendKind(absl::GetFlag(FLAGS_backend));
   for (const absl::Status& st : {mode.status(), backend.status()}) {
@@ -133,10 +140,15 @@ int Run() {
   } else {
     g_stop.WaitForNotification();
   }
-  spdlog::info("shutting down: finishing in-flight requests");
+  // Graceful shutdown: not ready and NOT_SERVING first, new requests refused with UNAVAILABLE, then
+  // gRPC waits for every accepted call (queued ones included) to be answered, up to the timeout.
+  const int timeout = std::max(0, absl::GetFlag(FLAGS_exit_timeout_secs));
+  spdlog::info("shutting down: answering accepted requests (up to {} s)", timeout);
+  service.StartShutdown();
   server->GetHealthCheckService()->SetServingStatus(false);
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(timeout));
   repo->reset();
+  spdlog::info("stopped");
   return 0;
 }
 

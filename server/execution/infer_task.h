@@ -48,6 +48,11 @@ class InferTask {
   const void* input() const { return input_; }
   InputType input_type() const { return input_type_; }
 
+  // Set by the caller when the client can go away (a cancelled RPC): checked just before compute, so
+  // a cancelled request is dropped from its batch and answered once, with CANCELLED.
+  void set_cancelled_check(absl::AnyInvocable<bool() const> check) { cancelled_ = std::move(check); }
+  bool cancelled() const { return cancelled_ && cancelled_(); }
+
   absl::Time enqueue_time() const { return enqueue_time_; }
   void set_enqueue_time(absl::Time t) { enqueue_time_ = t; }
 
@@ -67,6 +72,7 @@ class InferTask {
   const void* input_;
   InputType input_type_;
   DoneFn done_;
+  absl::AnyInvocable<bool() const> cancelled_;
   absl::Time enqueue_time_ = absl::InfinitePast();
 };
 

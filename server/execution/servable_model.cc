@@ -110,6 +110,15 @@ void ServableModel::ReleaseInstance(int slot) {
 }
 
 void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) {
+  // Drop requests whose client has gone: they are answered (once) and not computed.
+  std::erase_if(batch, [](std::unique_ptr<InferTask>& t) {
+    if (!t->cancelled()) return false;
+    InferResult r;
+    r.status = absl::CancelledError("the client cancelled the request before it was computed");
+    t->Finish(r);
+    return true;
+  });
+  if (batch.empty()) return;
   const int slot = AcquireInstance();
   Staging& s = staging_[slot];
   const int in_cols = backend_->input_dim(), out_cols = backend_->output_dim();

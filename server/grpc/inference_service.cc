@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <deque>
+#include <map>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -77,8 +79,9 @@ InferenceService::InferenceService(ModelRepository* repository, Options options)
     : repository_(repository), options_(std::move(options)) {}
 
 void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, inference::ModelInferResponse* resp,
-                                   absl::Time deadline, InferDone done) {
+                                   absl::Time deadline, grpc::CallbackServerContext* ctx, InferDone done) {
   auto call = std::make_shared<InferCall>(InferCall{req, resp, absl::Now(), std::move(done)});
+  if (shutting_down_.load()) return call->done(absl::UnavailableError("the server is shutting down"), resp);
   absl::StatusOr<int64_t> version = ParseModelVersion(req->model_version());
   if (!version.ok()) return call->done(version.status(), resp);
 
@@ -119,6 +122,7 @@ void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, infe
           model->stats().success.Add(NanosSince(call->start));
           call->done(absl::OkStatus(), out);
         });
+    if (ctx != nullptr) task->set_cancelled_check([ctx] { return ctx->IsCancelled(); });
     const absl::Status st = model->Schedule(task);
     if (st.ok()) return;
     // Refused: the task was not run and its callback never will be; `call` is still ours.
@@ -132,7 +136,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
                                                        const inference::ModelInferRequest* req,
                                                        inference::ModelInferResponse* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  SubmitInfer(req, resp, DeadlineOf(ctx),
+  SubmitInfer(req, resp, DeadlineOf(ctx), ctx,
               [reactor](absl::Status st, inference::ModelInferResponse*) { reactor->Finish(ToGrpcStatus(st)); });
   return reactor;
 }
@@ -141,11 +145,14 @@ namespace {
 
 // Bidirectional streaming: each request read is submitted at once; responses are written in the
 // order they complete (each carries its request's id), one write in flight at a time as gRPC
-// requires. An error answers that one request with error_message and leaves the stream open.
+// requires, except that a request to a model with dynamic_batching { preserve_ordering: true }
+// is answered only after every request read before it. An error answers that one request with
+// error_message and leaves the stream open.
 class StreamInferReactor final
     : public grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse> {
  public:
-  StreamInferReactor(InferenceService* service, absl::Time deadline) : service_(service), deadline_(deadline) {
+  StreamInferReactor(InferenceService* service, grpc::CallbackServerContext* ctx)
+      : service_(service), ctx_(ctx), deadline_(DeadlineOf(ctx)) {
     next_ = std::make_unique<inference::ModelInferRequest>();
     StartRead(next_.get());
   }
@@ -159,20 +166,23 @@ class StreamInferReactor final
     }
     std::shared_ptr<inference::ModelInferRequest> req(std::move(next_));
     next_ = std::make_unique<inference::ModelInferRequest>();
+    const bool ordered = PreserveOrdering(*req);
+    uint64_t seq;
     {
       absl::MutexLock lock(&mu_);
       ++in_flight_;
+      seq = next_seq_++;
     }
     auto resp = std::make_shared<inference::ModelStreamInferResponse>();
-    service_->SubmitInfer(req.get(), resp->mutable_infer_response(), deadline_,
-                          [this, req, resp](absl::Status st, inference::ModelInferResponse*) {
+    service_->SubmitInfer(req.get(), resp->mutable_infer_response(), deadline_, ctx_,
+                          [this, req, resp, seq, ordered](absl::Status st, inference::ModelInferResponse*) {
                             if (!st.ok()) {
                               resp->set_error_message(std::string(st.message()));
                               resp->mutable_infer_response()->set_id(req->id());
                               resp->mutable_infer_response()->set_model_name(req->model_name());
                               resp->mutable_infer_response()->set_model_version(req->model_version());
                             }
-                            Enqueue(std::move(*resp));
+                            Enqueue(seq, ordered, std::move(*resp));
                           });
     StartRead(next_.get());
   }
@@ -193,14 +203,45 @@ class StreamInferReactor final
   }
 
  private:
-  void Enqueue(inference::ModelStreamInferResponse resp) {
+  bool PreserveOrdering(const inference::ModelInferRequest& req) const {
+    absl::StatusOr<int64_t> v = ParseModelVersion(req.model_version());
+    if (!v.ok()) return false;
+    absl::StatusOr<ModelRepository::Served> served = service_->repository()->Get(req.model_name(), *v);
+    return served.ok() && served->config->dynamic_batching().preserve_ordering();
+  }
+
+  void Enqueue(uint64_t seq, bool ordered, inference::ModelStreamInferResponse resp) {
     absl::MutexLock lock(&mu_);
     --in_flight_;
-    if (!broken_) {
-      writes_.push_back(std::move(resp));
-      if (writes_.size() == 1) StartWrite(&writes_.front());
+    done_.insert(seq);
+    if (ordered) {
+      held_.emplace(seq, std::move(resp));
+    } else {
+      Write(std::move(resp));
+    }
+    // Release held responses whose predecessors are all answered.
+    while (!held_.empty() && FirstUnanswered() > held_.begin()->first) {
+      Write(std::move(held_.begin()->second));
+      held_.erase(held_.begin());
+    }
+    while (!done_.empty() && *done_.begin() == answered_below_) {
+      done_.erase(done_.begin());
+      ++answered_below_;
     }
     MaybeFinishLocked();
+  }
+
+  // The lowest sequence number not yet answered.
+  uint64_t FirstUnanswered() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    uint64_t s = answered_below_;
+    for (auto it = done_.begin(); it != done_.end() && *it == s; ++it) ++s;
+    return s;
+  }
+
+  void Write(inference::ModelStreamInferResponse resp) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (broken_) return;
+    writes_.push_back(std::move(resp));
+    if (writes_.size() == 1) StartWrite(&writes_.front());
   }
 
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -212,11 +253,16 @@ class StreamInferReactor final
   }
 
   InferenceService* const service_;
+  grpc::CallbackServerContext* const ctx_;
   const absl::Time deadline_;
   std::unique_ptr<inference::ModelInferRequest> next_;  // only touched by the read chain
   absl::Mutex mu_;
   std::deque<inference::ModelStreamInferResponse> writes_ ABSL_GUARDED_BY(mu_);  // front is being written
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t answered_below_ ABSL_GUARDED_BY(mu_) = 0;     // every seq below this is answered
+  std::set<uint64_t> done_ ABSL_GUARDED_BY(mu_);           // answered seqs at or above it
+  std::map<uint64_t, inference::ModelStreamInferResponse> held_ ABSL_GUARDED_BY(mu_);  // ordered, waiting
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -226,7 +272,7 @@ class StreamInferReactor final
 
 grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
 InferenceService::ModelStreamInfer(grpc::CallbackServerContext* ctx) {
-  return new StreamInferReactor(this, DeadlineOf(ctx));
+  return new StreamInferReactor(this, ctx);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* ctx, const inference::ServerLiveRequest*,
@@ -237,7 +283,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* InferenceService::ServerReady(grpc::CallbackServerContext* ctx, const inference::ServerReadyRequest*,
                                                         inference::ServerReadyResponse* resp) {
-  resp->set_ready(repository_->AllReady());
+  resp->set_ready(!shutting_down_.load() && repository_->AllReady());
   return FinishNow(ctx, absl::OkStatus());
 }
 

@@ -3,6 +3,7 @@
 // batch thread when the result is ready.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -49,13 +50,21 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   // Validates `req` and queues it on its model; `done` gets the response or the error, exactly
   // once, on a batch thread (or inline when the request is refused). `req` must stay alive until
   // then. `deadline` is the call's own deadline, if any.
+  // `ctx`, when given, lets a queued request be dropped if its client cancels.
   using InferDone = absl::AnyInvocable<void(absl::Status, inference::ModelInferResponse*)>;
   void SubmitInfer(const inference::ModelInferRequest* req, inference::ModelInferResponse* resp, absl::Time deadline,
-                   InferDone done);
+                   grpc::CallbackServerContext* ctx, InferDone done);
+
+  // Graceful shutdown, first step: ServerReady turns false and new inference requests get
+  // UNAVAILABLE, while everything already accepted runs to completion.
+  void StartShutdown() { shutting_down_.store(true); }
+
+  ModelRepository* repository() const { return repository_; }
 
  private:
   ModelRepository* const repository_;
   const Options options_;
+  std::atomic<bool> shutting_down_{false};
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& s);

@@ -287,7 +287,9 @@ std::vector<ModelRepository::IndexEntry> ModelRepository::Index(bool ready_only)
       if (!ready_only) out.push_back({name, "", e.state, e.reason});
       continue;
     }
-    for (const auto& [v, m] : e.versions) out.push_back({name, std::to_string(v), "READY", ""});
+    // A successful load clears the reason, so a reason here is why the last reload failed while
+    // these versions kept serving: show it rather than hide it.
+    for (const auto& [v, m] : e.versions) out.push_back({name, std::to_string(v), "READY", e.reason});
   }
   if (!ready_only) {
     for (const std::string& n : on_disk) {

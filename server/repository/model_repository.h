@@ -65,7 +65,7 @@ class ModelRepository {
     std::string name;
     std::string version;  // empty for a model with no loaded version
     std::string state;    // READY | UNAVAILABLE | UNLOADED
-    std::string reason;
+    std::string reason;   // why not ready; on a READY version, why the last reload failed (if it did)
   };
   // Every model found in the roots or loaded; `ready_only` keeps the READY versions.
   std::vector<IndexEntry> Index(bool ready_only) const;

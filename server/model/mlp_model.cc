@@ -221,6 +221,8 @@ absl::StatusOr<MlpModel> LoadFloatCheckpoint(const std::string& path) {
       prefixes.insert(m[1].str());
       idx = ParseIndex(m[2].str());
       is_weight = m[3] == "weight";
+    } else if (t.name.ends_with(".weight_scale")) {
+      return TensorError(f, t.name, "the checkpoint is already quantized (it has weight scales); quantize its FP32 original");
     } else {
       return TensorError(f, t.name, "unexpected tensor in a float checkpoint (want layers.{i}.weight/bias or {j}.weight/bias)");
     }

@@ -41,9 +41,14 @@ class ModelStats {
   std::atomic<uint64_t> execution_count{0};  // batches executed
   std::atomic<uint64_t> last_inference_ms{0};
 
-  void RecordBatch(int rows, uint64_t input_ns, uint64_t infer_ns, uint64_t output_ns) {
+  // Counted before any request of the batch is answered, so a client that reads the statistics
+  // right after its response sees its rows and its batch.
+  void RecordExecution(int rows) {
     execution_count.fetch_add(1, std::memory_order_relaxed);
     inference_count.fetch_add(static_cast<uint64_t>(rows), std::memory_order_relaxed);
+  }
+  // The batch's phase durations, once the output phase is over.
+  void RecordBatchTimes(int rows, uint64_t input_ns, uint64_t infer_ns, uint64_t output_ns) {
     absl::MutexLock lock(&mu_);
     BatchSizeStat& s = by_batch_size_[rows];
     ++s.count;

@@ -140,6 +140,10 @@ void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) 
   const absl::Time t2 = clock_.Now();
 
   // Compute output: each task copies its rows out in its callback.
+  if (st.ok()) {
+    stats_.RecordExecution(rows);
+    stats_.last_inference_ms.store(static_cast<uint64_t>(absl::ToUnixMillis(t2)), std::memory_order_relaxed);
+  }
   offset = 0;
   for (const auto& t : batch) {
     InferResult r;
@@ -159,10 +163,7 @@ void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) 
   }
   const absl::Time t3 = clock_.Now();
   for (size_t i = 0; i < batch.size(); ++i) stats_.compute_output.Add(Nanos(t3 - t2));
-  if (st.ok()) {
-    stats_.RecordBatch(rows, Nanos(t1 - t0), Nanos(t2 - t1), Nanos(t3 - t2));
-    stats_.last_inference_ms.store(static_cast<uint64_t>(absl::ToUnixMillis(t2)), std::memory_order_relaxed);
-  }
+  if (st.ok()) stats_.RecordBatchTimes(rows, Nanos(t1 - t0), Nanos(t2 - t1), Nanos(t3 - t2));
   ReleaseInstance(slot);
 }
 

@@ -22,11 +22,11 @@ struct InferResult {
   const float* output = nullptr;
   int rows = 0;
   int cols = 0;
-  // Phases, in nanoseconds: waiting in the queue, and this task's batch's compute phases.
+  // Phases, in nanoseconds: waiting in the queue, and this task's batch's compute phases. The
+  // output phase is the callback's own: it measures copying its rows out.
   uint64_t queue_ns = 0;
   uint64_t compute_input_ns = 0;
   uint64_t compute_infer_ns = 0;
-  uint64_t compute_output_ns = 0;
   int batch_rows = 0;  // rows in the batch this task ran in
 };
 

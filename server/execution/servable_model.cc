@@ -139,10 +139,10 @@ void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) 
   const absl::Status st = backend_->Run(slot, s.in.data(), rows, s.out.data());
   const absl::Time t2 = clock_.Now();
 
-  // Compute output: each task copies its rows out in its callback.
+  // Compute output: each task copies its rows out in its callback, and records its own figures
+  // (ModelStats::RecordSuccess) before its response leaves.
   if (st.ok()) {
-    stats_.RecordExecution(rows);
-    stats_.last_inference_ms.store(static_cast<uint64_t>(absl::ToUnixMillis(t2)), std::memory_order_relaxed);
+    stats_.RecordExecution(rows, Nanos(t1 - t0), Nanos(t2 - t1), static_cast<uint64_t>(absl::ToUnixMillis(t2)));
   }
   offset = 0;
   for (const auto& t : batch) {
@@ -156,14 +156,9 @@ void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) 
     r.compute_infer_ns = Nanos(t2 - t1);
     r.batch_rows = rows;
     offset += t->rows();
-    stats_.queue.Add(r.queue_ns);
-    stats_.compute_input.Add(r.compute_input_ns);
-    stats_.compute_infer.Add(r.compute_infer_ns);
     t->Finish(r);
   }
-  const absl::Time t3 = clock_.Now();
-  for (size_t i = 0; i < batch.size(); ++i) stats_.compute_output.Add(Nanos(t3 - t2));
-  if (st.ok()) stats_.RecordBatchTimes(rows, Nanos(t1 - t0), Nanos(t2 - t1), Nanos(t3 - t2));
+  if (st.ok()) stats_.RecordBatchOutput(rows, Nanos(clock_.Now() - t2));
   ReleaseInstance(slot);
 }
 

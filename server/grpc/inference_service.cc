@@ -30,17 +30,17 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
 }
 
 void SetDuration(inference::StatisticDuration* d, const DurationStat& s) {
-  d->set_count(s.count.load(std::memory_order_relaxed));
-  d->set_ns(s.ns.load(std::memory_order_relaxed));
+  d->set_count(s.count);
+  d->set_ns(s.ns);
 }
 
-void FillStatistics(const ServableModel& m, inference::ModelStatistics* out) {
-  ModelStats& s = const_cast<ServableModel&>(m).stats();
+void FillStatistics(ServableModel& m, inference::ModelStatistics* out) {
+  const ModelStatsSnapshot s = m.stats().Snapshot();
   out->set_name(m.name());
   out->set_version(std::to_string(m.version()));
-  out->set_last_inference(s.last_inference_ms.load(std::memory_order_relaxed));
-  out->set_inference_count(s.inference_count.load(std::memory_order_relaxed));
-  out->set_execution_count(s.execution_count.load(std::memory_order_relaxed));
+  out->set_last_inference(s.last_inference_ms);
+  out->set_inference_count(s.inference_count);
+  out->set_execution_count(s.execution_count);
   inference::InferStatistics* is = out->mutable_inference_stats();
   SetDuration(is->mutable_success(), s.success);
   SetDuration(is->mutable_fail(), s.fail);
@@ -48,7 +48,7 @@ void FillStatistics(const ServableModel& m, inference::ModelStatistics* out) {
   SetDuration(is->mutable_compute_input(), s.compute_input);
   SetDuration(is->mutable_compute_infer(), s.compute_infer);
   SetDuration(is->mutable_compute_output(), s.compute_output);
-  for (const auto& [rows, b] : s.BatchStats()) {
+  for (const auto& [rows, b] : s.by_batch_size) {
     inference::InferBatchStatistics* bs = out->add_batch_stats();
     bs->set_batch_size(static_cast<uint64_t>(rows));
     bs->mutable_compute_input()->set_count(b.count);
@@ -95,7 +95,7 @@ void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, infe
 
     absl::StatusOr<ValidatedRequest> v = ValidateInferRequest(*req, *config);
     if (!v.ok()) {
-      model->stats().fail.Add(NanosSince(call->start));
+      model->stats().RecordFailure(NanosSince(call->start));
       return call->done(v.status(), resp);
     }
     const absl::Duration timeout = v->timeout != absl::InfiniteDuration() ? v->timeout : DefaultRequestTimeout(*config);
@@ -105,9 +105,10 @@ void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, infe
         v->rows, v->priority, task_deadline, v->input, v->input_type,
         [call, model, config](const InferResult& r) {
           if (!r.status.ok()) {
-            model->stats().fail.Add(NanosSince(call->start));
+            model->stats().RecordFailure(NanosSince(call->start));
             return call->done(r.status, call->resp);
           }
+          const absl::Time output_start = absl::Now();
           inference::ModelInferResponse* out = call->resp;
           out->set_model_name(config->name());
           out->set_model_version(std::to_string(model->version()));
@@ -119,7 +120,8 @@ void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, infe
           t->add_shape(r.cols);
           out->add_raw_output_contents()->assign(reinterpret_cast<const char*>(r.output),
                                                  sizeof(float) * static_cast<size_t>(r.rows) * r.cols);
-          model->stats().success.Add(NanosSince(call->start));
+          model->stats().RecordSuccess(NanosSince(call->start), r.queue_ns, r.compute_input_ns, r.compute_infer_ns,
+                                       NanosSince(output_start));
           call->done(absl::OkStatus(), out);
         });
     if (ctx != nullptr) task->set_cancelled_check([ctx] { return ctx->IsCancelled(); });
@@ -127,7 +129,7 @@ void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, infe
     if (st.ok()) return;
     // Refused: the task was not run and its callback never will be; `call` is still ours.
     if (absl::IsAborted(st) && attempt == 0) continue;
-    model->stats().fail.Add(NanosSince(call->start));
+    model->stats().RecordFailure(NanosSince(call->start));
     return call->done(absl::IsAborted(st) ? absl::UnavailableError(st.message()) : st, resp);
   }
 }

@@ -214,7 +214,7 @@ void ModelRepository::UnloadLocked(const std::string& name) {
     auto it = models_.find(name);
     if (it == models_.end()) return;
     old.swap(it->second.versions);
-    it->second.state = "UNLOADED";
+    it->second.state = "UNAVAILABLE";  // Triton's word for an unloaded model, with reason "unloaded"
     it->second.reason = "unloaded";
     it->second.fingerprint.clear();
   }

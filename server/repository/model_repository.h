@@ -64,7 +64,7 @@ class ModelRepository {
   struct IndexEntry {
     std::string name;
     std::string version;  // empty for a model with no loaded version
-    std::string state;    // READY | UNAVAILABLE | UNLOADED
+    std::string state;    // READY | UNAVAILABLE (with a reason: "unloaded", or why it failed)
     std::string reason;   // why not ready; on a READY version, why the last reload failed (if it did)
   };
   // Every model found in the roots or loaded; `ready_only` keeps the READY versions.

@@ -45,6 +45,27 @@ def write_safetensors(path, tensors, metadata):
         f.write(struct.pack("<Q", len(hdr)) + hdr + b"".join(blobs))
 
 
+def read_mlp(path):
+    """Reads an fp8serve model with E4M3 weights and per-channel scales into read/write_mlp's layout."""
+    raw = pathlib.Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+
+    def tensor(name, dtype):
+        e = header[name]
+        b, end = e["data_offsets"]
+        return np.frombuffer(data[b:end], dtype=dtype).reshape(e["shape"])
+
+    layers, i = [], 0
+    while f"layers.{i}.weight" in header:
+        assert header[f"layers.{i}.weight"]["dtype"] == "F8_E4M3", "read_mlp reads E4M3 models"
+        layers.append((tensor(f"layers.{i}.weight", np.uint8).view(E4M3), tensor(f"layers.{i}.weight_scale", np.float32),
+                       tensor(f"layers.{i}.bias", np.float32)))
+        i += 1
+    return layers
+
+
 def random_mlp(dims, seed):
     """A random MLP with E4M3 weights and per-channel scales: a list of (q_w [out,in], s_w [out], bias)."""
     rng = np.random.default_rng(seed)

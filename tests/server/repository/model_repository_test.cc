@@ -290,7 +290,7 @@ TEST(ModelRepositoryTest, ExplicitModeLoadsOnlyWhatItIsAskedTo) {
 
   st = RpcUnload(stub, "b");
   ASSERT_TRUE(st.ok()) << StatusText(st);
-  EXPECT_THAT(States(stub, "b"), ElementsAre(":UNLOADED"));
+  EXPECT_THAT(States(stub, "b"), ElementsAre(":UNAVAILABLE"));
   EXPECT_FALSE(ModelReady(stub, "b"));
   EXPECT_EQ(InferCode(stub, "b"), grpc::StatusCode::NOT_FOUND);
   ExpectServes(stub, "a", wa);  // the other model is untouched
@@ -376,7 +376,7 @@ TEST(ModelRepositoryTest, PollPicksUpNewChangedAndRemovedModels) {
   repository.Poll();
   EXPECT_FALSE(ModelReady(stub, "fresh"));
   EXPECT_EQ(InferCode(stub, "fresh"), grpc::StatusCode::NOT_FOUND);
-  EXPECT_THAT(States(stub, "fresh"), ElementsAre(":UNLOADED"));
+  EXPECT_THAT(States(stub, "fresh"), ElementsAre(":UNAVAILABLE"));
   ExpectServes(stub, "p", w2);
 }
 

@@ -24,6 +24,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev nlohmann-json3-dev libspdlog-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
   dataset-fashion-mnist libb64-0d
+  prometheus chromium docker-compose
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

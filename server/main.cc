@@ -12,8 +12,10 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "server/grpc/inference_service.h"
+#include "server/metrics/metrics.h"
 #include "server/repository/model_repository.h"
 #include "spdlog/spdlog.h"
 #include "tools/cli/cli.h"
@@ -27,6 +29,9 @@ ABSL_FLAG(std::string, model_control_mode, "none",
           "ask; poll: load every model and rescan every --repository-poll-secs.");
 ABSL_FLAG(std::vector<std::string>, load_model, {}, "With --model-control-mode=explicit: models to load at start (* = all).");
 ABSL_FLAG(int, repository_poll_secs, 15, "Rescan interval of --model-control-mode=poll, in seconds.");
+ABSL_FLAG(int, cpu_blas_threads, 1,
+          "Threads OpenBLAS may use inside one CPU forward. The server parallelizes across batches "
+          "(instance_group count) and gRPC threads; more BLAS threads pay off only for large batches on many cores.");
 ABSL_FLAG(std::string, backend, "auto", "Execution backend: auto (CUDA when a GPU is usable, else CPU), cpu, noop, cuda.");
 ABSL_FLAG(int, max_message_size, INT32_MAX,
           "Largest gRPC message accepted or sent, in bytes (Triton's default: 2 GiB - 1). Larger requests get "
@@ -35,6 +40,14 @@ ABSL_FLAG(std::string, port_file, "", "If set, write the bound gRPC port to this
 ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error, off.");
 ABSL_FLAG(int, exit_timeout_secs, 30,
           "On SIGTERM/SIGINT: how long to wait for accepted requests to be answered before exiting anyway.");
+ABSL_FLAG(bool, allow_metrics, true, "Serve Prometheus metrics at http://<--metrics-address>/metrics.");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:8002",
+          "Address of the Prometheus /metrics endpoint (host:port; port 0 picks one; empty turns metrics off). If "
+          "the default address cannot be bound the server serves without metrics and says so; an address given "
+          "on the command line that cannot be bound is fatal.");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, write the bound metrics port to this file before the gRPC port file is written (not written "
+          "when metrics are off).");
 
 namespace fp8serve {
 namespace {
@@ -42,6 +55,32 @@ namespace {
 absl::Notification g_stop;
 void OnSignal(int) {
   if (!g_stop.HasBeenNotified()) g_stop.Notify();
+}
+
+#ifndef FP8SERVE_VERSION
+#define FP8SERVE_VERSION "0.0.0"
+#endif
+#ifndef FP8SERVE_CUDA_VERSION
+#define FP8SERVE_CUDA_VERSION "none"
+#endif
+
+// Whether the command line names --metrics-address itself (in any spelling absl accepts).
+bool MetricsAddressGiven(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--") break;
+    for (const char* f : {"--metrics-address", "--metrics_address", "-metrics-address", "-metrics_address"}) {
+      if (a == f || a.rfind(std::string(f) + "=", 0) == 0) return true;
+    }
+  }
+  return false;
+}
+
+bool WritePortFile(const std::string& path, int port) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return false;
+  std::fprintf(f, "%d\n", port);
+  return std::fclose(f) == 0;
 }
 
 // absl flags keep only the last occurrence of a flag; --model-repository and --load-model are
@@ -74,7 +113,7 @@ std::vector<char*> MergeRepeatedFlags(int argc, char** argv, std::vector<std::st
   return out;
 }
 
-int Run() {
+int Run(bool metrics_address_given) {
   const spdlog::level::level_enum level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
   if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
     std::fprintf(stderr, "fp8serve: unknown --log-level '%s'\n", absl::GetFlag(FLAGS_log_level).c_str());
@@ -96,19 +135,52 @@ int Run() {
   } else {
     spdlog::info("backend {}", BackendKindName(*backend));
   }
+  SetCpuBlasThreads(absl::GetFlag(FLAGS_cpu_blas_threads));
+
+  // Metrics first, so that models show up as they load, and a bad --metrics-address fails fast.
+  ServerMetrics::Options mo;
+  mo.version = FP8SERVE_VERSION;
+  mo.backend = BackendKindName(*backend);
+  mo.cuda = FP8SERVE_CUDA_VERSION;
+  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  const bool metrics_on = absl::GetFlag(FLAGS_allow_metrics) && !metrics_address.empty();
+  if (!metrics_on) mo.nvml_library.clear();  // nobody will read the GPU gauges
+  ServerMetrics metrics(mo);                 // counts even when not served: it costs next to nothing
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint;
+  if (!metrics_on) {
+    spdlog::info("metrics disabled ({})", metrics_address.empty() ? "--metrics-address is empty" : "--allow-metrics=false");
+  } else {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> ep = MetricsEndpoint::Start(metrics_address, metrics);
+    if (ep.ok()) {
+      metrics_endpoint = *std::move(ep);
+      spdlog::info("metrics on http://{}/metrics (port {})", metrics_address, metrics_endpoint->port());
+      if (const std::string pf = absl::GetFlag(FLAGS_metrics_port_file); !pf.empty() && !WritePortFile(pf, metrics_endpoint->port())) {
+        std::fprintf(stderr, "fp8serve: cannot write --metrics-port-file %s\n", pf.c_str());
+        return 1;
+      }
+    } else if (metrics_address_given) {
+      std::fprintf(stderr, "fp8serve: %s\n", std::string(ep.status().message()).c_str());
+      return 1;
+    } else {
+      spdlog::error("{}: serving WITHOUT metrics. Pass --metrics-address to pick another address (failing to bind it "
+                    "is then fatal) or --allow-metrics=false.",
+                    std::string(ep.status().message()));
+    }
+  }
 
   ModelRepository::Options ro;
   ro.roots = absl::GetFlag(FLAGS_model_repository);
   ro.mode = *mode;
   ro.startup_models = absl::GetFlag(FLAGS_load_model);
   ro.backend = *backend;
+  ro.metrics = &metrics;
   absl::StatusOr<std::unique_ptr<ModelRepository>> repo = ModelRepository::Create(ro);
   if (!repo.ok()) {
     std::fprintf(stderr, "fp8serve: %s\n", std::string(repo.status().message()).c_str());
     return 1;
   }
 
-  InferenceService service(repo->get(), InferenceService::Options{"fp8serve", "0.1.0"});
+  InferenceService service(repo->get(), InferenceService::Options{"fp8serve", FP8SERVE_VERSION, &metrics});
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
@@ -122,12 +194,7 @@ int Run() {
     return 1;
   }
   server->GetHealthCheckService()->SetServingStatus(true);
-  if (const std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
-    if (std::FILE* f = std::fopen(pf.c_str(), "w")) {
-      std::fprintf(f, "%d\n", port);
-      std::fclose(f);
-    }
-  }
+  if (const std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) WritePortFile(pf, port);
   std::vector<std::string> ready;
   for (const auto& e : (*repo)->Index(true)) ready.push_back(e.name + ":" + e.version);
   spdlog::info("fp8serve listening on port {} (gRPC), serving [{}]", port, absl::StrJoin(ready, ", "));
@@ -148,6 +215,7 @@ int Run() {
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(timeout));
   repo->reset();
+  metrics_endpoint.reset();
   spdlog::info("stopped");
   return 0;
 }
@@ -156,12 +224,18 @@ int Run() {
 }  // namespace fp8serve
 
 int main(int argc, char** argv) {
+  // NOTES: Debian's abseil is built with mutex deadlock detection on, and gRPC's own locks pay for
+  // its bookkeeping on every acquisition (seen in perf profiles of the client). Lock-order bugs are
+  // for the tests to find, not the serving path.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   std::vector<std::string> storage;
   std::vector<char*> args = fp8serve::MergeRepeatedFlags(argc, argv, storage);
   fp8serve::ParseCommandLineWithUsage(
       "Serves FP8-quantized MLPs over the KServe v2 / Triton gRPC protocol.\n\n"
-      "  fp8serve [--model-repository models] [--grpc-address 0.0.0.0:8001] [--backend auto|cpu|noop]\n\n"
-      "Works with tritonclient, perf_analyzer and KServe unchanged. Health: grpc.health.v1.Health.",
+      "  fp8serve [--model-repository models] [--grpc-address 0.0.0.0:8001] [--backend auto|cpu|noop]\n"
+      "           [--metrics-address 0.0.0.0:8002]\n\n"
+      "Works with tritonclient, perf_analyzer and KServe unchanged. Health: grpc.health.v1.Health.\n"
+      "Prometheus metrics: GET http://<--metrics-address>/metrics.",
       static_cast<int>(args.size()), args.data());
-  return fp8serve::Run();
+  return fp8serve::Run(fp8serve::MetricsAddressGiven(argc, argv));
 }

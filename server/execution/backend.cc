@@ -1,5 +1,7 @@
 #include "server/execution/backend.h"
 
+#include <cblas.h>
+
 #include <cstring>
 #include <vector>
 
@@ -59,6 +61,8 @@ absl::StatusOr<BackendKind> ParseBackendKind(const std::string& name) {
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown backend '", name, "' (auto, cpu, noop, cuda)"));
 }
+
+void SetCpuBlasThreads(int threads) { openblas_set_num_threads(threads < 1 ? 1 : threads); }
 
 BackendKind ResolveAutoBackend(std::string* why) {
   // The CUDA execution backend is not built yet: every machine serves on the CPU, with the same numerics.

@@ -35,6 +35,12 @@ class Backend {
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, const MlpWeights& weights, int instances,
                                                        int max_rows);
 
+// Threads OpenBLAS may use inside one CPU forward (process-wide). The server's default is 1: its
+// parallelism is across batches (instances) and gRPC threads, and on a few cores a BLAS thread pool
+// fighting the gRPC threads costs more than it gives (measured: 1.5-2x throughput at concurrency 64
+// on 2 cores). Raise it for a CPU server that runs large batches on many cores.
+void SetCpuBlasThreads(int threads);
+
 // What kAuto resolves to on this machine, and why (for the startup log).
 BackendKind ResolveAutoBackend(std::string* why);
 

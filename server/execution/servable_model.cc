@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/numerics/fp8.h"
+#include "server/metrics/metrics.h"
 
 namespace fp8serve {
 
@@ -56,7 +57,8 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Create(const Optio
   std::unique_ptr<DynamicBatcher<InferTask>> batcher;
   absl::Status st = DynamicBatcher<InferTask>::Create(
       bo, &self->clock_, [self](std::vector<std::unique_ptr<InferTask>> batch) { self->ProcessBatch(std::move(batch)); },
-      [](std::unique_ptr<InferTask> task, absl::Status why) {
+      [self](std::unique_ptr<InferTask> task, absl::Status why) {
+        if (ModelMetrics* mm = self->metrics()) mm->AddPending(-1);
         InferResult r;
         r.status = std::move(why);
         task->Finish(r);
@@ -86,9 +88,14 @@ absl::Status ServableModel::Schedule(std::unique_ptr<InferTask>& task) {
   absl::ReaderMutexLock lock(&batcher_mu_);
   if (batcher_ == nullptr) return retired;
   task->set_enqueue_time(clock_.Now());
+  // Counted as pending before it is queued: a batch thread may take it before Schedule returns.
+  ModelMetrics* mm = metrics();
+  if (mm != nullptr) mm->AddPending(1);
   // Shutdown() detaches the batcher under the writer lock before stopping it, so a batcher seen
   // here is never shutting down: UNAVAILABLE from it means the queue is full.
-  return batcher_->Schedule(task);
+  absl::Status st = batcher_->Schedule(task);
+  if (!st.ok() && mm != nullptr) mm->AddPending(-1);
+  return st;
 }
 
 size_t ServableModel::NumQueuedTasks() const {
@@ -110,6 +117,8 @@ void ServableModel::ReleaseInstance(int slot) {
 }
 
 void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) {
+  ModelMetrics* const mm = metrics();
+  if (mm != nullptr) mm->AddPending(-static_cast<int>(batch.size()));
   // Drop requests whose client has gone: they are answered (once) and not computed.
   std::erase_if(batch, [](std::unique_ptr<InferTask>& t) {
     if (!t->cancelled()) return false;
@@ -119,6 +128,7 @@ void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) 
     return true;
   });
   if (batch.empty()) return;
+  if (mm != nullptr) mm->AddInflight(1);
   const int slot = AcquireInstance();
   Staging& s = staging_[slot];
   const int in_cols = backend_->input_dim(), out_cols = backend_->output_dim();
@@ -143,6 +153,7 @@ void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) 
   // (ModelStats::RecordSuccess) before its response leaves.
   if (st.ok()) {
     stats_.RecordExecution(rows, Nanos(t1 - t0), Nanos(t2 - t1), static_cast<uint64_t>(absl::ToUnixMillis(t2)));
+    if (mm != nullptr) mm->RecordExecution(rows);
   }
   offset = 0;
   for (const auto& t : batch) {
@@ -160,6 +171,7 @@ void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) 
   }
   if (st.ok()) stats_.RecordBatchOutput(rows, Nanos(clock_.Now() - t2));
   ReleaseInstance(slot);
+  if (mm != nullptr) mm->AddInflight(-1);
 }
 
 }  // namespace fp8serve

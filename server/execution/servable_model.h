@@ -23,6 +23,8 @@
 
 namespace fp8serve {
 
+class ModelMetrics;
+
 class ServableModel {
  public:
   struct Options {
@@ -38,6 +40,9 @@ class ServableModel {
     // Concurrent execution slots (instance_group count), each with its own batch thread.
     int instances = 1;
     BackendKind backend = BackendKind::kAuto;
+    // This version's Prometheus series (null: none). The executor counts queue depth, batches in
+    // flight, executions and rows on it; the service counts requests and their durations.
+    std::shared_ptr<ModelMetrics> metrics;
   };
 
   static absl::StatusOr<std::shared_ptr<ServableModel>> Create(const Options& options, const MlpWeights& weights);
@@ -61,6 +66,7 @@ class ServableModel {
   int output_dim() const { return backend_->output_dim(); }
   const char* backend_name() const { return backend_->name(); }
   ModelStats& stats() { return stats_; }
+  ModelMetrics* metrics() const { return options_.metrics.get(); }
   size_t NumQueuedTasks() const;
 
  private:

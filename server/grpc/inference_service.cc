@@ -60,6 +60,24 @@ void FillStatistics(ServableModel& m, inference::ModelStatistics* out) {
   }
 }
 
+double SecondsFromNanos(uint64_t ns) { return static_cast<double>(ns) * 1e-9; }
+
+// fp8serve_requests_total's outcome for a request refused or failed with `st`. `from_schedule`:
+// the batcher refused it, where UNAVAILABLE means its queue is full.
+RequestOutcome OutcomeOf(const absl::Status& st, bool from_schedule) {
+  switch (st.code()) {
+    case absl::StatusCode::kOk: return RequestOutcome::kSuccess;
+    case absl::StatusCode::kInvalidArgument: return RequestOutcome::kInvalid;
+    case absl::StatusCode::kDeadlineExceeded: return RequestOutcome::kTimeout;
+    case absl::StatusCode::kCancelled: return RequestOutcome::kCancelled;
+    case absl::StatusCode::kNotFound: return RequestOutcome::kNotFound;
+    case absl::StatusCode::kUnavailable:
+      return from_schedule ? RequestOutcome::kQueueFull : RequestOutcome::kUnavailable;
+    case absl::StatusCode::kAborted: return RequestOutcome::kUnavailable;  // version retired while queuing
+    default: return from_schedule ? RequestOutcome::kInvalid : RequestOutcome::kBackend;
+  }
+}
+
 // One call's state, shared by the attempt that queues it and the task that completes it.
 struct InferCall {
   const inference::ModelInferRequest* req;
@@ -81,21 +99,30 @@ InferenceService::InferenceService(ModelRepository* repository, Options options)
 void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, inference::ModelInferResponse* resp,
                                    absl::Time deadline, grpc::CallbackServerContext* ctx, InferDone done) {
   auto call = std::make_shared<InferCall>(InferCall{req, resp, absl::Now(), std::move(done)});
-  if (shutting_down_.load()) return call->done(absl::UnavailableError("the server is shutting down"), resp);
+  // Every answer is counted before it is sent, as the statistics are: a client that scrapes right
+  // after its response finds it counted.
+  ServerMetrics* const metrics = options_.metrics;
+  auto unresolved = [&](const absl::Status& st) {
+    if (metrics != nullptr) metrics->RecordUnresolved(req->model_name(), OutcomeOf(st, false));
+    call->done(st, resp);
+  };
+  if (shutting_down_.load()) return unresolved(absl::UnavailableError("the server is shutting down"));
   absl::StatusOr<int64_t> version = ParseModelVersion(req->model_version());
-  if (!version.ok()) return call->done(version.status(), resp);
+  if (!version.ok()) return unresolved(version.status());
 
   // Two attempts: a version that is being replaced refuses with ABORTED, and its successor is
   // already in the repository, so looking up again serves the request instead of failing it.
   for (int attempt = 0;; ++attempt) {
     absl::StatusOr<ModelRepository::Served> served = repository_->Get(req->model_name(), *version);
-    if (!served.ok()) return call->done(served.status(), resp);
+    if (!served.ok()) return unresolved(served.status());
     std::shared_ptr<ServableModel> model = served->model;
     std::shared_ptr<const inference::ModelConfig> config = served->config;
+    ModelMetrics* const mm = model->metrics();
 
     absl::StatusOr<ValidatedRequest> v = ValidateInferRequest(*req, *config);
     if (!v.ok()) {
       model->stats().RecordFailure(NanosSince(call->start));
+      if (mm != nullptr) mm->CountRequest(OutcomeOf(v.status(), false));
       return call->done(v.status(), resp);
     }
     const absl::Duration timeout = v->timeout != absl::InfiniteDuration() ? v->timeout : DefaultRequestTimeout(*config);
@@ -104,8 +131,10 @@ void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, infe
     auto task = std::make_unique<InferTask>(
         v->rows, v->priority, task_deadline, v->input, v->input_type,
         [call, model, config](const InferResult& r) {
+          ModelMetrics* const mm = model->metrics();
           if (!r.status.ok()) {
             model->stats().RecordFailure(NanosSince(call->start));
+            if (mm != nullptr) mm->CountRequest(OutcomeOf(r.status, false));
             return call->done(r.status, call->resp);
           }
           const absl::Time output_start = absl::Now();
@@ -120,8 +149,13 @@ void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, infe
           t->add_shape(r.cols);
           out->add_raw_output_contents()->assign(reinterpret_cast<const char*>(r.output),
                                                  sizeof(float) * static_cast<size_t>(r.rows) * r.cols);
-          model->stats().RecordSuccess(NanosSince(call->start), r.queue_ns, r.compute_input_ns, r.compute_infer_ns,
-                                       NanosSince(output_start));
+          const uint64_t total_ns = NanosSince(call->start), output_ns = NanosSince(output_start);
+          model->stats().RecordSuccess(total_ns, r.queue_ns, r.compute_input_ns, r.compute_infer_ns, output_ns);
+          if (mm != nullptr) {
+            mm->RecordSuccess(SecondsFromNanos(total_ns), SecondsFromNanos(r.queue_ns),
+                              SecondsFromNanos(r.compute_input_ns), SecondsFromNanos(r.compute_infer_ns),
+                              SecondsFromNanos(output_ns));
+          }
           call->done(absl::OkStatus(), out);
         });
     if (ctx != nullptr) task->set_cancelled_check([ctx] { return ctx->IsCancelled(); });
@@ -130,6 +164,7 @@ void InferenceService::SubmitInfer(const inference::ModelInferRequest* req, infe
     // Refused: the task was not run and its callback never will be; `call` is still ours.
     if (absl::IsAborted(st) && attempt == 0) continue;
     model->stats().RecordFailure(NanosSince(call->start));
+    if (mm != nullptr) mm->CountRequest(OutcomeOf(st, /*from_schedule=*/true));
     return call->done(absl::IsAborted(st) ? absl::UnavailableError(st.message()) : st, resp);
   }
 }

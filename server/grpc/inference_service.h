@@ -8,6 +8,7 @@
 #include <string>
 
 #include "grpc_service.grpc.pb.h"
+#include "server/metrics/metrics.h"
 #include "server/repository/model_repository.h"
 
 namespace fp8serve {
@@ -17,6 +18,10 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   struct Options {
     std::string server_name = "fp8serve";
     std::string server_version;
+    // Optional, not owned, outlives the service: requests that no model version answered (unknown
+    // model, bad version string, shutting down) are counted here; the rest on their version's
+    // ModelMetrics.
+    ServerMetrics* metrics = nullptr;
   };
   InferenceService(ModelRepository* repository, Options options);
 

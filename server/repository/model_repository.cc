@@ -160,6 +160,7 @@ absl::Status ModelRepository::LoadLocked(const std::string& name) {
     Entry& e = models_[name];
     e.reason = std::string(st.message());
     if (e.versions.empty()) e.state = "UNAVAILABLE";
+    PublishStatesLocked();
     return st;
   };
   absl::StatusOr<std::string> dir = FindModelDir(name);
@@ -183,8 +184,9 @@ absl::Status ModelRepository::LoadLocked(const std::string& name) {
     if (absl::Status st = CheckConfigMatchesWeights(*config, model->weights, *dir + "/config.pbtxt", weights_path); !st.ok()) {
       return record_failure(st);
     }
-    absl::StatusOr<std::shared_ptr<ServableModel>> servable =
-        ServableModel::Create(ServableOptionsFromConfig(*config, v, options_.backend), model->weights);
+    ServableModel::Options so = ServableOptionsFromConfig(*config, v, options_.backend);
+    if (options_.metrics != nullptr) so.metrics = options_.metrics->ForModel(name, v);
+    absl::StatusOr<std::shared_ptr<ServableModel>> servable = ServableModel::Create(so, model->weights);
     if (!servable.ok()) return record_failure(servable.status());
     spdlog::info("loaded model '{}' version {} from {} ({} layers, {} -> {}, backend {}, {} instance(s))", name, v,
                  weights_path, model->weights.layers.size(), model->weights.input_dim(), model->weights.output_dim(),
@@ -202,6 +204,7 @@ absl::Status ModelRepository::LoadLocked(const std::string& name) {
     e.fingerprint = fingerprint;
     e.state = "READY";
     e.reason.clear();
+    PublishStatesLocked();
   }
   for (auto& [v, m] : old) m->Shutdown();
   return absl::OkStatus();
@@ -217,11 +220,32 @@ void ModelRepository::UnloadLocked(const std::string& name) {
     it->second.state = "UNAVAILABLE";  // Triton's word for an unloaded model, with reason "unloaded"
     it->second.reason = "unloaded";
     it->second.fingerprint.clear();
+    PublishStatesLocked();
   }
   for (auto& [v, m] : old) {
     m->Shutdown();
     spdlog::info("unloaded model '{}' version {}", name, v);
   }
+}
+
+void ModelRepository::PublishStatesLocked() {
+  if (options_.metrics == nullptr) return;
+  std::vector<ServerMetrics::ModelState> states;
+  for (const auto& [name, e] : models_) {
+    if (e.versions.empty()) {
+      // A model with no ready version shows as not ready while its folder exists. Names that were
+      // never in a root (a RepositoryModelLoad of anything at all) and models removed from disk
+      // do not: a client must not grow the label set, and dashboards should not keep dead models.
+      bool on_disk = false;
+      if (!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..") {
+        for (const std::string& root : options_.roots) on_disk = on_disk || IsDir(root + "/" + name);
+      }
+      if (on_disk) states.push_back({name, "", false, 0});
+      continue;
+    }
+    for (const auto& [v, m] : e.versions) states.push_back({name, std::to_string(v), true, m->options().instances});
+  }
+  options_.metrics->SetModelStates(states);
 }
 
 void ModelRepository::Poll() {

@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "model_config.pb.h"
 #include "server/execution/servable_model.h"
+#include "server/metrics/metrics.h"
 
 namespace fp8serve {
 
@@ -41,6 +42,9 @@ class ModelRepository {
     ModelControlMode mode = ModelControlMode::kNone;
     std::vector<std::string> startup_models;  // kExplicit only; "*" loads all
     BackendKind backend = BackendKind::kAuto;
+    // Optional, not owned, outlives the repository: every loaded version gets its series from it,
+    // and the repository publishes which versions are ready after every change.
+    ServerMetrics* metrics = nullptr;
   };
 
   // Scans the roots and loads per the mode. Fails only when a root is unreadable or the options
@@ -94,6 +98,8 @@ class ModelRepository {
   std::vector<std::string> ScanModelNames() const;
   absl::Status LoadLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
   void UnloadLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
+  // Tells the metrics (if any) what serves now: fp8serve_model_ready and fp8serve_model_instances.
+  void PublishStatesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   absl::Mutex load_mu_;  // serializes Load/Unload/Poll: loads are slow and run outside mu_

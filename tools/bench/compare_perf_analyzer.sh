@@ -16,6 +16,10 @@
 #   ROUNDS (4)        repetitions; each round runs both tools
 #   MODE (sync)       sync: perf_analyzer's default (a thread per request in flight); async:
 #                     perf_analyzer --async and fp8serve-client --mode async
+#   CONNECTIONS       fp8serve-client --threads (TCP connections). Default: what perf_analyzer opens,
+#                     since tritonclient shares a connection among at most 6 clients (its
+#                     TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT) and perf_analyzer makes one client
+#                     per request in flight plus one of its own: ceil((CONCURRENCY + 1) / 6).
 #   BACKEND (cpu)     fp8serve --backend
 #   BLAS_THREADS (1)  OpenBLAS threads of the server. One: on a small shared machine OpenBLAS's
 #                     spinning workers fight the client's threads for the cores, and that fight,
@@ -30,6 +34,7 @@ WINDOW_S=${WINDOW_S:-3}
 ROUNDS=${ROUNDS:-4}
 MODE=${MODE:-sync}
 BACKEND=${BACKEND:-cpu}
+CONNECTIONS=${CONNECTIONS:-$(((CONCURRENCY + 1 + 5) / 6))}
 BLAS_THREADS=${BLAS_THREADS-1}
 FP8SERVE=${FP8SERVE:-$ROOT/build/server/fp8serve}
 FP8SERVE_CLIENT=${FP8SERVE_CLIENT:-$ROOT/build/client/fp8serve-client}
@@ -62,14 +67,14 @@ run_pa() {  # round
     -p $((WINDOW_S * 1000)) --stability-percentage 1000 -f "$OUT/pa_$1.csv" >"$OUT/pa_$1.log" 2>&1
 }
 run_bench() {  # round
-  "$FP8SERVE_CLIENT" bench -u "$URL" -m $MODEL -c "$CONCURRENCY" --mode "$MODE" --threads 1 \
+  "$FP8SERVE_CLIENT" bench -u "$URL" -m $MODEL -c "$CONCURRENCY" --mode "$MODE" --threads "$CONNECTIONS" \
     --warmup-secs 1 --duration-secs $((3 * WINDOW_S)) --progress=false --json "$OUT/bench_$1.json" \
     >"$OUT/bench_$1.log" 2>&1
 }
 
 unset OPENBLAS_NUM_THREADS
-echo "fp8serve ($BACKEND, OpenBLAS threads ${BLAS_THREADS:-default}) at $URL, $MODEL, concurrency $CONCURRENCY, $MODE; perf_analyzer 3 x ${WINDOW_S} s windows," \
-     "fp8serve-client $((3 * WINDOW_S)) s; logs in $OUT" >&2
+echo "fp8serve ($BACKEND, OpenBLAS threads ${BLAS_THREADS:-default}) at $URL, $MODEL, concurrency $CONCURRENCY, $MODE;" \
+     "perf_analyzer 3 x ${WINDOW_S} s windows, fp8serve-client $((3 * WINDOW_S)) s on $CONNECTIONS connection(s); logs in $OUT" >&2
 for round in $(seq "$ROUNDS"); do
   if [ $((round % 2)) -eq 1 ]; then run_pa "$round"; run_bench "$round"; else run_bench "$round"; run_pa "$round"; fi
 done

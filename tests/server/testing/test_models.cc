@@ -202,10 +202,25 @@ absl::StatusOr<std::unique_ptr<TestServer>> TestServer::Start(const ModelReposit
   // Loads and unloads log at info; keep test output to warnings and errors (failed loads).
   spdlog::set_level(spdlog::level::warn);
   std::unique_ptr<TestServer> s(new TestServer());
-  absl::StatusOr<std::unique_ptr<ModelRepository>> repo = ModelRepository::Create(repository_options);
+  ModelRepository::Options ro = repository_options;
+  if (options.metrics) {
+    ServerMetrics::Options mo;
+    mo.version = "test";
+    mo.backend = BackendKindName(ro.backend == BackendKind::kAuto ? ResolveAutoBackend(nullptr) : ro.backend);
+    mo.nvml_library = options.nvml_library;
+    s->metrics_ = std::make_unique<ServerMetrics>(mo);
+    if (!options.metrics_address.empty()) {
+      absl::StatusOr<std::unique_ptr<MetricsEndpoint>> ep = MetricsEndpoint::Start(options.metrics_address, *s->metrics_);
+      if (!ep.ok()) return ep.status();
+      s->metrics_endpoint_ = *std::move(ep);
+    }
+    ro.metrics = s->metrics_.get();
+  }
+  absl::StatusOr<std::unique_ptr<ModelRepository>> repo = ModelRepository::Create(ro);
   if (!repo.ok()) return repo.status();
   s->repository_ = *std::move(repo);
-  s->service_ = std::make_unique<InferenceService>(s->repository_.get(), InferenceService::Options{"fp8serve", "test"});
+  s->service_ = std::make_unique<InferenceService>(s->repository_.get(),
+                                                   InferenceService::Options{"fp8serve", "test", s->metrics_.get()});
 
   grpc::EnableDefaultHealthCheckService(true);  // read when the server is built
   grpc::ServerBuilder builder;
@@ -233,6 +248,8 @@ TestServer::~TestServer() {
   stub_.reset();
   service_.reset();
   repository_.reset();
+  metrics_endpoint_.reset();
+  metrics_.reset();
 }
 
 std::unique_ptr<inference::GRPCInferenceService::Stub> TestServer::NewStub() const {

@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "kernels/mlp_weights.h"
 #include "server/grpc/inference_service.h"
+#include "server/metrics/metrics.h"
 #include "server/repository/model_repository.h"
 
 namespace fp8serve::test {
@@ -108,6 +109,11 @@ class TestServer {
  public:
   struct Options {
     int max_receive_message_size = -1;  // -1: gRPC's default
+    // Prometheus metrics (ServerMetrics wired into the repository and the service), and their
+    // /metrics endpoint on metrics_address unless it is empty.
+    bool metrics = false;
+    std::string metrics_address = "127.0.0.1:0";
+    std::string nvml_library;  // empty: no GPU metrics
   };
   static absl::StatusOr<std::unique_ptr<TestServer>> Start(const ModelRepository::Options& repository_options,
                                                            Options options);
@@ -122,9 +128,15 @@ class TestServer {
   // A new stub on the shared channel (stubs are cheap; one per thread is tidy).
   std::unique_ptr<inference::GRPCInferenceService::Stub> NewStub() const;
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  // With Options::metrics: the metrics, and the endpoint (null when metrics_address is empty).
+  ServerMetrics* metrics() const { return metrics_.get(); }
+  MetricsEndpoint* metrics_endpoint() const { return metrics_endpoint_.get(); }
+  int metrics_port() const { return metrics_endpoint_ != nullptr ? metrics_endpoint_->port() : 0; }
 
  private:
   TestServer() = default;
+  std::unique_ptr<ServerMetrics> metrics_;  // outlives the repository and the service
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<ModelRepository> repository_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;

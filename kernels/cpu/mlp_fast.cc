@@ -26,12 +26,15 @@ void FastMlp::Forward(const float* x, int rows, float* y, Scratch& scratch) cons
     const Layer& l = layers_[i];
     const bool last = i + 1 == layers_.size();
     if (l.quantize_input) {
-      // Quantize-dequantize a copy: the caller's x stays untouched.
+      // Quantize-dequantize into scratch (in place when the input already is scratch): the
+      // caller's x stays untouched, and no separate copy pass is made.
       if (in != scratch.a.data()) {
-        scratch.a.assign(in, in + static_cast<size_t>(rows) * l.in);
+        scratch.a.resize(static_cast<size_t>(rows) * l.in);
+        QuantDequantActivations(in, rows, l.in, scratch.a.data());
         in = scratch.a.data();
+      } else {
+        QuantDequantActivations(scratch.a.data(), rows, l.in);
       }
-      QuantDequantActivations(scratch.a.data(), rows, l.in);
     }
     float* out;
     if (last) {

@@ -144,16 +144,20 @@ void QuantizeActivations(const float* x, int rows, int cols, uint8_t* q, float* 
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-void QuantDequantActivations(float* x, int rows, int cols) {
+void QuantDequantActivations(const float* x, int rows, int cols, float* y) {
   const int groups = CeilDiv(cols, kQuantBlock);
   for (int r = 0; r < rows; ++r) {
     for (int g = 0; g < groups; ++g) {
       const int c0 = g * kQuantBlock, n = std::min(cols - c0, kQuantBlock);
-      float* __restrict p = x + static_cast<size_t>(r) * cols + c0;
-      const float s = ActivationScale(AbsMax(p, n));
-      for (int i = 0; i < n; ++i) p[i] = RoundToE4M3(p[i] / s) * s;
+      const size_t off = static_cast<size_t>(r) * cols + c0;
+      const float* src = x + off;
+      float* dst = y + off;  // may be src itself: each element is read before it is written
+      const float s = ActivationScale(AbsMax(src, n));
+      for (int i = 0; i < n; ++i) dst[i] = RoundToE4M3(src[i] / s) * s;
     }
   }
 }
+
+void QuantDequantActivations(float* x, int rows, int cols) { QuantDequantActivations(x, rows, cols, x); }
 
 }  // namespace fp8serve

@@ -73,5 +73,7 @@ void QuantizeActivations(const float* x, int rows, int cols, uint8_t* q, float* 
 // In place x <- DecodeE4M3(q) * s with the same q and s as QuantizeActivations: the fast CPU
 // forward emulates the quantization this way before an FP32 GEMM. Vectorizable, no tables.
 void QuantDequantActivations(float* x, int rows, int cols);
+// The same from x into y (y may equal x): saves the copy when the input must stay untouched.
+void QuantDequantActivations(const float* x, int rows, int cols, float* y);
 
 }  // namespace fp8serve

@@ -5,6 +5,7 @@ contract, statistics, explicit model control, errors, grpc.health.v1, and the bu
 Needs FP8SERVE_BIN (the server binary; default build/server/fp8serve) and FP8SERVE_SOURCE_DIR.
 """
 import queue
+import signal
 import threading
 import time
 
@@ -331,3 +332,34 @@ def test_bundled_model_accuracy(tmp_path):
     assert same[:1000].all(), f"{(~same[:1000]).sum()} of the first 1,000 predictions differ from the reference"
     assert same.mean() >= 0.999, same.mean()
     assert abs(accuracy - 0.9008) <= 0.0005, accuracy
+
+
+def test_sigterm_answers_every_accepted_request(tmp_path, repo, images):
+    """SIGTERM with 300 requests in flight: every accepted request is answered (none lost), later
+    ones are refused with UNAVAILABLE, and the server exits 0."""
+    s = h.FP8Serve(tmp_path, [repo])
+    done, lock = [], threading.Lock()
+
+    def callback(result, error):
+        with lock:
+            done.append(error)
+
+    c = grpcclient.InferenceServerClient(s.url)
+    x = images[:64]
+    for _ in range(300):
+        c.async_infer(MODEL, [make_input(x)], callback)
+    s.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with lock:
+            if len(done) == 300:
+                break
+        time.sleep(0.02)
+    rc = s.proc.wait(timeout=30)
+    c.close()
+    assert len(done) == 300, f"only {len(done)} of 300 requests were answered"
+    errors = [e for e in done if e is not None]
+    # Whatever the server accepted it answered; anything refused was refused as UNAVAILABLE.
+    assert all(e.status() == "StatusCode.UNAVAILABLE" for e in errors), {str(e) for e in errors}
+    assert len(errors) < 300, "SIGTERM arrived before any request was accepted"
+    assert rc == 0, f"fp8serve exited {rc} on SIGTERM:\n{s.log()}"

@@ -25,11 +25,6 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-constexpr int kIn = 784;
-constexpr double kVsReference = 1e-3;
-// Against the fast forward on another batch composition (see inference_service_test.cc): loose
-// enough for a rare flipped E4M3 rounding of a hidden value, far tighter than another model's output.
-constexpr double kVsOtherBatch = 2e-2;
 
 using Stub = inference::GRPCInferenceService::Stub;
 

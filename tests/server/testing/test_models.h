@@ -30,6 +30,15 @@
 
 namespace fp8serve::test {
 
+// Width of the test models' input (Fashion-MNIST's 28x28).
+inline constexpr int kIn = 784;
+// Tolerances for RowsClose. The server (fast forward) and the reference differ only in FP32
+// rounding (~1e-6), so 1e-3 is loose for them. Against the fast forward run on another batch
+// composition, an ulp in a hidden value can now and then flip one E4M3 rounding, moving a row by up
+// to ~1e-2; a row from another request or another model is off by ~1.
+inline constexpr double kVsReference = 1e-3;
+inline constexpr double kVsOtherBatch = 2e-2;
+
 // ---- Models and data --------------------------------------------------------------------------
 
 // An MLP with layer widths {in, hidden..., out}: He-initialised FP32 weights (N(0, 2/in)) and small

@@ -359,7 +359,10 @@ def test_sigterm_answers_every_accepted_request(tmp_path, repo, images):
     c.close()
     assert len(done) == 300, f"only {len(done)} of 300 requests were answered"
     errors = [e for e in done if e is not None]
-    # Whatever the server accepted it answered; anything refused was refused as UNAVAILABLE.
-    assert all(e.status() == "StatusCode.UNAVAILABLE" for e in errors), {str(e) for e in errors}
+    # Whatever the server accepted it answered with a result. A refusal is UNAVAILABLE (fp8serve's
+    # answer to requests that reach it after SIGTERM) or CANCELLED (gRPC's own answer to calls still
+    # on the wire, never handed to the server, when it stops accepting): never a lost or failed one.
+    refused = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}
+    assert all(e.status() in refused for e in errors), {str(e) for e in errors}
     assert len(errors) < 300, "SIGTERM arrived before any request was accepted"
     assert rc == 0, f"fp8serve exited {rc} on SIGTERM:\n{s.log()}"

@@ -1,0 +1,97 @@
+// Choosing how to run one FP8 GEMM: a GemmShape and the device's traits go in, a GemmConfig (which
+// kernel, block sizes, pipeline stages, split-K, grid) comes out. Pure C++ with no CUDA include, so
+// the heuristic is unit-tested on any machine; the launchers take the config and hold no magic
+// numbers of their own.
+//
+// The device layout every FP8 kernel takes (DeviceMlp builds it at upload):
+//  - K is padded with zero codes to a multiple of 128 (kQuantBlock) in both operands, so the main
+//    loops have no K tail. A zero code adds nothing to a dot product, to a group's amax or to a
+//    1x128 group, so padding leaves the contract's numbers unchanged.
+//  - N (B's rows, the output columns) is padded the same way. Padded weight rows are zero, their
+//    bias 0 and their scales 1, so a requantized output's padded columns are exact zeros: the next
+//    layer reads them as its own zero K padding.
+//  - M is never padded: every kernel predicates rows.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/numerics/fp8.h"
+
+namespace fp8serve::cuda {
+
+inline constexpr int kGemmBlockK = 128;  // one 1x128 activation group / one 128x128 weight block
+
+enum class GemmKernel : uint8_t {
+  kSm90Wgmma,    // Hopper: TMA + wgmma, warp-specialized, persistent (sm90_fp8_gemm.cuh)
+  kSm89MmaSync,  // Ada and Hopper: cp.async + mma.sync, split-K for small M (sm89_fp8_gemm.cuh)
+};
+const char* GemmKernelName(GemmKernel k);  // "sm90_wgmma" / "sm89_mma_sync"
+
+enum class GemmOutput : uint8_t {
+  kE4M3,  // requantized with 1x128 scales for the next layer (hidden layers)
+  kBF16,
+  kF32,   // logits
+};
+const char* GemmOutputName(GemmOutput o);
+
+// One GEMM D[m, n] = epilogue(A[m, k] . B[n, k]^T) in the padded device layout.
+struct GemmShape {
+  int m = 0;  // rows, any >= 1
+  int n = 0;  // padded output columns, a multiple of 128
+  int k = 0;  // padded depth, a multiple of 128
+  Fp8Format b_format = Fp8Format::kE4M3;
+  GemmOutput output = GemmOutput::kF32;
+};
+
+// What the heuristic needs to know about the GPU (filled from cudaGetDeviceProperties).
+struct DeviceTraits {
+  int cc_major = 9;
+  int cc_minor = 0;
+  int num_sms = 132;
+  int smem_per_block_optin = 227 * 1024;  // bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin
+};
+
+// Kernel template instances that exist (the launchers instantiate exactly these; gemm_config_test
+// checks that every config the heuristic returns is one of them).
+inline constexpr int kSm90BlockMs[] = {64, 128};
+inline constexpr int kSm90BlockN = 128;
+inline constexpr int kSm89BlockMs[] = {16, 32, 64};
+inline constexpr int kSm89BlockN = 128;
+inline constexpr int kSm89Stages = 4;
+
+struct GemmConfig {
+  GemmKernel kernel = GemmKernel::kSm89MmaSync;
+  int block_m = 64;
+  int block_n = 128;
+  int block_k = kGemmBlockK;
+  int stages = 3;        // shared-memory pipeline depth
+  int k_splits = 1;      // split-K factor (kSm89MmaSync only); each split owns whole 128-K groups
+  int grid = 1;          // CTAs launched: persistent (<= num_sms) for sm90, all tiles x splits for sm89
+  int raster_group = 1;  // sm90 tile order: groups of this many M-tiles walk N together (L2 reuse)
+  size_t smem_bytes = 0; // dynamic shared memory per CTA
+};
+
+std::string DescribeGemmConfig(const GemmConfig& c);
+
+// Shared memory one CTA of each kernel needs (the launchers use the same functions).
+size_t Sm90SmemBytes(int block_m, int block_n, int stages);
+size_t Sm89SmemBytes(int block_m, int block_n, int stages);
+
+// The heuristic. INVALID_ARGUMENT for a shape outside the layout above, FAILED_PRECONDITION for a
+// device without FP8 tensor cores (compute capability < 8.9).
+absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const DeviceTraits& device);
+
+// A config for a named kernel (tests and benchmarks force each path with it): the heuristic's block
+// sizes within that kernel. FAILED_PRECONDITION when the device cannot run that kernel.
+absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape,
+                                               const DeviceTraits& device);
+
+// Scratch a launch with this config needs in Fp8GemmArgs::workspace: split-K partial sums and the
+// per-tile arrival counters (zeroed once at allocation; the kernel leaves them zero again). 0 when
+// k_splits == 1.
+size_t GemmWorkspaceBytes(const GemmShape& shape, const GemmConfig& c);
+
+}  // namespace fp8serve::cuda

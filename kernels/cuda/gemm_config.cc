@@ -1,0 +1,174 @@
+#include "kernels/cuda/gemm_config.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+
+namespace fp8serve::cuda {
+
+namespace {
+
+constexpr int kSm90MaxStages = 8;
+// Rows at which the wgmma kernel takes over from mma.sync on Hopper. Below it a GEMM is a weight
+// stream (each weight byte feeds at most 128 rows), the smallest wgmma tile (64 rows) wastes most
+// of its work on the M tail, and mma.sync with split-K keeps more loads in flight per SM.
+constexpr int kSm90MinRows = 129;
+// Split-K aims at this many CTAs per SM so that a weight-streaming GEMM keeps enough loads in
+// flight to cover HBM latency.
+constexpr int kSplitKCtasPerSm = 2;
+// A split should own at least this many 128-K groups, so the fixup's extra partial-sum traffic stays
+// small against the split's own weight traffic (a group of a 128-wide tile is 16 KB of weights
+// against 128 x BLOCK_M x 4 bytes of partials).
+constexpr int kMinGroupsPerSplit = 2;
+
+int CeilDivInt(int a, int b) { return (a + b - 1) / b; }
+
+absl::Status CheckShape(const GemmShape& s) {
+  if (s.m < 1 || s.n < 1 || s.k < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("GEMM shape ", s.m, "x", s.n, "x", s.k, " is empty"));
+  }
+  if (s.n % kGemmBlockK != 0 || s.k % kGemmBlockK != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("GEMM shape ", s.m, "x", s.n, "x", s.k,
+                                                   ": n and k must be padded to multiples of ", kGemmBlockK));
+  }
+  return absl::OkStatus();
+}
+
+bool HasFp8TensorCores(const DeviceTraits& d) { return d.cc_major > 8 || (d.cc_major == 8 && d.cc_minor >= 9); }
+bool IsHopper(const DeviceTraits& d) { return d.cc_major == 9 && d.cc_minor == 0; }
+
+GemmConfig Sm90Config(const GemmShape& s, const DeviceTraits& d) {
+  GemmConfig c;
+  c.kernel = GemmKernel::kSm90Wgmma;
+  c.block_n = kSm90BlockN;
+  const int tiles_n = s.n / kSm90BlockN;
+  // 128-row tiles unless that leaves SMs idle in the only wave: then 64-row tiles double the CTAs.
+  c.block_m = 128;
+  if (CeilDivInt(s.m, 128) * tiles_n < d.num_sms) c.block_m = 64;
+  c.stages = 0;
+  for (int st = kSm90MaxStages; st >= 2; --st) {
+    if (Sm90SmemBytes(c.block_m, c.block_n, st) <= static_cast<size_t>(d.smem_per_block_optin)) {
+      c.stages = st;
+      break;
+    }
+  }
+  c.smem_bytes = Sm90SmemBytes(c.block_m, c.block_n, c.stages);
+  const int tiles_m = CeilDivInt(s.m, c.block_m);
+  c.grid = std::min(tiles_m * tiles_n, d.num_sms);
+  // Groups of M-tiles sweep N together: a group's A rows and the B tiles it shares stay in L2.
+  c.raster_group = std::min(tiles_m, 8);
+  return c;
+}
+
+GemmConfig Sm89Config(const GemmShape& s, const DeviceTraits& d) {
+  GemmConfig c;
+  c.kernel = GemmKernel::kSm89MmaSync;
+  c.block_n = kSm89BlockN;
+  c.block_m = kSm89BlockMs[std::size(kSm89BlockMs) - 1];
+  for (int bm : kSm89BlockMs) {
+    if (s.m <= bm) {
+      c.block_m = bm;
+      break;
+    }
+  }
+  c.stages = kSm89Stages;
+  // Ada's SMs have 100 KB of shared memory: step down to a shorter tile until the pipeline fits.
+  for (int i = static_cast<int>(std::size(kSm89BlockMs)) - 1; i >= 0; --i) {
+    const int bm = kSm89BlockMs[i];
+    if (bm > c.block_m) continue;
+    c.block_m = bm;
+    if (Sm89SmemBytes(bm, c.block_n, c.stages) <= static_cast<size_t>(d.smem_per_block_optin)) break;
+  }
+  c.smem_bytes = Sm89SmemBytes(c.block_m, c.block_n, c.stages);
+  const int tiles = CeilDivInt(s.m, c.block_m) * (s.n / c.block_n);
+  const int groups = s.k / kGemmBlockK;
+  c.k_splits = 1;
+  const int want_ctas = kSplitKCtasPerSm * d.num_sms;
+  if (tiles < want_ctas) {
+    c.k_splits = std::clamp(CeilDivInt(want_ctas, tiles), 1, std::max(1, groups / kMinGroupsPerSplit));
+  }
+  c.grid = tiles * c.k_splits;
+  return c;
+}
+
+}  // namespace
+
+const char* GemmKernelName(GemmKernel k) {
+  switch (k) {
+    case GemmKernel::kSm90Wgmma: return "sm90_wgmma";
+    case GemmKernel::kSm89MmaSync: return "sm89_mma_sync";
+  }
+  return "?";
+}
+
+const char* GemmOutputName(GemmOutput o) {
+  switch (o) {
+    case GemmOutput::kE4M3: return "e4m3";
+    case GemmOutput::kBF16: return "bf16";
+    case GemmOutput::kF32: return "f32";
+  }
+  return "?";
+}
+
+std::string DescribeGemmConfig(const GemmConfig& c) {
+  return absl::StrCat(GemmKernelName(c.kernel), " block ", c.block_m, "x", c.block_n, "x", c.block_k, " stages ",
+                      c.stages, " splits ", c.k_splits, " grid ", c.grid, " raster ", c.raster_group, " smem ",
+                      c.smem_bytes);
+}
+
+// NOTES: one stage holds an A tile and a B tile of 128 K-bytes each (one 128-byte swizzle row per
+// tile row) plus that stage's BLOCK_M activation scales; 2 KB more covers the full/empty barriers and
+// aligning the dynamic shared memory base up to the 1024 bytes the 128-byte swizzle needs.
+size_t Sm90SmemBytes(int block_m, int block_n, int stages) {
+  return static_cast<size_t>(stages) * ((block_m + block_n) * 128 + block_m * 4) + 2048;
+}
+
+// NOTES: rows are 128 data bytes + 16 pad bytes, so the 8 rows an ldmatrix phase reads start in
+// different banks; 1 KB covers alignment and the epilogue's small reduction scratch.
+size_t Sm89SmemBytes(int block_m, int block_n, int stages) {
+  return static_cast<size_t>(stages) * (block_m + block_n) * 144 + 1024;
+}
+
+absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape, const DeviceTraits& device) {
+  if (absl::Status st = CheckShape(shape); !st.ok()) return st;
+  if (!HasFp8TensorCores(device)) {
+    return absl::FailedPreconditionError(absl::StrCat("compute capability ", device.cc_major, ".", device.cc_minor,
+                                                      " has no FP8 tensor cores (8.9 or newer needed)"));
+  }
+  if (device.num_sms < 1) return absl::InvalidArgumentError("device reports no SMs");
+  switch (kernel) {
+    case GemmKernel::kSm90Wgmma: {
+      if (!IsHopper(device)) {
+        return absl::FailedPreconditionError(absl::StrCat("the wgmma kernel needs compute capability 9.0, not ",
+                                                          device.cc_major, ".", device.cc_minor));
+      }
+      GemmConfig c = Sm90Config(shape, device);
+      if (c.stages < 2) return absl::FailedPreconditionError("not enough shared memory for a 2-stage wgmma pipeline");
+      return c;
+    }
+    case GemmKernel::kSm89MmaSync: {
+      GemmConfig c = Sm89Config(shape, device);
+      if (c.smem_bytes > static_cast<size_t>(device.smem_per_block_optin)) {
+        return absl::FailedPreconditionError("not enough shared memory for the mma.sync pipeline");
+      }
+      return c;
+    }
+  }
+  return absl::InvalidArgumentError("unknown GEMM kernel");
+}
+
+absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const DeviceTraits& device) {
+  const GemmKernel kernel =
+      IsHopper(device) && shape.m >= kSm90MinRows ? GemmKernel::kSm90Wgmma : GemmKernel::kSm89MmaSync;
+  return SelectGemmConfigFor(kernel, shape, device);
+}
+
+size_t GemmWorkspaceBytes(const GemmShape& shape, const GemmConfig& c) {
+  if (c.k_splits <= 1) return 0;
+  const size_t partials = static_cast<size_t>(c.k_splits) * shape.m * shape.n * sizeof(float);
+  const size_t tiles = static_cast<size_t>(CeilDivInt(shape.m, c.block_m)) * (shape.n / c.block_n);
+  return (partials + 255) / 256 * 256 + tiles * sizeof(int32_t);
+}
+
+}  // namespace fp8serve::cuda

@@ -1,0 +1,146 @@
+// The GEMM configuration heuristic, on the CPU: every config it returns names a kernel instance that
+// exists, fits the device, covers the problem exactly, and sizes its workspace right; and the
+// choices that matter for speed are the intended ones.
+#include "kernels/cuda/gemm_config.h"
+
+#include <algorithm>
+#include <iterator>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace fp8serve::cuda {
+namespace {
+
+DeviceTraits H100() { return DeviceTraits{9, 0, 132, 227 * 1024}; }
+DeviceTraits H100Pcie() { return DeviceTraits{9, 0, 114, 227 * 1024}; }
+DeviceTraits L4() { return DeviceTraits{8, 9, 58, 99 * 1024}; }
+
+bool Contains(const int* begin, const int* end, int v) { return std::find(begin, end, v) != end; }
+
+TEST(GemmConfigTest, RejectsShapesOutsideTheDeviceLayout) {
+  for (GemmShape s : {GemmShape{0, 128, 128}, GemmShape{1, 0, 128}, GemmShape{1, 100, 128}, GemmShape{1, 128, 784},
+                      GemmShape{-3, 128, 128}}) {
+    absl::StatusOr<GemmConfig> c = SelectGemmConfig(s, H100());
+    ASSERT_FALSE(c.ok()) << s.m << "x" << s.n << "x" << s.k;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST(GemmConfigTest, RejectsDevicesWithoutFp8TensorCores) {
+  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{64, 256, 896}, DeviceTraits{8, 6, 84, 99 * 1024});
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(c.status().message().find("8.6"), std::string_view::npos) << c.status().message();
+}
+
+TEST(GemmConfigTest, WgmmaOnlyOnHopper) {
+  absl::StatusOr<GemmConfig> c = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, GemmShape{4096, 4096, 4096}, L4());
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<GemmConfig> big = SelectGemmConfig(GemmShape{4096, 4096, 4096}, L4());
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ(big->kernel, GemmKernel::kSm89MmaSync);
+}
+
+// Sweeps shapes and devices; checks the invariants the launchers rely on.
+TEST(GemmConfigTest, EveryConfigIsALaunchableInstanceThatCoversTheProblem) {
+  const std::vector<int> ms = {1, 2, 7, 16, 17, 32, 33, 64, 65, 100, 128, 129, 256, 1000, 1024, 4096, 8192, 16384};
+  const std::vector<std::pair<int, int>> nks = {{256, 896}, {128, 256}, {4096, 16384}, {16384, 4096},
+                                                {8192, 8192}, {128, 128}, {1024, 128}};
+  for (const DeviceTraits& d : {H100(), H100Pcie(), L4()}) {
+    for (int m : ms) {
+      for (auto [n, k] : nks) {
+        for (GemmOutput out : {GemmOutput::kE4M3, GemmOutput::kBF16, GemmOutput::kF32}) {
+          const GemmShape s{m, n, k, Fp8Format::kE4M3, out};
+          SCOPED_TRACE(testing::Message() << "m=" << m << " n=" << n << " k=" << k << " sms=" << d.num_sms);
+          absl::StatusOr<GemmConfig> c = SelectGemmConfig(s, d);
+          ASSERT_TRUE(c.ok()) << c.status();
+          EXPECT_EQ(c->block_k, kGemmBlockK);
+          EXPECT_LE(c->smem_bytes, static_cast<size_t>(d.smem_per_block_optin));
+          EXPECT_EQ(n % c->block_n, 0);
+          const int tiles = (m + c->block_m - 1) / c->block_m * (n / c->block_n);
+          if (c->kernel == GemmKernel::kSm90Wgmma) {
+            EXPECT_TRUE(Contains(std::begin(kSm90BlockMs), std::end(kSm90BlockMs), c->block_m));
+            EXPECT_EQ(c->block_n, kSm90BlockN);
+            EXPECT_EQ(c->smem_bytes, Sm90SmemBytes(c->block_m, c->block_n, c->stages));
+            EXPECT_GE(c->stages, 2);
+            EXPECT_LE(c->stages, 8);
+            EXPECT_EQ(c->k_splits, 1);
+            EXPECT_EQ(c->grid, std::min(tiles, d.num_sms));  // persistent: never more CTAs than SMs
+            EXPECT_GE(c->raster_group, 1);
+            EXPECT_EQ(GemmWorkspaceBytes(s, *c), 0u);
+          } else {
+            EXPECT_TRUE(Contains(std::begin(kSm89BlockMs), std::end(kSm89BlockMs), c->block_m));
+            EXPECT_EQ(c->block_n, kSm89BlockN);
+            EXPECT_EQ(c->stages, kSm89Stages);
+            EXPECT_EQ(c->smem_bytes, Sm89SmemBytes(c->block_m, c->block_n, c->stages));
+            EXPECT_GE(c->k_splits, 1);
+            // Every split owns at least one whole 128-K group.
+            EXPECT_LE(c->k_splits, k / kGemmBlockK);
+            EXPECT_EQ(c->grid, tiles * c->k_splits);
+            const size_t ws = GemmWorkspaceBytes(s, *c);
+            if (c->k_splits == 1) {
+              EXPECT_EQ(ws, 0u);
+            } else {
+              const size_t partials = static_cast<size_t>(c->k_splits) * m * n * sizeof(float);
+              EXPECT_EQ(ws, (partials + 255) / 256 * 256 + tiles * sizeof(int32_t));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(GemmConfigTest, LargeSquareGemmUsesTheDeepestWgmmaPipeline) {
+  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{8192, 8192, 8192}, H100());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma);
+  EXPECT_EQ(c->block_m, 128);
+  // 6 stages of 32.5 KB fit in 227 KB with the barriers; 7 do not.
+  EXPECT_EQ(c->stages, 6);
+  EXPECT_EQ(c->grid, 132);
+  EXPECT_EQ(c->raster_group, 8);
+}
+
+TEST(GemmConfigTest, SmallBatchServingShapesSplitKToFillTheGpu) {
+  // One row through a 4096x16384 FFN layer: 32 output tiles alone would use a quarter of the SMs.
+  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{1, 4096, 16384}, H100());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->kernel, GemmKernel::kSm89MmaSync);
+  EXPECT_EQ(c->block_m, 16);
+  EXPECT_GT(c->k_splits, 1);
+  EXPECT_GE(c->grid, 132);
+  // Already enough tiles: no split.
+  absl::StatusOr<GemmConfig> wide = SelectGemmConfig(GemmShape{128, 65536, 1024}, H100());
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  EXPECT_EQ(wide->k_splits, 1);
+}
+
+TEST(GemmConfigTest, MidSizedGemmUsesShortTilesToFillOneWave) {
+  // 256 x 4096: 2 x 32 tiles of 128 rows leave half the SMs idle; 64-row tiles give 128 CTAs.
+  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{256, 4096, 4096}, H100());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma);
+  EXPECT_EQ(c->block_m, 64);
+}
+
+TEST(GemmConfigTest, AdaStepsDownToATileThatFitsItsSharedMemory) {
+  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{1024, 4096, 4096}, L4());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->kernel, GemmKernel::kSm89MmaSync);
+  EXPECT_LE(c->smem_bytes, 99u * 1024);
+  EXPECT_EQ(c->block_m, 32);
+}
+
+TEST(GemmConfigTest, DescriptionNamesTheKernelAndBlocks) {
+  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{8192, 8192, 8192}, H100());
+  ASSERT_TRUE(c.ok());
+  const std::string d = DescribeGemmConfig(*c);
+  EXPECT_NE(d.find("sm90_wgmma"), std::string::npos) << d;
+  EXPECT_NE(d.find("128x128x128"), std::string::npos) << d;
+}
+
+}  // namespace
+}  // namespace fp8serve::cuda

@@ -11,8 +11,10 @@ namespace fp8serve::cuda {
 
 // NOTES: fmaxf ignores NaN exactly like the CPU's `a > m ? a : m`, so the scale of a group that
 // holds a NaN is the amax of its other values on both sides; the NaN itself encodes to NaN.
+// q rows are ldq bytes apart (cols <= ldq <= groups * 128): columns cols..ldq are written as zero
+// codes, the padding the GEMMs' 128-aligned K expects.
 __global__ void quantize_act_1x128_kernel(const float* __restrict__ x, int rows, int cols, uint8_t* __restrict__ q,
-                                          float* __restrict__ scales) {
+                                          int ldq, float* __restrict__ scales) {
   constexpr int kGroup = 128;
   const int groups = (cols + kGroup - 1) / kGroup;
   const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) / 32);
@@ -41,8 +43,10 @@ __global__ void quantize_act_1x128_kernel(const float* __restrict__ x, int rows,
   for (int i = 0; i < 4; ++i) {
     const int c = c0 + i * 32 + lane;
     if (c < cols) {
-      q[static_cast<size_t>(row) * cols + c] =
+      q[static_cast<size_t>(row) * ldq + c] =
           static_cast<uint8_t>(__nv_cvt_float_to_fp8(v[i] / s, __NV_SATFINITE, __NV_E4M3));
+    } else if (c < ldq) {
+      q[static_cast<size_t>(row) * ldq + c] = 0;
     }
   }
 }

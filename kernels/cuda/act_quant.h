@@ -13,5 +13,9 @@ namespace fp8serve::cuda {
 // asynchronously on `stream`. Bit-identical to fp8serve::QuantizeActivations on the CPU.
 absl::Status QuantizeActivations1x128(const float* x, int rows, int cols, uint8_t* q, float* scales,
                                       cudaStream_t stream);
+// The same into the GEMMs' padded layout: q rows are ldq bytes apart, with cols <= ldq <=
+// CeilDiv(cols, 128) * 128, and the padding columns written as zero codes.
+absl::Status QuantizeActivations1x128(const float* x, int rows, int cols, uint8_t* q, int ldq, float* scales,
+                                      cudaStream_t stream);
 
 }  // namespace fp8serve::cuda

@@ -64,5 +64,53 @@ TEST_F(ActQuantGpuTest, BitIdenticalToCpu) {
   }
 }
 
+// The GEMMs' padded layout: rows ldq = CeilDiv(cols, 128) * 128 bytes apart, padding written as
+// zero codes over a poisoned buffer, values and scales as the CPU's.
+TEST_F(ActQuantGpuTest, PaddedLayoutZeroesThePadding) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (auto [rows, cols] : {std::pair{1, 784}, {65, 300}, {3, 10}}) {
+    const int ldq = CeilDiv(cols, 128) * 128;
+    std::vector<float> x(static_cast<size_t>(rows) * cols);
+    for (float& v : x) v = normal(rng);
+    const int groups = CeilDiv(cols, 128);
+    std::vector<uint8_t> want_q(x.size());
+    std::vector<float> want_s(static_cast<size_t>(rows) * groups), got_s(want_s.size());
+    QuantizeActivations(x.data(), rows, cols, want_q.data(), want_s.data());
+    std::vector<uint8_t> got_q(static_cast<size_t>(rows) * ldq);
+
+    float *dx = nullptr, *ds = nullptr;
+    uint8_t* dq = nullptr;
+    ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaMalloc(&dx, x.size() * sizeof(float))));
+    ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaMalloc(&dq, got_q.size())));
+    ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaMalloc(&ds, want_s.size() * sizeof(float))));
+    ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaMemcpy(dx, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice)));
+    ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaMemset(dq, 0x7F, got_q.size())));
+    ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaMemset(ds, 0xFF, want_s.size() * sizeof(float))));
+    ASSERT_OK(cuda::QuantizeActivations1x128(dx, rows, cols, dq, ldq, ds, nullptr));
+    ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaDeviceSynchronize()));
+    ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaMemcpy(got_q.data(), dq, got_q.size(), cudaMemcpyDeviceToHost)));
+    ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaMemcpy(got_s.data(), ds, got_s.size() * sizeof(float), cudaMemcpyDeviceToHost)));
+    cudaFree(dx);
+    cudaFree(dq);
+    cudaFree(ds);
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < ldq; ++c) {
+        const uint8_t want = c < cols ? want_q[static_cast<size_t>(r) * cols + c] : 0;
+        ASSERT_EQ(got_q[static_cast<size_t>(r) * ldq + c], want) << "row " << r << " col " << c << " of " << cols;
+      }
+    }
+    EXPECT_EQ(got_s, want_s) << rows << "x" << cols;
+  }
+}
+
+TEST(ActQuantArgsTest, RejectsAStrideOutsideThePaddedRow) {
+  // Checked before anything touches the device, so this runs on every machine.
+  EXPECT_EQ(cuda::QuantizeActivations1x128(nullptr, 2, 300, nullptr, 299, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::QuantizeActivations1x128(nullptr, 2, 300, nullptr, 512, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace fp8serve

@@ -1,0 +1,58 @@
+// LaunchFp8Gemm: argument checks shared by both kernels, then dispatch on the config's kernel.
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/fp8_gemm.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace fp8serve::cuda {
+
+namespace {
+
+absl::Status Invalid(const Fp8GemmArgs& a, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("FP8 GEMM ", a.m, "x", a.n, "x", a.k, ": ", what));
+}
+
+absl::Status CheckArgs(const Fp8GemmArgs& a, const GemmConfig& c) {
+  if (a.m < 1 || a.n < 1 || a.k < 1) return Invalid(a, "empty shape");
+  if (a.n % kGemmBlockK != 0 || a.k % kGemmBlockK != 0) {
+    return Invalid(a, absl::StrCat("n and k must be padded to multiples of ", kGemmBlockK));
+  }
+  if (a.a == nullptr || a.a_scales == nullptr) return Invalid(a, "A or its scales are null");
+  if (a.b == nullptr || a.b_scales == nullptr) return Invalid(a, "B or its scales are null");
+  if (a.d == nullptr) return Invalid(a, "D is null");
+  if (a.output == GemmOutput::kE4M3) {
+    if (a.d_scales == nullptr) return Invalid(a, "E4M3 output needs d_scales");
+    if (a.n_store != a.n) return Invalid(a, "E4M3 output writes every padded column: n_store must equal n");
+  } else if (a.n_store < 1 || a.n_store > a.n) {
+    return Invalid(a, absl::StrCat("n_store ", a.n_store, " outside [1, ", a.n, "]"));
+  }
+  if (a.ldd < a.n_store) return Invalid(a, absl::StrCat("ldd ", a.ldd, " < n_store ", a.n_store));
+  if (c.block_k != kGemmBlockK || c.block_n < 1 || a.n % c.block_n != 0 || c.block_m < 1) {
+    return Invalid(a, absl::StrCat("config does not tile the problem: ", DescribeGemmConfig(c)));
+  }
+  if (c.k_splits > 1 && a.workspace == nullptr) return Invalid(a, "split-K config without a workspace");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LaunchFp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config, cudaStream_t stream) {
+  if (absl::Status st = CheckArgs(args, config); !st.ok()) return st;
+  switch (config.kernel) {
+    case GemmKernel::kSm90Wgmma: return LaunchSm90Fp8Gemm(args, config, stream);
+    case GemmKernel::kSm89MmaSync: return LaunchSm89Fp8Gemm(args, config, stream);
+  }
+  return Invalid(args, "unknown kernel");
+}
+
+absl::StatusOr<DeviceTraits> QueryDeviceTraits(int device) {
+  DeviceTraits t;
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&t.cc_major, cudaDevAttrComputeCapabilityMajor, device));
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&t.cc_minor, cudaDevAttrComputeCapabilityMinor, device));
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&t.num_sms, cudaDevAttrMultiProcessorCount, device));
+  FP8SERVE_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&t.smem_per_block_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return t;
+}
+
+}  // namespace fp8serve::cuda

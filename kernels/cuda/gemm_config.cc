@@ -9,7 +9,6 @@ namespace fp8serve::cuda {
 
 namespace {
 
-constexpr int kSm90MaxStages = 8;
 // Rows at which the wgmma kernel takes over from mma.sync on Hopper. Below it a GEMM is a weight
 // stream (each weight byte feeds at most 128 rows), the smallest wgmma tile (64 rows) wastes most
 // of its work on the M tail, and mma.sync with split-K keeps more loads in flight per SM.

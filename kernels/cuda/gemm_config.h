@@ -58,6 +58,7 @@ struct DeviceTraits {
 // checks that every config the heuristic returns is one of them).
 inline constexpr int kSm90BlockMs[] = {64, 128};
 inline constexpr int kSm90BlockN = 128;
+inline constexpr int kSm90MaxStages = 8;  // the deepest wgmma pipeline the heuristic picks
 inline constexpr int kSm89BlockMs[] = {16, 32, 64};
 inline constexpr int kSm89BlockN = 128;
 inline constexpr int kSm89Stages = 4;

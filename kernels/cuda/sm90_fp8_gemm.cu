@@ -1,1 +1,243 @@
-// (being written)
+// Launchers of the Hopper FP8 GEMM (device code in sm90_fp8_gemm.cuh): argument and config checks,
+// the two TMA tensor maps, the template instance for (BLOCK_M, B format, output), and the launch.
+//
+// Instances: BLOCK_M in kSm90BlockMs x {E4M3, E5M2} weights x {E4M3, BF16, F32} output with
+// promotion (12), plus the test-only no-promotion variant for E4M3 weights and F32 output at both
+// BLOCK_Ms (2). The pipeline depth is a runtime value (at most kSm90MaxStages), so the config's
+// stage count does not multiply the instances.
+#include "kernels/cuda/sm90_fp8_gemm.cuh"
+
+#include <cuda.h>
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/fp8_gemm.h"
+
+namespace fp8serve::cuda {
+
+namespace {
+
+using EncodeTiledFn = PFN_cuTensorMapEncodeTiled_v12000;
+
+constexpr int kMaxCachedDevices = 64;
+
+absl::Status Invalid(const Fp8GemmArgs& a, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("sm90 FP8 GEMM ", a.m, "x", a.n, "x", a.k, ": ", what));
+}
+
+// The current device and its traits, queried once per device (thread-safe).
+absl::StatusOr<DeviceTraits> CurrentDeviceTraits(int* device) {
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetDevice(device));
+  static std::mutex mu;
+  static std::array<std::optional<DeviceTraits>, kMaxCachedDevices> cache;
+  const bool cacheable = *device >= 0 && *device < kMaxCachedDevices;
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (cache[*device].has_value()) return *cache[*device];
+  }
+  absl::StatusOr<DeviceTraits> traits = QueryDeviceTraits(*device);
+  if (traits.ok() && cacheable) {
+    std::lock_guard<std::mutex> lock(mu);
+    cache[*device] = *traits;
+  }
+  return traits;
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda), looked up once.
+absl::StatusOr<EncodeTiledFn> TensorMapEncoder() {
+  static const absl::StatusOr<EncodeTiledFn> encoder = []() -> absl::StatusOr<EncodeTiledFn> {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    FP8SERVE_CUDA_RETURN_IF_ERROR(
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+    if (found != cudaDriverEntryPointSuccess || fn == nullptr) {
+      return absl::FailedPreconditionError("the CUDA driver has no cuTensorMapEncodeTiled (12.0 or newer needed)");
+    }
+    return reinterpret_cast<EncodeTiledFn>(fn);
+  }();
+  return encoder;
+}
+
+// A [rows, k] row-major FP8 operand as a 2D tensor map whose box is [box_rows, 128] bytes, stored
+// in shared memory with the 128-byte swizzle the wgmma descriptors describe. Rows past `rows` read
+// as zeros.
+absl::StatusOr<CUtensorMap> MakeOperandMap(EncodeTiledFn encode, const uint8_t* base, int rows, int k, int box_rows,
+                                           const char* name) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t row_stride_bytes[1] = {static_cast<cuuint64_t>(k)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kGemmBlockK), static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<uint8_t*>(base), dims, row_stride_bytes,
+                            box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    return absl::InternalError(absl::StrCat("cuTensorMapEncodeTiled for ", name, " [", rows, ", ", k,
+                                            "] failed with CUresult ", static_cast<int>(r)));
+  }
+  return map;
+}
+
+absl::Status CheckArgs(const Fp8GemmArgs& a) {
+  if (a.m < 1 || a.n < kGemmBlockK || a.k < kGemmBlockK) return Invalid(a, "empty shape");
+  if (a.n % kGemmBlockK != 0 || a.k % kGemmBlockK != 0) {
+    return Invalid(a, absl::StrCat("n and k must be padded to multiples of ", kGemmBlockK));
+  }
+  if (a.a == nullptr || a.a_scales == nullptr || a.b == nullptr || a.b_scales == nullptr || a.d == nullptr) {
+    return Invalid(a, "A, B, their scales and D must be non-null");
+  }
+  // NOTES: TMA reads from 16-byte aligned global addresses only (the row strides, k bytes, are
+  // multiples of 128).
+  if (reinterpret_cast<uintptr_t>(a.a) % 16 != 0 || reinterpret_cast<uintptr_t>(a.b) % 16 != 0) {
+    return Invalid(a, "A and B must be 16-byte aligned for TMA");
+  }
+  if (a.output == GemmOutput::kE4M3) {
+    if (a.d_scales == nullptr) return Invalid(a, "E4M3 output needs d_scales");
+    if (a.n_store != a.n) return Invalid(a, "E4M3 output writes every padded column: n_store must equal n");
+  } else if (a.n_store < 1 || a.n_store > a.n) {
+    return Invalid(a, absl::StrCat("n_store ", a.n_store, " outside [1, ", a.n, "]"));
+  }
+  if (a.ldd < a.n_store) return Invalid(a, absl::StrCat("ldd ", a.ldd, " < n_store ", a.n_store));
+  return absl::OkStatus();
+}
+
+absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const DeviceTraits& dev) {
+  const auto bad = [&](absl::string_view why) {
+    return Invalid(a, absl::StrCat(why, " (", DescribeGemmConfig(c), ")"));
+  };
+  if (c.kernel != GemmKernel::kSm90Wgmma) return bad("config is not for the sm90 kernel");
+  if (c.block_m != kSm90BlockMs[0] && c.block_m != kSm90BlockMs[1]) return bad("block_m must be 64 or 128");
+  if (c.block_n != kSm90BlockN || c.block_k != kGemmBlockK) return bad("block_n and block_k must be 128");
+  if (c.k_splits != 1) return bad("the sm90 kernel does not split K");
+  if (c.stages < 1 || c.stages > kSm90MaxStages) return bad(absl::StrCat("stages outside [1, ", kSm90MaxStages, "]"));
+  if (c.raster_group < 1) return bad("raster_group must be >= 1");
+  if (c.grid < 1 || c.grid > dev.num_sms) return bad(absl::StrCat("grid outside [1, ", dev.num_sms, " SMs]"));
+  const size_t need = c.block_m == 64 ? Sm90SmemLayout<64>::Bytes(c.stages) : Sm90SmemLayout<128>::Bytes(c.stages);
+  if (c.smem_bytes < need) return bad(absl::StrCat("smem_bytes below the ", need, " the pipeline needs"));
+  if (c.smem_bytes > static_cast<size_t>(dev.smem_per_block_optin)) {
+    return bad(absl::StrCat("smem_bytes above the device's ", dev.smem_per_block_optin));
+  }
+  const int64_t tiles = (static_cast<int64_t>(a.m) + c.block_m - 1) / c.block_m * (a.n / kSm90BlockN);
+  if (tiles > INT32_MAX) return bad("too many tiles");
+  return absl::OkStatus();
+}
+
+template <int BLOCK_M, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
+absl::Status LaunchInstance(const CUtensorMap& tmap_a, const CUtensorMap& tmap_b, const Sm90GemmParams& params,
+                            const GemmConfig& c, int device, const DeviceTraits& dev, cudaStream_t stream) {
+  constexpr auto kernel = &sm90_fp8_gemm_kernel<BLOCK_M, kBFormat, kOutput, kPromote>;
+  constexpr int kThreads = 128 * (BLOCK_M / 64 + 1);  // consumer warpgroups + the producer warpgroup
+  static_assert(kThreads <= kSm90MaxThreads, "the kernel's launch bound is kSm90MaxThreads");
+  // Opt in to the device's whole shared memory once per (instance, device).
+  static std::atomic<uint64_t> configured{0};
+  const uint64_t bit = device < kMaxCachedDevices ? uint64_t{1} << device : 0;
+  if (bit == 0 || (configured.load(std::memory_order_acquire) & bit) == 0) {
+    FP8SERVE_CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dev.smem_per_block_optin));
+    configured.fetch_or(bit, std::memory_order_release);
+  }
+  kernel<<<c.grid, kThreads, c.smem_bytes, stream>>>(tmap_a, tmap_b, params);
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+template <int BLOCK_M, Fp8Format kBFormat, bool kPromote>
+absl::Status DispatchOutput(const Fp8GemmArgs& a, const CUtensorMap& ta, const CUtensorMap& tb,
+                            const Sm90GemmParams& p, const GemmConfig& c, int device, const DeviceTraits& dev,
+                            cudaStream_t stream) {
+  if constexpr (!kPromote) {
+    if (a.output != GemmOutput::kF32) return Invalid(a, "the no-promotion test variant writes F32 only");
+    return LaunchInstance<BLOCK_M, kBFormat, GemmOutput::kF32, false>(ta, tb, p, c, device, dev, stream);
+  } else {
+    switch (a.output) {
+      case GemmOutput::kE4M3:
+        return LaunchInstance<BLOCK_M, kBFormat, GemmOutput::kE4M3, true>(ta, tb, p, c, device, dev, stream);
+      case GemmOutput::kBF16:
+        return LaunchInstance<BLOCK_M, kBFormat, GemmOutput::kBF16, true>(ta, tb, p, c, device, dev, stream);
+      case GemmOutput::kF32:
+        return LaunchInstance<BLOCK_M, kBFormat, GemmOutput::kF32, true>(ta, tb, p, c, device, dev, stream);
+    }
+    return Invalid(a, "unknown output type");
+  }
+}
+
+template <int BLOCK_M, bool kPromote>
+absl::Status DispatchFormat(const Fp8GemmArgs& a, const CUtensorMap& ta, const CUtensorMap& tb,
+                            const Sm90GemmParams& p, const GemmConfig& c, int device, const DeviceTraits& dev,
+                            cudaStream_t stream) {
+  if constexpr (!kPromote) {
+    if (a.b_format != Fp8Format::kE4M3) return Invalid(a, "the no-promotion test variant takes E4M3 weights only");
+    return DispatchOutput<BLOCK_M, Fp8Format::kE4M3, false>(a, ta, tb, p, c, device, dev, stream);
+  } else {
+    if (a.b_format == Fp8Format::kE4M3) {
+      return DispatchOutput<BLOCK_M, Fp8Format::kE4M3, true>(a, ta, tb, p, c, device, dev, stream);
+    }
+    return DispatchOutput<BLOCK_M, Fp8Format::kE5M2, true>(a, ta, tb, p, c, device, dev, stream);
+  }
+}
+
+template <bool kPromote>
+absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t stream) {
+  if (absl::Status st = CheckArgs(a); !st.ok()) return st;
+  int device = 0;
+  absl::StatusOr<DeviceTraits> dev = CurrentDeviceTraits(&device);
+  if (!dev.ok()) return dev.status();
+  if (dev->cc_major != 9 || dev->cc_minor != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("the sm90 FP8 GEMM needs compute capability 9.0; device ", device,
+                                                      " is ", dev->cc_major, ".", dev->cc_minor));
+  }
+  if (absl::Status st = CheckConfig(a, c, *dev); !st.ok()) return st;
+
+  // NOTES: the tensor maps are encoded on every call (a few hundred ns of host work, no driver
+  // round trip). Caching them per (pointer, shape) would be the next step if it ever shows up.
+  absl::StatusOr<EncodeTiledFn> encode = TensorMapEncoder();
+  if (!encode.ok()) return encode.status();
+  absl::StatusOr<CUtensorMap> tmap_a = MakeOperandMap(*encode, a.a, a.m, a.k, c.block_m, "A");
+  if (!tmap_a.ok()) return tmap_a.status();
+  absl::StatusOr<CUtensorMap> tmap_b = MakeOperandMap(*encode, a.b, a.n, a.k, kSm90BlockN, "B");
+  if (!tmap_b.ok()) return tmap_b.status();
+
+  Sm90GemmParams p;
+  p.m = a.m;
+  p.n = a.n;
+  p.k = a.k;
+  p.a_scales = a.a_scales;
+  p.b_scales = a.b_scales;
+  p.col_scales = a.col_scales;
+  p.bias = a.bias;
+  p.d = a.d;
+  p.d_scales = a.d_scales;
+  p.ldd = a.ldd;
+  p.n_store = a.n_store;
+  p.num_stages = c.stages;
+  const int tiles_m = (a.m + c.block_m - 1) / c.block_m;
+  p.raster_group = c.raster_group < tiles_m ? c.raster_group : tiles_m;
+  p.relu = a.relu;
+  const size_t elem = a.output == GemmOutput::kE4M3 ? 1 : a.output == GemmOutput::kBF16 ? 2 : 4;
+  p.paired_stores = a.ldd % 2 == 0 && reinterpret_cast<uintptr_t>(a.d) % (2 * elem) == 0;
+
+  if (c.block_m == 64) return DispatchFormat<64, kPromote>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
+  return DispatchFormat<128, kPromote>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
+}
+
+}  // namespace
+
+absl::Status LaunchSm90Fp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config, cudaStream_t stream) {
+  return LaunchSm90<true>(args, config, stream);
+}
+
+// Test only: E4M3 weights and F32 output (the instances the promotion test needs), either BLOCK_M.
+absl::Status LaunchSm90Fp8GemmNoPromotionForTest(const Fp8GemmArgs& args, const GemmConfig& config,
+                                                 cudaStream_t stream) {
+  return LaunchSm90<false>(args, config, stream);
+}
+
+}  // namespace fp8serve::cuda

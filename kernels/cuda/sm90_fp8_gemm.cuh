@@ -1,0 +1,370 @@
+// Device code: the Hopper FP8 GEMM, D = epilogue(A . B^T) with fine-grained scaling (fp8_gemm.h has
+// the exact semantics). TMA + wgmma, warp-specialized and persistent:
+//  - one producer warpgroup: a single thread walks the CTA's tiles and streams, per 128-K group, an
+//    A tile [BLOCK_M, 128] and a B tile [128, 128] into a ring of shared-memory stages with TMA
+//    (128-byte swizzle, M tail zero-filled by the hardware);
+//  - BLOCK_M / 64 consumer warpgroups: each owns 64 rows of the tile, runs 4 x wgmma m64n128k32
+//    per group into a fresh FP32 accumulator, hands the stage back, and promotes the partial sum
+//    into its FP32 result with acc = fma(a_scale[row] * b_scale, partial, acc);
+//  - the epilogue works on registers: column scales, bias, ReLU, then FP32 / BF16 stores or E4M3
+//    requantization with fresh 1x128 scales (one 128-column group = one tile row).
+// Stage s has a `full` barrier (producer -> consumers: TMA bytes landed) and an `empty` barrier
+// (consumers -> producer: every consumer warp has finished reading it). Both sides walk the same
+// tile sequence with one running (stage, phase) counter, so phases carry across tiles.
+#pragma once
+
+#include <cuda.h>  // CUtensorMap
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/cuda/gemm_config.h"
+#include "kernels/cuda/sm90_utils.cuh"
+
+namespace fp8serve::cuda {
+
+inline constexpr int kSm90MaxThreads = 384;  // BLOCK_M 128: producer + 2 consumer warpgroups
+
+// Everything the kernel reads besides the two tensor maps (A and B go through TMA only).
+struct Sm90GemmParams {
+  int m = 0;
+  int n = 0;  // multiple of 128
+  int k = 0;  // multiple of 128
+  const float* a_scales = nullptr;    // [m, k/128]
+  const float* b_scales = nullptr;    // [n/128, k/128]
+  const float* col_scales = nullptr;  // [n] or nullptr
+  const float* bias = nullptr;        // [n] or nullptr
+  void* d = nullptr;                  // [m, ldd]
+  float* d_scales = nullptr;          // [m, n/128] for E4M3 output
+  int ldd = 0;
+  int n_store = 0;
+  int num_stages = 0;    // 1..kSm90MaxStages
+  int raster_group = 1;  // 1..tiles_m
+  bool relu = false;
+  bool paired_stores = false;  // d and ldd keep two adjacent output columns aligned as one access
+};
+
+// Shared memory carve-up, from the dynamic base aligned up to 1024 bytes:
+//   A tiles [num_stages][BLOCK_M][128], B tiles [num_stages][128][128], full barriers
+//   [num_stages], empty barriers [num_stages].
+template <int BLOCK_M>
+struct Sm90SmemLayout {
+  static constexpr uint32_t kTileABytes = BLOCK_M * kGemmBlockK;
+  static constexpr uint32_t kTileBBytes = kSm90BlockN * kGemmBlockK;
+  static constexpr uint32_t kAlign = 1024;  // one 128-byte-swizzle atom: 8 rows x 128 bytes
+  static_assert(kTileABytes % kAlign == 0 && kTileBBytes % kAlign == 0, "tiles must keep the 1024-byte alignment");
+  // Bytes a launch with `stages` needs, alignment slack included.
+  static constexpr size_t Bytes(int stages) {
+    return kAlign + static_cast<size_t>(stages) * (kTileABytes + kTileBBytes + 2 * sizeof(uint64_t));
+  }
+};
+
+// Persistent tile order with grouped rasterization: groups of `raster_group` M-tiles sweep all
+// N-tiles together (M fastest inside a group), so the CTAs running at one time share a few A row
+// blocks and B column blocks in L2.
+struct Sm90TileScheduler {
+  int tiles_m;
+  int tiles_n;
+  int raster_group;
+  int num_tiles;
+
+  __device__ __forceinline__ void Coords(int tile, int& m_tile, int& n_tile) const {
+    const int tiles_per_group = raster_group * tiles_n;
+    const int group = tile / tiles_per_group;
+    const int first_m = group * raster_group;
+    const int group_m = min(raster_group, tiles_m - first_m);
+    const int in_group = tile - group * tiles_per_group;
+    m_tile = first_m + in_group % group_m;
+    n_tile = in_group / group_m;
+  }
+};
+
+// The epilogue of one consumer thread: its 2 rows x 32 columns of the tile (see the accumulator
+// layout in sm90_utils.cuh). `row0` is the thread's first row, `col0` = n_tile * 128 + 2 * (lane % 4).
+template <GemmOutput kOutput>
+__device__ __forceinline__ void Sm90Epilogue(float (&v)[64], const Sm90GemmParams& p, int row0, int col0, int n_tile,
+                                             int lane) {
+  // v = acc * col_scale + bias, then ReLU (the contract's order, no contraction into an FMA)
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const int c = col0 + 8 * j;
+    if (p.col_scales != nullptr) {
+      const float s0 = __ldg(p.col_scales + c), s1 = __ldg(p.col_scales + c + 1);
+      v[4 * j + 0] = __fmul_rn(v[4 * j + 0], s0);
+      v[4 * j + 1] = __fmul_rn(v[4 * j + 1], s1);
+      v[4 * j + 2] = __fmul_rn(v[4 * j + 2], s0);
+      v[4 * j + 3] = __fmul_rn(v[4 * j + 3], s1);
+    }
+    if (p.bias != nullptr) {
+      const float b0 = __ldg(p.bias + c), b1 = __ldg(p.bias + c + 1);
+      v[4 * j + 0] = __fadd_rn(v[4 * j + 0], b0);
+      v[4 * j + 1] = __fadd_rn(v[4 * j + 1], b1);
+      v[4 * j + 2] = __fadd_rn(v[4 * j + 2], b0);
+      v[4 * j + 3] = __fadd_rn(v[4 * j + 3], b1);
+    }
+    if (p.relu) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) v[4 * j + i] = v[4 * j + i] < 0.0f ? 0.0f : v[4 * j + i];
+    }
+  }
+
+  if constexpr (kOutput == GemmOutput::kE4M3) {
+    // Each row's 128 columns (one 1x128 group) live in one quad of lanes: reduce over the thread's
+    // 32 values, then across the quad. fmaxf ignores NaN, like the CPU quantizer.
+    float amax[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        amax[h] = fmaxf(amax[h], fabsf(v[4 * j + 2 * h + 0]));
+        amax[h] = fmaxf(amax[h], fabsf(v[4 * j + 2 * h + 1]));
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      amax[h] = fmaxf(amax[h], __shfl_xor_sync(0xffffffffu, amax[h], 1));
+      amax[h] = fmaxf(amax[h], __shfl_xor_sync(0xffffffffu, amax[h], 2));
+    }
+    uint8_t* d = static_cast<uint8_t*>(p.d);
+    const int groups_n = p.n / kGemmBlockK;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = row0 + 8 * h;
+      if (row >= p.m) continue;
+      // IEEE divisions (not reciprocals), so scale and codes match the CPU quantizer bit for bit.
+      float s = __fdiv_rn(amax[h], kE4M3Max);
+      s = s > 0.0f ? s : 1.0f;
+      uint8_t* out = d + static_cast<size_t>(row) * p.ldd;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int c = col0 + 8 * j;
+        const float2 q = make_float2(__fdiv_rn(v[4 * j + 2 * h + 0], s), __fdiv_rn(v[4 * j + 2 * h + 1], s));
+        // The pair conversion puts q.x's code in the low byte: column c at the lower address.
+        const __nv_fp8x2_storage_t codes = __nv_cvt_float2_to_fp8x2(q, __NV_SATFINITE, __NV_E4M3);
+        if (p.paired_stores) {
+          *reinterpret_cast<__nv_fp8x2_storage_t*>(out + c) = codes;
+        } else {
+          out[c] = static_cast<uint8_t>(codes & 0xFFu);
+          out[c + 1] = static_cast<uint8_t>(codes >> 8);
+        }
+      }
+      if ((lane & 3) == 0) p.d_scales[static_cast<size_t>(row) * groups_n + n_tile] = s;
+    }
+  } else {
+    using T = std::conditional_t<kOutput == GemmOutput::kF32, float, __nv_bfloat16>;
+    T* d = static_cast<T*>(p.d);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = row0 + 8 * h;
+      if (row >= p.m) continue;
+      T* out = d + static_cast<size_t>(row) * p.ldd;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int c = col0 + 8 * j;
+        const float x0 = v[4 * j + 2 * h + 0], x1 = v[4 * j + 2 * h + 1];
+        if (p.paired_stores && c + 1 < p.n_store) {
+          if constexpr (kOutput == GemmOutput::kF32) {
+            *reinterpret_cast<float2*>(out + c) = make_float2(x0, x1);
+          } else {
+            *reinterpret_cast<__nv_bfloat162*>(out + c) = __floats2bfloat162_rn(x0, x1);
+          }
+        } else {
+          if constexpr (kOutput == GemmOutput::kF32) {
+            if (c < p.n_store) out[c] = x0;
+            if (c + 1 < p.n_store) out[c + 1] = x1;
+          } else {
+            if (c < p.n_store) out[c] = __float2bfloat16_rn(x0);
+            if (c + 1 < p.n_store) out[c + 1] = __float2bfloat16_rn(x1);
+          }
+        }
+      }
+    }
+  }
+}
+
+// kPromote = false is the test-only variant (LaunchSm90Fp8GemmNoPromotionForTest): the wgmma
+// accumulator carries the whole K (zeroed only by the tile's first k32 step), and the scales of
+// group 0 are applied once at the end.
+template <int BLOCK_M, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
+__global__ void __launch_bounds__(kSm90MaxThreads, 1)
+    sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a, const __grid_constant__ CUtensorMap tmap_b,
+                         const Sm90GemmParams p) {
+  static_assert(BLOCK_M == 64 || BLOCK_M == 128, "BLOCK_M must be 64 or 128 (one wgmma M=64 per consumer warpgroup)");
+  static_assert(kSm90BlockN == 128, "the kernel is written for wgmma m64n128k32 (BLOCK_N 128)");
+  static_assert(kGemmBlockK == 128, "a stage holds one 128-K group: one 128-byte swizzle row per tile row");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Layout = Sm90SmemLayout<BLOCK_M>;
+  constexpr int BLOCK_N = kSm90BlockN;
+  constexpr int BLOCK_K = kGemmBlockK;
+  constexpr int kWgmmaK = 32;                       // FP8 wgmma K: 32 bytes of a 128-byte row
+  constexpr int kNumConsumerWarpgroups = BLOCK_M / 64;
+  constexpr int kNumConsumerThreads = kNumConsumerWarpgroups * 128;
+  constexpr int kNumConsumerWarps = kNumConsumerThreads / 32;
+  constexpr uint32_t kStageBytes = Layout::kTileABytes + Layout::kTileBBytes;
+  // NOTES: setmaxnreg moves registers through a per-CTA pool. The kernel starts every thread at
+  // the launch bound's 168 (65536 / 384, rounded down to 8). The producer drops to 40, freeing
+  // 128 x 128; two consumer warpgroups rise to 232, taking 256 x 64 = the same 16384. With one
+  // consumer warpgroup (BLOCK_M 64, 256 threads) the pool has room to spare.
+  constexpr int kProducerRegs = 40;
+  constexpr int kConsumerRegs = 232;
+
+  // Carve shared memory: the 128-byte swizzle needs 1024-byte aligned tiles.
+  // NOTES: the base is aligned by hand; declaring 16 (not 1024) keeps the compiler from assuming an
+  // alignment the runtime does not promise and folding the round-up away.
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  const int num_stages = p.num_stages;
+  const uint32_t smem_base = (sm90::SmemAddr(smem_raw) + Layout::kAlign - 1) & ~(Layout::kAlign - 1);
+  const uint32_t smem_a = smem_base;
+  const uint32_t smem_b = smem_a + num_stages * Layout::kTileABytes;
+  const uint32_t full_bars = smem_b + num_stages * Layout::kTileBBytes;
+  const uint32_t empty_bars = full_bars + num_stages * 8;
+
+  const int warpgroup = static_cast<int>(threadIdx.x / 128);
+  const int lane = static_cast<int>(threadIdx.x % 32);
+
+  // Initialize the barriers: full expects the producer's one arrival (+ TMA bytes), empty one
+  // arrival per consumer warp.
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < num_stages; ++s) {
+      sm90::MbarInit(full_bars + 8 * s, 1);
+      sm90::MbarInit(empty_bars + 8 * s, kNumConsumerWarps);
+    }
+    sm90::FenceBarrierInit();
+  }
+  __syncthreads();
+
+  const Sm90TileScheduler sched{(p.m + BLOCK_M - 1) / BLOCK_M, p.n / BLOCK_N, p.raster_group,
+                                ((p.m + BLOCK_M - 1) / BLOCK_M) * (p.n / BLOCK_N)};
+  const int num_k_groups = p.k / BLOCK_K;
+
+  if (warpgroup == kNumConsumerWarpgroups) {
+    // ---- Producer warpgroup: one thread issues every TMA ----
+    sm90::SetMaxNRegDec<kProducerRegs>();
+    if (threadIdx.x == kNumConsumerThreads) {
+      sm90::PrefetchTensorMap(&tmap_a);
+      sm90::PrefetchTensorMap(&tmap_b);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int tile = static_cast<int>(blockIdx.x); tile < sched.num_tiles; tile += static_cast<int>(gridDim.x)) {
+        int m_tile, n_tile;
+        sched.Coords(tile, m_tile, n_tile);
+        for (int g = 0; g < num_k_groups; ++g) {
+          // Wait consumer release of the stage
+          sm90::MbarWait(empty_bars + 8 * stage, phase ^ 1);
+          // Issue TMA A and B
+          const uint32_t full = full_bars + 8 * stage;
+          sm90::MbarArriveExpectTx(full, kStageBytes);
+          sm90::TmaLoad2d(smem_a + stage * Layout::kTileABytes, &tmap_a, full, g * BLOCK_K, m_tile * BLOCK_M);
+          sm90::TmaLoad2d(smem_b + stage * Layout::kTileBBytes, &tmap_b, full, g * BLOCK_K, n_tile * BLOCK_N);
+          if (++stage == num_stages) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+    return;
+  }
+
+  // ---- Consumer warpgroups: wgmma, promotion, epilogue ----
+  sm90::SetMaxNRegInc<kConsumerRegs>();
+  const int warp_in_wg = static_cast<int>((threadIdx.x / 32) % 4);
+  // This thread's first row inside the tile (the second is 8 below) and first column offset.
+  const int tile_row0 = warpgroup * 64 + warp_in_wg * 16 + lane / 4;
+  const int quad_col = 2 * (lane % 4);
+  const uint32_t a_wg_offset = static_cast<uint32_t>(warpgroup) * 64 * BLOCK_K;
+
+  float accum[64];   // the wgmma accumulator: one 128-K group's partial sum (or all of K)
+  float result[64];  // the promoted FP32 sum
+  // The first k32 step overwrites accum (scale-d = 0); zeroing it once keeps the asm operands defined.
+#pragma unroll
+  for (int i = 0; i < 64; ++i) accum[i] = 0.0f;
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int tile = static_cast<int>(blockIdx.x); tile < sched.num_tiles; tile += static_cast<int>(gridDim.x)) {
+    int m_tile, n_tile;
+    sched.Coords(tile, m_tile, n_tile);
+    const int row0 = m_tile * BLOCK_M + tile_row0;
+    const int row1 = row0 + 8;
+    const bool row0_ok = row0 < p.m, row1_ok = row1 < p.m;
+    // Scale rows (predicated: rows past m read nothing and contribute zero).
+    const float* a_scales0 = p.a_scales + static_cast<size_t>(row0_ok ? row0 : 0) * num_k_groups;
+    const float* a_scales1 = p.a_scales + static_cast<size_t>(row1_ok ? row1 : 0) * num_k_groups;
+    const float* b_scales = p.b_scales + static_cast<size_t>(n_tile) * num_k_groups;
+
+#pragma unroll
+    for (int i = 0; i < 64; ++i) result[i] = 0.0f;
+
+    for (int g = 0; g < num_k_groups; ++g) {
+      // Prefetch this group's scales before waiting for its data
+      float sa0 = 0.0f, sa1 = 0.0f, sb = 0.0f;
+      if constexpr (kPromote) {
+        sa0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
+        sa1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
+        sb = __ldg(b_scales + g);
+      }
+
+      // Wait for the stage's TMA
+      sm90::MbarWait(full_bars + 8 * stage, phase);
+
+      // 4 x k32 over the group's 128 bytes of K; the first step of a group (or, without
+      // promotion, of the tile) starts the accumulator from zero.
+      const uint64_t desc_a = sm90::MakeSmemDescSw128(smem_a + stage * Layout::kTileABytes + a_wg_offset);
+      const uint64_t desc_b = sm90::MakeSmemDescSw128(smem_b + stage * Layout::kTileBBytes);
+      sm90::FenceOperands(accum);
+      sm90::WgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < BLOCK_K / kWgmmaK; ++kk) {
+        const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;  // +32 bytes per k32 step
+        const uint32_t scale_d = kPromote ? (kk > 0 ? 1u : 0u) : ((g > 0 || kk > 0) ? 1u : 0u);
+        sm90::WgmmaM64N128K32<kBFormat>(accum, desc_a + step, desc_b + step, scale_d);
+      }
+      sm90::WgmmaCommitGroup();
+      sm90::WgmmaWaitGroup<0>();
+      sm90::FenceOperands(accum);
+
+      // Release the stage to the producer (this warp's wgmmas have finished reading it)
+      if (lane == 0) sm90::MbarArrive(empty_bars + 8 * stage);
+      if (++stage == num_stages) {
+        stage = 0;
+        phase ^= 1;
+      }
+
+      // Promote: scale product first, then one FMA per accumulator element
+      if constexpr (kPromote) {
+        const float s0 = __fmul_rn(sa0, sb), s1 = __fmul_rn(sa1, sb);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          result[4 * j + 0] = __fmaf_rn(s0, accum[4 * j + 0], result[4 * j + 0]);
+          result[4 * j + 1] = __fmaf_rn(s0, accum[4 * j + 1], result[4 * j + 1]);
+          result[4 * j + 2] = __fmaf_rn(s1, accum[4 * j + 2], result[4 * j + 2]);
+          result[4 * j + 3] = __fmaf_rn(s1, accum[4 * j + 3], result[4 * j + 3]);
+        }
+      }
+    }
+
+    if constexpr (!kPromote) {
+      // Scales of group 0, once
+      const float sb = __ldg(b_scales);
+      const float s0 = __fmul_rn(row0_ok ? __ldg(a_scales0) : 0.0f, sb);
+      const float s1 = __fmul_rn(row1_ok ? __ldg(a_scales1) : 0.0f, sb);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        result[4 * j + 0] = __fmul_rn(s0, accum[4 * j + 0]);
+        result[4 * j + 1] = __fmul_rn(s0, accum[4 * j + 1]);
+        result[4 * j + 2] = __fmul_rn(s1, accum[4 * j + 2]);
+        result[4 * j + 3] = __fmul_rn(s1, accum[4 * j + 3]);
+      }
+    }
+
+    Sm90Epilogue<kOutput>(result, p, row0, n_tile * BLOCK_N + quad_col, n_tile, lane);
+  }
+#else
+  // Built for a target without wgmma/TMA (sm_89): the launcher never starts it there.
+  __trap();
+#endif
+}
+
+}  // namespace fp8serve::cuda

@@ -1,0 +1,188 @@
+// Device code: thin wrappers over the Hopper (sm_90a) instructions the wgmma GEMM is built from:
+// mbarriers, TMA tensor loads, register reallocation (setmaxnreg), wgmma shared-memory matrix
+// descriptors and the FP8 wgmma itself. Every wrapper is one PTX instruction (or a wait loop around
+// one), so a reader can check it against the PTX ISA line by line.
+//
+// Only sm_90a code may call these (wgmma and setmaxnreg exist on the `a` target only). They are
+// inline functions, so a translation unit that also builds for sm_89 emits them only where an
+// sm_90a kernel body calls them.
+#pragma once
+
+#include <cuda.h>  // CUtensorMap (a plain struct: no driver library is linked)
+
+#include <cstdint>
+
+#include "kernels/numerics/fp8.h"
+
+namespace fp8serve::cuda::sm90 {
+
+// The 32-bit shared-window address of a generic pointer into shared memory.
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// ---------------------------------------------------------------------------------------------
+// mbarrier (one 8-byte object in shared memory; all addresses are shared-window addresses)
+
+__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
+}
+
+// NOTES: makes the initialized barriers visible to the async proxy (TMA's complete_tx) and to the
+// other threads; a __syncthreads() must follow before any thread uses them.
+__device__ __forceinline__ void FenceBarrierInit() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+// One arrival that also announces `bytes` of TMA traffic the phase must wait for.
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void MbarArrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+
+// Blocks until the phase with parity `parity` has completed. A freshly initialized barrier is in
+// phase 0, so waiting for parity 1 returns at once ("the phase before the first one").
+// NOTES: the retry loop lives inside the asm block (its labels are local to the braces), so the
+// compiler sees no data-dependent branch: the warp stays converged for the .aligned wgmma that
+// follows a wait.
+__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred ready;\n"
+      "WAIT_RETRY:\n"
+      "mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 ready, [%0], %1;\n"
+      "@!ready bra WAIT_RETRY;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TMA
+
+// Pulls the tensor map (a __grid_constant__ kernel parameter) into the descriptor cache.
+__device__ __forceinline__ void PrefetchTensorMap(const CUtensorMap* map) {
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+
+// Copies the box at (c0 = innermost coordinate, c1) of `map` into shared memory at `dst` and
+// completes `bytes` of the barrier's transaction count when the data has landed. Out-of-bounds
+// elements of the box are written as zeros and still count towards the bytes.
+__device__ __forceinline__ void TmaLoad2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Register reallocation between warpgroups (every warp of a warpgroup executes the same one)
+
+template <int kRegs>
+__device__ __forceinline__ void SetMaxNRegDec() {
+  static_assert(kRegs % 8 == 0 && kRegs >= 24 && kRegs <= 256, "setmaxnreg takes a multiple of 8 in [24, 256]");
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+
+template <int kRegs>
+__device__ __forceinline__ void SetMaxNRegInc() {
+  static_assert(kRegs % 8 == 0 && kRegs >= 24 && kRegs <= 256, "setmaxnreg takes a multiple of 8 in [24, 256]");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+
+// ---------------------------------------------------------------------------------------------
+// wgmma
+
+// Shared-memory matrix descriptor of a K-major operand whose rows are 128 bytes, written by TMA
+// with 128-byte swizzle (16-byte chunk c of row r stored at chunk c ^ (r % 8)), the tile base
+// 1024-byte aligned. Bit fields (PTX ISA, "matrix descriptor"):
+//   [0, 14)   start address >> 4
+//   [16, 30)  leading-dimension byte offset >> 4: unused by swizzled K-major layouts whose K extent
+//             per instruction (32 bytes) lies inside one swizzle row; set to 1 by convention
+//   [32, 46)  stride-dimension byte offset >> 4: 8 rows x 128 bytes = 1024 between 8-row groups
+//   [49, 52)  base offset: 0, since every swizzle atom starts 1024-byte aligned
+//   [62, 64)  swizzle mode: 1 = 128-byte
+// NOTES: the k-th 32-byte K step of a row is addressed by adding 32 * k bytes to the start address
+// (+2 * k in the descriptor's low field): the hardware applies the swizzle XOR to the final
+// address bits [4, 7) using bits [7, 10), which the +32 * k (< 128) leaves untouched.
+__device__ __forceinline__ uint64_t MakeSmemDescSw128(uint32_t smem_addr) {
+  constexpr uint64_t kLbo = 1;            // 16 bytes >> 4 (ignored)
+  constexpr uint64_t kSbo = 1024 >> 4;    // 8 rows x 128 bytes
+  constexpr uint64_t kSwizzle128B = 1;
+  return static_cast<uint64_t>((smem_addr & 0x3FFFFu) >> 4) | (kLbo << 16) | (kSbo << 32) | (kSwizzle128B << 62);
+}
+
+// Orders this thread's earlier register and shared-memory accesses before the wgmma that follows
+// (needed before the first wgmma and whenever the accumulator registers were touched in between).
+__device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+
+__device__ __forceinline__ void WgmmaCommitGroup() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+
+template <int kPending>
+__device__ __forceinline__ void WgmmaWaitGroup() {
+  static_assert(kPending >= 0 && kPending <= 7, "wgmma.wait_group takes 0..7");
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+
+// Keeps the compiler from moving accesses to an accumulator register across the asynchronous
+// wgmma region (the asm statements alone do not tell it that the tensor core owns the register).
+__device__ __forceinline__ void FenceOperand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+template <int N>
+__device__ __forceinline__ void FenceOperands(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) FenceOperand(r[i]);
+}
+
+#define FP8SERVE_WGMMA_N128_DREGS                                                                                 \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+  "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "   \
+  "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define FP8SERVE_WGMMA_N128_OUTS(d)                                                                          \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),            \
+      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),  \
+      "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+      "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+      "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+      "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+      "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+// D[64 x 128] (+)= A[64 x 32] . B[128 x 32]^T, both operands FP8 in shared memory (descriptors),
+// FP32 accumulators in registers. scale_d == 0 starts from zero instead of adding to d.
+// Accumulator layout (thread t of the warpgroup, warp w = t / 32, lane l = t % 32), for
+// j = 0..15:  d[4j + 0], d[4j + 1]: row 16w + l/4,     columns 8j + 2(l%4) + {0, 1}
+//             d[4j + 2], d[4j + 3]: row 16w + l/4 + 8, the same columns.
+// A is always E4M3 (the activations); B is E4M3 or E5M2 (the weights).
+template <Fp8Format kBFormat>
+__device__ __forceinline__ void WgmmaM64N128K32(float (&d)[64], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+  if constexpr (kBFormat == Fp8Format::kE4M3) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " FP8SERVE_WGMMA_N128_DREGS ", %64, %65, p, 1, 1;\n"
+        "}\n"
+        : FP8SERVE_WGMMA_N128_OUTS(d)
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+  } else {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e5m2 " FP8SERVE_WGMMA_N128_DREGS ", %64, %65, p, 1, 1;\n"
+        "}\n"
+        : FP8SERVE_WGMMA_N128_OUTS(d)
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+  }
+}
+
+#undef FP8SERVE_WGMMA_N128_DREGS
+#undef FP8SERVE_WGMMA_N128_OUTS
+
+}  // namespace fp8serve::cuda::sm90

@@ -1,1 +1,209 @@
-// (being written)
+// Launcher of the fused MLP kernel (device code in fused_mlp.cuh): argument checks, the shared
+// memory layout, the choice of row block, and the launch.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/fused_mlp.cuh"
+#include "kernels/cuda/fused_mlp.h"
+
+namespace fp8serve::cuda {
+
+namespace {
+
+// The kernel instances: (BLOCK_M, kNumStages). The first three serve small, mid and large batches;
+// the last is the fallback for devices with less shared memory (Ada: 99 KB per block), and the one
+// FusedMlpSupported measures the model against.
+struct FusedInstance {
+  int block_m;
+  int stages;
+};
+constexpr FusedInstance kInstances[] = {{16, 5}, {32, 5}, {64, 4}, {16, 3}};
+constexpr int kNumInstances = static_cast<int>(sizeof(kInstances) / sizeof(kInstances[0]));
+constexpr int kFallbackInstance = kNumInstances - 1;
+
+int RoundUp(int v, int to) { return (v + to - 1) / to * to; }
+
+bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// Offsets of the shared-memory regions (see fused_mlp.cuh) for one instance and model.
+struct FusedSmemLayout {
+  uint32_t act_offset[2] = {0, 0};
+  uint32_t scale_offset[2] = {0, 0};
+  uint32_t red_offset = 0;
+  size_t bytes = 0;
+};
+
+FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& inst) {
+  // Layer l reads act[l % 2]; a hidden layer writes its output (the next layer's input) to the other.
+  int width[2] = {0, 0};
+  for (int l = 0; l < a.num_layers; ++l) width[l & 1] = std::max(width[l & 1], a.layers[l].k_pad);
+  FusedSmemLayout s;
+  size_t off = static_cast<size_t>(inst.stages) * kFusedStageBytes;
+  for (int b = 0; b < 2; ++b) {
+    s.act_offset[b] = static_cast<uint32_t>(off);
+    off += static_cast<size_t>(inst.block_m) * width[b];
+  }
+  for (int b = 0; b < 2; ++b) {
+    s.scale_offset[b] = static_cast<uint32_t>(off);
+    off += static_cast<size_t>(RoundUp(inst.block_m * (width[b] / kFusedTileK) * 4, 128));
+  }
+  s.red_offset = static_cast<uint32_t>(off);
+  off += static_cast<size_t>(FusedWarpsN(inst.block_m)) * inst.block_m * 4;
+  s.bytes = off;
+  return s;
+}
+
+// The model-and-device checks (no x, y or m): the first reason found, or empty.
+std::string UnsupportedReason(const FusedMlpArgs& a, const DeviceTraits& device) {
+  if (device.cc_major < 8 || (device.cc_major == 8 && device.cc_minor < 9)) {
+    return absl::StrCat("compute capability ", device.cc_major, ".", device.cc_minor,
+                        " has no FP8 tensor cores (needs 8.9 or newer)");
+  }
+  if (a.num_layers < 1 || a.num_layers > kFusedMaxLayers) {
+    return absl::StrCat(a.num_layers, " layers (the fused kernel takes 1 to ", kFusedMaxLayers, ")");
+  }
+  for (int i = 0; i < a.num_layers; ++i) {
+    const FusedMlpLayer& l = a.layers[i];
+    const std::string at = absl::StrCat("layer ", i, ": ");
+    if (l.n < 1 || l.k < 1) return absl::StrCat(at, "shape [", l.n, ", ", l.k, "]");
+    if (l.n_pad != RoundUp(l.n, kGemmBlockK) || l.k_pad != RoundUp(l.k, kGemmBlockK)) {
+      return absl::StrCat(at, "padded shape [", l.n_pad, ", ", l.k_pad, "] is not [", l.n, ", ", l.k,
+                          "] rounded up to multiples of ", kGemmBlockK);
+    }
+    if (l.n_pad > kFusedMaxWidth || l.k_pad > kFusedMaxWidth) {
+      return absl::StrCat(at, "padded shape [", l.n_pad, ", ", l.k_pad, "] is wider than the fused kernel's ",
+                          kFusedMaxWidth);
+    }
+    if (i > 0 && l.k != a.layers[i - 1].n) {
+      return absl::StrCat(at, "takes ", l.k, " inputs but layer ", i - 1, " gives ", a.layers[i - 1].n);
+    }
+    if (l.w_format != Fp8Format::kE4M3 && l.w_format != Fp8Format::kE5M2) return absl::StrCat(at, "unknown FP8 format");
+    if (l.w == nullptr || l.b_scales == nullptr) return absl::StrCat(at, "no weights or no block scales");
+    // NOTES: the kernel copies weights, column scales and bias with 16-byte cp.async.
+    if (!Aligned(l.w, 16) || !Aligned(l.col_scales, 16) || !Aligned(l.bias, 16) || !Aligned(l.b_scales, 4)) {
+      return absl::StrCat(at, "weights, column scales and bias must be 16-byte aligned, block scales 4-byte");
+    }
+  }
+  const FusedSmemLayout smem = ComputeSmemLayout(a, kInstances[kFallbackInstance]);
+  if (smem.bytes > static_cast<size_t>(device.smem_per_block_optin)) {
+    return absl::StrCat("needs ", smem.bytes, " bytes of shared memory per block, the device allows ",
+                        device.smem_per_block_optin);
+  }
+  return "";
+}
+
+// The instance for m rows: the largest row block that still gives about one CTA per SM (large
+// blocks read the weights from L2 fewer times and feed the tensor cores better; small blocks spread
+// small batches over more SMs, since a CTA's weight stream is bound by its SM's L2 bandwidth),
+// among those whose shared memory fits the device.
+int SelectInstance(const FusedMlpArgs& a, const DeviceTraits& device) {
+  const long long target_ctas = std::max(1, device.num_sms * 3 / 4);
+  int preferred = 0;  // BLOCK_M 16
+  if ((static_cast<long long>(a.m) + 63) / 64 >= target_ctas) {
+    preferred = 2;
+  } else if ((static_cast<long long>(a.m) + 31) / 32 >= target_ctas) {
+    preferred = 1;
+  }
+  for (int i = preferred; i >= 0; --i) {
+    if (ComputeSmemLayout(a, kInstances[i]).bytes <= static_cast<size_t>(device.smem_per_block_optin)) return i;
+  }
+  return kFallbackInstance;
+}
+
+// Allows `bytes` of dynamic shared memory for `kernel` on the current device, once per device and
+// size (thread-safe; the attribute only grows). cudaFuncSetAttribute is not a stream operation, so
+// it is legal while the stream is being captured.
+absl::Status EnsureDynamicSmem(const void* kernel, int bytes, std::mutex& mu, std::atomic<int>* configured,
+                               int num_slots) {
+  int device = 0;
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  const bool cached = device >= 0 && device < num_slots;
+  if (cached && configured[device].load(std::memory_order_acquire) >= bytes) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(mu);
+  if (cached && configured[device].load(std::memory_order_relaxed) >= bytes) return absl::OkStatus();
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  if (cached) configured[device].store(bytes, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+template <int BLOCK_M, int kNumStages>
+absl::Status LaunchInstance(const FusedMlpParams& params, size_t smem_bytes, cudaStream_t stream) {
+  constexpr int kMaxDevices = 64;
+  static std::mutex mu;
+  static std::atomic<int> configured[kMaxDevices] = {};
+  const void* kernel = reinterpret_cast<const void*>(&fused_mlp_kernel<BLOCK_M, kNumStages>);
+  if (absl::Status st = EnsureDynamicSmem(kernel, static_cast<int>(smem_bytes), mu, configured, kMaxDevices);
+      !st.ok()) {
+    return st;
+  }
+  const unsigned grid = static_cast<unsigned>((params.m + BLOCK_M - 1) / BLOCK_M);
+  fused_mlp_kernel<BLOCK_M, kNumStages><<<grid, kFusedNumThreads, smem_bytes, stream>>>(params);
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool FusedMlpSupported(const FusedMlpArgs& args, const DeviceTraits& device, std::string* why) {
+  std::string reason = UnsupportedReason(args, device);
+  const bool ok = reason.empty();
+  if (why != nullptr) *why = std::move(reason);
+  return ok;
+}
+
+absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device, cudaStream_t stream) {
+  if (std::string why = UnsupportedReason(args, device); !why.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("fused MLP: ", why));
+  }
+  if (args.m < 0) return absl::InvalidArgumentError(absl::StrCat("fused MLP: ", args.m, " rows"));
+  if (args.m == 0) return absl::OkStatus();
+  if (args.x == nullptr || args.y == nullptr) return absl::InvalidArgumentError("fused MLP: null input or output");
+
+  FusedMlpParams p;
+  p.num_layers = args.num_layers;
+  p.m = args.m;
+  p.k_in = args.layers[0].k;
+  p.relu = args.relu ? 1 : 0;
+  p.x = args.x;
+  p.y = args.y;
+  p.x_vec4 = (p.k_in % 4 == 0 && Aligned(args.x, 16)) ? 1 : 0;
+  for (int i = 0; i < args.num_layers; ++i) {
+    const FusedMlpLayer& l = args.layers[i];
+    FusedLayerParams& d = p.layers[i];
+    d.w = l.w;
+    d.b_scales = l.b_scales;
+    d.col_scales = l.col_scales;
+    d.bias = l.bias;
+    d.n = l.n;
+    d.k = l.k;
+    d.k_pad = l.k_pad;
+    d.groups = l.k_pad / kFusedTileK;
+    d.tiles = l.n_pad / kFusedTileN;
+    d.e5m2 = l.w_format == Fp8Format::kE5M2 ? 1 : 0;
+    p.total_chunks += d.groups * d.tiles;
+  }
+
+  const int which = SelectInstance(args, device);
+  const FusedSmemLayout smem = ComputeSmemLayout(args, kInstances[which]);
+  for (int b = 0; b < 2; ++b) {
+    p.act_offset[b] = smem.act_offset[b];
+    p.scale_offset[b] = smem.scale_offset[b];
+  }
+  p.red_offset = smem.red_offset;
+
+  switch (which) {
+    case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages>(p, smem.bytes, stream);
+    case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages>(p, smem.bytes, stream);
+    case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages>(p, smem.bytes, stream);
+    case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages>(p, smem.bytes, stream);
+  }
+  return absl::InternalError("fused MLP: no kernel instance");
+}
+
+}  // namespace fp8serve::cuda

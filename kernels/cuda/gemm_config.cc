@@ -116,19 +116,6 @@ std::string DescribeGemmConfig(const GemmConfig& c) {
                       c.smem_bytes);
 }
 
-// NOTES: one stage holds an A tile and a B tile of 128 K-bytes each (one 128-byte swizzle row per
-// tile row) plus that stage's BLOCK_M activation scales; 2 KB more covers the full/empty barriers and
-// aligning the dynamic shared memory base up to the 1024 bytes the 128-byte swizzle needs.
-size_t Sm90SmemBytes(int block_m, int block_n, int stages) {
-  return static_cast<size_t>(stages) * ((block_m + block_n) * 128 + block_m * 4) + 2048;
-}
-
-// NOTES: rows are 128 data bytes + 16 pad bytes, so the 8 rows an ldmatrix phase reads start in
-// different banks; 1 KB covers alignment and the epilogue's small reduction scratch.
-size_t Sm89SmemBytes(int block_m, int block_n, int stages) {
-  return static_cast<size_t>(stages) * (block_m + block_n) * 144 + 1024;
-}
-
 absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape, const DeviceTraits& device) {
   if (absl::Status st = CheckShape(shape); !st.ok()) return st;
   if (!HasFp8TensorCores(device)) {

@@ -77,9 +77,18 @@ struct GemmConfig {
 
 std::string DescribeGemmConfig(const GemmConfig& c);
 
-// Shared memory one CTA of each kernel needs (the launchers use the same functions).
-size_t Sm90SmemBytes(int block_m, int block_n, int stages);
-size_t Sm89SmemBytes(int block_m, int block_n, int stages);
+// Shared memory one CTA of each kernel gets (the kernels static_assert against these).
+// sm90: one stage holds an A tile and a B tile of 128 K-bytes each (one 128-byte swizzle row per tile
+// row) plus that stage's BLOCK_M activation scales; 2 KB more covers the full/empty barriers and
+// aligning the base up to the 1024 bytes the 128-byte swizzle needs.
+constexpr size_t Sm90SmemBytes(int block_m, int block_n, int stages) {
+  return static_cast<size_t>(stages) * ((block_m + block_n) * 128 + block_m * 4) + 2048;
+}
+// sm89: the stage ring of 128-byte rows (XOR-swizzled, so no padding), the epilogue's cross-warp
+// amax table (4 warps x BLOCK_M floats) and the split-K "last CTA" flag.
+constexpr size_t Sm89SmemBytes(int block_m, int block_n, int stages) {
+  return static_cast<size_t>(stages) * (block_m + block_n) * 128 + 4 * block_m * sizeof(float) + 16;
+}
 
 // The heuristic. INVALID_ARGUMENT for a shape outside the layout above, FAILED_PRECONDITION for a
 // device without FP8 tensor cores (compute capability < 8.9).

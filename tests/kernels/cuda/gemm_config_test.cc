@@ -126,12 +126,16 @@ TEST(GemmConfigTest, MidSizedGemmUsesShortTilesToFillOneWave) {
   EXPECT_EQ(c->block_m, 64);
 }
 
-TEST(GemmConfigTest, AdaStepsDownToATileThatFitsItsSharedMemory) {
-  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{1024, 4096, 4096}, L4());
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->kernel, GemmKernel::kSm89MmaSync);
-  EXPECT_LE(c->smem_bytes, 99u * 1024);
-  EXPECT_EQ(c->block_m, 32);
+TEST(GemmConfigTest, SmallSharedMemoryStepsDownToATileThatFits) {
+  // Ada's 99 KB takes the 64-row tile (about 97 KB); a device with 90 KB gets 32-row tiles.
+  absl::StatusOr<GemmConfig> ada = SelectGemmConfig(GemmShape{1024, 4096, 4096}, L4());
+  ASSERT_TRUE(ada.ok()) << ada.status();
+  EXPECT_EQ(ada->kernel, GemmKernel::kSm89MmaSync);
+  EXPECT_EQ(ada->block_m, 64);
+  absl::StatusOr<GemmConfig> small = SelectGemmConfig(GemmShape{1024, 4096, 4096}, DeviceTraits{8, 9, 58, 90 * 1024});
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->block_m, 32);
+  EXPECT_LE(small->smem_bytes, 90u * 1024);
 }
 
 TEST(GemmConfigTest, DescriptionNamesTheKernelAndBlocks) {

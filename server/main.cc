@@ -32,7 +32,17 @@ ABSL_FLAG(int, repository_poll_secs, 15, "Rescan interval of --model-control-mod
 ABSL_FLAG(int, cpu_blas_threads, 1,
           "Threads OpenBLAS may use inside one CPU forward. The server parallelizes across batches "
           "(instance_group count) and gRPC threads; more BLAS threads pay off only for large batches on many cores.");
-ABSL_FLAG(std::string, backend, "auto", "Execution backend: auto (CUDA when a GPU is usable, else CPU), cpu, noop, cuda.");
+ABSL_FLAG(std::string, backend, "auto",
+          "Execution backend: auto (CUDA when a GPU is usable, else CPU; a model the GPU cannot serve, such as one "
+          "with unquantized layers, then serves on the CPU), cpu, noop (answers zeros without computing: the ceiling "
+          "that gRPC and batching set), cuda (every model on the GPU, or it fails to load).");
+ABSL_FLAG(int, cuda_streams_per_instance, 2,
+          "CUDA backend: streams per model instance, each with its own pinned staging and device buffers. Two let "
+          "one batch's copies and kernels overlap the gathering and launch of the next; batches in flight per model "
+          "are at most instances x streams.");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "CUDA backend: capture each model's forward at load as CUDA graphs (one per power-of-two batch size) and "
+          "replay them; false launches the kernels directly every time.");
 ABSL_FLAG(int, max_message_size, INT32_MAX,
           "Largest gRPC message accepted or sent, in bytes (Triton's default: 2 GiB - 1). Larger requests get "
           "RESOURCE_EXHAUSTED from gRPC.");
@@ -128,19 +138,30 @@ int Run(bool metrics_address_given) {
       return 2;
     }
   }
+  if (absl::GetFlag(FLAGS_cuda_streams_per_instance) < 1) {
+    std::fprintf(stderr, "fp8serve: --cuda-streams-per-instance must be at least 1\n");
+    return 2;
+  }
+  // Models resolve kAuto themselves (one the GPU cannot serve falls back to the CPU), so the
+  // repository gets kAuto; this is what it resolves to for the others.
+  BackendKind resolved = *backend;
   if (*backend == BackendKind::kAuto) {
     std::string why;
-    *backend = ResolveAutoBackend(&why);
-    spdlog::info("backend auto -> {}: {}", BackendKindName(*backend), why);
+    resolved = ResolveAutoBackend(&why);
+    spdlog::info("backend auto -> {}: {}", BackendKindName(resolved), why);
   } else {
     spdlog::info("backend {}", BackendKindName(*backend));
+  }
+  if (resolved == BackendKind::kCuda) {
+    spdlog::info("CUDA: {} stream(s) per instance, CUDA graphs {}", absl::GetFlag(FLAGS_cuda_streams_per_instance),
+                 absl::GetFlag(FLAGS_cuda_graphs) ? "on" : "off");
   }
   SetCpuBlasThreads(absl::GetFlag(FLAGS_cpu_blas_threads));
 
   // Metrics first, so that models show up as they load, and a bad --metrics-address fails fast.
   ServerMetrics::Options mo;
   mo.version = FP8SERVE_VERSION;
-  mo.backend = BackendKindName(*backend);
+  mo.backend = BackendKindName(resolved);
   mo.cuda = FP8SERVE_CUDA_VERSION;
   const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
   const bool metrics_on = absl::GetFlag(FLAGS_allow_metrics) && !metrics_address.empty();
@@ -173,6 +194,8 @@ int Run(bool metrics_address_given) {
   ro.mode = *mode;
   ro.startup_models = absl::GetFlag(FLAGS_load_model);
   ro.backend = *backend;
+  ro.cuda_streams_per_instance = absl::GetFlag(FLAGS_cuda_streams_per_instance);
+  ro.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   ro.metrics = &metrics;
   absl::StatusOr<std::unique_ptr<ModelRepository>> repo = ModelRepository::Create(ro);
   if (!repo.ok()) {
@@ -232,7 +255,7 @@ int main(int argc, char** argv) {
   std::vector<char*> args = fp8serve::MergeRepeatedFlags(argc, argv, storage);
   fp8serve::ParseCommandLineWithUsage(
       "Serves FP8-quantized MLPs over the KServe v2 / Triton gRPC protocol.\n\n"
-      "  fp8serve [--model-repository models] [--grpc-address 0.0.0.0:8001] [--backend auto|cpu|noop]\n"
+      "  fp8serve [--model-repository models] [--grpc-address 0.0.0.0:8001] [--backend auto|cpu|noop|cuda]\n"
       "           [--metrics-address 0.0.0.0:8002]\n\n"
       "Works with tritonclient, perf_analyzer and KServe unchanged. Health: grpc.health.v1.Health.\n"
       "Prometheus metrics: GET http://<--metrics-address>/metrics.",

@@ -33,17 +33,34 @@ void GatherRows(const InferTask& t, int cols, float* dst) {
 
 }  // namespace
 
+// A batch between its launch and its answer.
+struct ServableModel::InFlightBatch {
+  std::vector<std::unique_ptr<InferTask>> tasks;
+  int rows = 0;
+  absl::Time gather_start, launch;  // compute input: gather_start..launch; compute infer: launch..complete
+};
+
 ServableModel::ServableModel(const Options& options, std::unique_ptr<Backend> backend)
-    : options_(options), backend_(std::move(backend)), staging_(options.instances) {
-  for (int i = options.instances - 1; i >= 0; --i) free_slots_.push_back(i);
-}
+    : options_(options), backend_(std::move(backend)) {}
 
 absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Create(const Options& options, const MlpWeights& weights) {
-  if (options.instances < 1) return absl::InvalidArgumentError(absl::StrCat(options.name, ": instance count must be >= 1"));
-  absl::StatusOr<std::unique_ptr<Backend>> backend =
-      CreateBackend(options.backend, weights, options.instances, options.max_batch_size);
+  BackendOptions bko;
+  bko.kind = options.backend;
+  bko.model = absl::StrCat("'", options.name, "' version ", options.version);
+  bko.max_rows = options.max_batch_size;
+  bko.instance_groups = options.instance_groups;
+  bko.cuda_streams_per_instance = options.cuda_streams_per_instance;
+  bko.cuda_graphs = options.cuda_graphs;
+  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(bko, weights);
   if (!backend.ok()) return backend.status();
   std::shared_ptr<ServableModel> m(new ServableModel(options, *std::move(backend)));
+  const int workers = m->backend_->num_instances();
+
+  StreamScheduler::Options so;
+  so.num_workers = workers;
+  if (absl::Status st = StreamScheduler::Create(so, m->backend_.get(), &m->scheduler_); !st.ok()) {
+    return absl::InternalError(absl::StrCat(options.name, ": ", st.message()));
+  }
 
   DynamicBatcher<InferTask>::Options bo;
   bo.max_batch_size = options.max_batch_size;
@@ -52,7 +69,7 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Create(const Optio
   bo.priority_levels = options.priority_levels;
   bo.default_priority_level = options.default_priority_level;
   bo.max_queue_size = options.max_queue_size;
-  bo.num_batch_threads = options.instances;
+  bo.num_batch_threads = workers;  // one per instance; each keeps one slot reserved (StreamScheduler)
   ServableModel* self = m.get();  // the batcher is owned by and dies before *self
   std::unique_ptr<DynamicBatcher<InferTask>> batcher;
   absl::Status st = DynamicBatcher<InferTask>::Create(
@@ -78,8 +95,10 @@ void ServableModel::Shutdown() {
     absl::WriterMutexLock lock(&batcher_mu_);
     batcher = std::move(batcher_);
   }
-  // Destroying the batcher stops new work, drains the queue through ProcessBatch, and joins.
+  // Destroying the batcher stops new work, drains the queue through ProcessBatch, and joins the
+  // workers; then the batches still in flight complete, and the completion thread stops.
   batcher.reset();
+  if (scheduler_ != nullptr) scheduler_->Shutdown();
 }
 
 absl::Status ServableModel::Schedule(std::unique_ptr<InferTask>& task) {
@@ -103,19 +122,6 @@ size_t ServableModel::NumQueuedTasks() const {
   return batcher_ == nullptr ? 0 : batcher_->NumQueuedTasks();
 }
 
-int ServableModel::AcquireInstance() {
-  absl::MutexLock lock(&slots_mu_);
-  // There are as many batch threads as slots, so a slot is always free here.
-  const int slot = free_slots_.back();
-  free_slots_.pop_back();
-  return slot;
-}
-
-void ServableModel::ReleaseInstance(int slot) {
-  absl::MutexLock lock(&slots_mu_);
-  free_slots_.push_back(slot);
-}
-
 void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) {
   ModelMetrics* const mm = metrics();
   if (mm != nullptr) mm->AddPending(-static_cast<int>(batch.size()));
@@ -127,50 +133,57 @@ void ServableModel::ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch) 
     t->Finish(r);
     return true;
   });
+  // An empty batch takes no slot: the worker goes back to the batcher with its reservation.
   if (batch.empty()) return;
+  auto b = std::make_unique<InFlightBatch>();
+  b->tasks = std::move(batch);
+  for (const auto& t : b->tasks) b->rows += t->rows();
+  InFlightBatch* const raw = b.get();  // stays put: `b` moves into the done callback, not its target
   if (mm != nullptr) mm->AddInflight(1);
-  const int slot = AcquireInstance();
-  Staging& s = staging_[slot];
-  const int in_cols = backend_->input_dim(), out_cols = backend_->output_dim();
-  int rows = 0;
-  for (const auto& t : batch) rows += t->rows();
+  scheduler_->Run(
+      raw->rows,
+      // Compute input: gather every task's rows into the slot's FP32 staging.
+      [this, raw](int slot) {
+        const int in_cols = backend_->input_dim();
+        raw->gather_start = clock_.Now();
+        float* in = backend_->input(slot, raw->rows);
+        size_t offset = 0;
+        for (const auto& t : raw->tasks) {
+          GatherRows(*t, in_cols, in + offset * in_cols);
+          offset += t->rows();
+        }
+        raw->launch = clock_.Now();
+      },
+      [this, b = std::move(b)](int slot, absl::Status status) { CompleteBatch(*b, slot, std::move(status)); });
+}
 
-  // Compute input: gather every task's rows into one FP32 batch.
-  const absl::Time t0 = clock_.Now();
-  s.in.resize(static_cast<size_t>(rows) * in_cols);
-  s.out.resize(static_cast<size_t>(rows) * out_cols);
-  size_t offset = 0;
-  for (const auto& t : batch) {
-    GatherRows(*t, in_cols, s.in.data() + offset * in_cols);
-    offset += t->rows();
-  }
-  // Compute infer.
-  const absl::Time t1 = clock_.Now();
-  const absl::Status st = backend_->Run(slot, s.in.data(), rows, s.out.data());
-  const absl::Time t2 = clock_.Now();
-
+void ServableModel::CompleteBatch(InFlightBatch& b, int slot, absl::Status status) {
+  ModelMetrics* const mm = metrics();
+  const absl::Time done = clock_.Now();
+  const uint64_t input_ns = Nanos(b.launch - b.gather_start), infer_ns = Nanos(done - b.launch);
   // Compute output: each task copies its rows out in its callback, and records its own figures
   // (ModelStats::RecordSuccess) before its response leaves.
-  if (st.ok()) {
-    stats_.RecordExecution(rows, Nanos(t1 - t0), Nanos(t2 - t1), static_cast<uint64_t>(absl::ToUnixMillis(t2)));
-    if (mm != nullptr) mm->RecordExecution(rows);
+  if (status.ok()) {
+    stats_.RecordExecution(b.rows, input_ns, infer_ns, static_cast<uint64_t>(absl::ToUnixMillis(done)));
+    if (mm != nullptr) mm->RecordExecution(b.rows);
   }
-  offset = 0;
-  for (const auto& t : batch) {
+  const int out_cols = backend_->output_dim();
+  const float* out = backend_->output(slot);
+  size_t offset = 0;
+  for (const auto& t : b.tasks) {
     InferResult r;
-    r.status = st;
-    r.output = s.out.data() + offset * out_cols;
+    r.status = status;
+    r.output = out + offset * out_cols;
     r.rows = t->rows();
     r.cols = out_cols;
-    r.queue_ns = Nanos(t0 - t->enqueue_time());
-    r.compute_input_ns = Nanos(t1 - t0);
-    r.compute_infer_ns = Nanos(t2 - t1);
-    r.batch_rows = rows;
+    r.queue_ns = Nanos(b.gather_start - t->enqueue_time());
+    r.compute_input_ns = input_ns;
+    r.compute_infer_ns = infer_ns;
+    r.batch_rows = b.rows;
     offset += t->rows();
     t->Finish(r);
   }
-  if (st.ok()) stats_.RecordBatchOutput(rows, Nanos(clock_.Now() - t2));
-  ReleaseInstance(slot);
+  if (status.ok()) stats_.RecordBatchOutput(b.rows, Nanos(clock_.Now() - done));
   if (mm != nullptr) mm->AddInflight(-1);
 }
 

@@ -1,11 +1,13 @@
-// One loaded model version, ready to serve: its backend (the forward), its dynamic batcher, and its
-// statistics. A request's way through it:
-//   Schedule(task) -> batcher queue -> a batch thread takes a free instance slot -> gather the
-//   batch's rows into FP32 (compute input) -> Backend::Run (compute infer) -> hand each task its
-//   rows (compute output) -> InferTask::Finish.
-// The number of batch threads equals the instance count, so at most that many batches are in
-// flight and the batcher forms a batch only when an instance is free: under load batches grow
-// instead of queueing behind the backend.
+// One loaded model version, ready to serve: its backend (the forward), its dynamic batcher, the
+// stream scheduler between them, and its statistics. A request's way through it:
+//   Schedule(task) -> batcher queue -> a batch worker (one per instance) gets a batch -> it takes
+//   the free slot reserved for it and gathers the batch's rows into the slot's input staging
+//   (compute input) -> Backend::Launch (compute infer: on the CPU inside Launch; on a GPU queued on
+//   the slot's stream, and complete when the scheduler's completion thread sees the slot's event)
+//   -> each task gets its rows (compute output) -> InferTask::Finish.
+// Each worker returns to the batcher only once a free slot is reserved for its next batch (see
+// StreamScheduler), so at most slots batches are in flight and, under load, batches grow instead
+// of queueing behind the backend.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +22,7 @@
 #include "server/execution/backend.h"
 #include "server/execution/infer_task.h"
 #include "server/execution/model_stats.h"
+#include "server/execution/stream_scheduler.h"
 
 namespace fp8serve {
 
@@ -37,9 +40,13 @@ class ServableModel {
     int priority_levels = 1;
     int default_priority_level = 1;
     size_t max_queue_size = 0;  // requests; 0 = unbounded
-    // Concurrent execution slots (instance_group count), each with its own batch thread.
-    int instances = 1;
+    // Where the instances run (the config's instance_group; see InstanceGroupSpec). Empty: one
+    // instance, KIND_AUTO. Each instance has its own batch worker.
+    std::vector<InstanceGroupSpec> instance_groups;
     BackendKind backend = BackendKind::kAuto;
+    // CUDA backend only: streams (slots) per instance, and CUDA graphs (see BackendOptions).
+    int cuda_streams_per_instance = 2;
+    bool cuda_graphs = true;
     // This version's Prometheus series (null: none). The executor counts queue depth, batches in
     // flight, executions and rows on it; the service counts requests and their durations.
     std::shared_ptr<ModelMetrics> metrics;
@@ -55,8 +62,9 @@ class ServableModel {
   // shut down (replaced or unloaded): look the model up again.
   absl::Status Schedule(std::unique_ptr<InferTask>& task);
 
-  // Stops accepting work, runs every queued task to completion, and joins the batch threads. Must
-  // not be called from a batch thread (that is, not from a task's done callback).
+  // Stops accepting work, runs every queued task to completion (in flight ones included), and joins
+  // the batch workers and the completion thread. Must not be called from either (that is, not from
+  // a task's done callback).
   void Shutdown();
 
   const Options& options() const { return options_; }
@@ -65,28 +73,30 @@ class ServableModel {
   int input_dim() const { return backend_->input_dim(); }
   int output_dim() const { return backend_->output_dim(); }
   const char* backend_name() const { return backend_->name(); }
+  // Execution instances (batch workers), as the backend placed them.
+  int instances() const { return backend_->num_instances(); }
+  // Where and how the backend runs (for the load log).
+  std::string backend_description() const { return backend_->Describe(); }
   ModelStats& stats() { return stats_; }
   ModelMetrics* metrics() const { return options_.metrics.get(); }
   size_t NumQueuedTasks() const;
 
  private:
+  struct InFlightBatch;
+
   ServableModel(const Options& options, std::unique_ptr<Backend> backend);
   void ProcessBatch(std::vector<std::unique_ptr<InferTask>> batch);
-  int AcquireInstance();
-  void ReleaseInstance(int slot);
+  // Answers the batch from its slot's output (or with its error). On the worker's thread for a
+  // backend that completes inside Launch, else on the scheduler's completion thread.
+  void CompleteBatch(InFlightBatch& b, int slot, absl::Status status);
 
   const Options options_;
   std::unique_ptr<Backend> backend_;
   ModelStats stats_;
   RealClock clock_;
-
-  absl::Mutex slots_mu_;
-  std::vector<int> free_slots_ ABSL_GUARDED_BY(slots_mu_);
-  // Per-instance staging for the gathered batch input and the batch output.
-  struct Staging {
-    std::vector<float> in, out;
-  };
-  std::vector<Staging> staging_;
+  // Between the batcher and the backend; outlives the batcher (whose workers call it), dies
+  // before the backend (whose slots it completes).
+  std::unique_ptr<StreamScheduler> scheduler_;
 
   // Readers schedule; Shutdown takes it exclusively to detach the batcher, then drains it unlocked.
   mutable absl::Mutex batcher_mu_;

@@ -164,9 +164,17 @@ ServableModel::Options ServableOptionsFromConfig(const inference::ModelConfig& c
   o.version = version;
   o.max_batch_size = std::max(1, c.max_batch_size());
   o.backend = backend;
-  int instances = 0;
-  for (const auto& g : c.instance_group()) instances += g.count() > 0 ? g.count() : 1;
-  o.instances = std::max(1, instances);
+  for (const auto& g : c.instance_group()) {
+    InstanceGroupSpec spec;
+    switch (g.kind()) {
+      case inference::ModelInstanceGroup::KIND_GPU: spec.kind = InstanceGroupSpec::Kind::kGpu; break;
+      case inference::ModelInstanceGroup::KIND_CPU: spec.kind = InstanceGroupSpec::Kind::kCpu; break;
+      default: spec.kind = InstanceGroupSpec::Kind::kAuto; break;  // KIND_AUTO, KIND_MODEL
+    }
+    spec.count = g.count() > 0 ? g.count() : 1;  // Triton's default count is 1
+    spec.gpus.assign(g.gpus().begin(), g.gpus().end());
+    o.instance_groups.push_back(std::move(spec));
+  }
   if (c.has_dynamic_batching()) {
     const auto& db = c.dynamic_batching();
     o.max_queue_delay = absl::Microseconds(static_cast<int64_t>(db.max_queue_delay_microseconds()));

@@ -32,7 +32,8 @@ absl::Status CheckConfigMatchesWeights(const inference::ModelConfig& config, con
 // (latest { num_versions } by default, all, or specific { versions }).
 std::vector<int64_t> SelectVersions(const inference::ModelConfig& config, std::vector<int64_t> available);
 
-// The ServableModel options a config asks for (dynamic_batching, instance_group, queue policy).
+// The ServableModel options a config asks for (dynamic_batching, instance_group, queue policy). The
+// server-wide execution settings (CUDA streams and graphs) are left at their defaults.
 ServableModel::Options ServableOptionsFromConfig(const inference::ModelConfig& config, int64_t version,
                                                  BackendKind backend);
 

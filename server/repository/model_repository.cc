@@ -45,13 +45,16 @@ std::vector<int64_t> VersionsOnDisk(const std::string& model_dir) {
   return out;
 }
 
-// What Poll compares: sizes and modification times of the config and every version's weights.
+// What Poll compares: identity (device, inode), size, and modification and change times of the config
+// and every version's weights. A file replaced by rename (how tools should publish a model) is a new
+// inode, so even a same-size replacement within one timestamp tick is seen.
 std::string Fingerprint(const std::string& model_dir) {
   std::string fp;
   auto add = [&fp](const std::string& p) {
     struct stat st {};
     if (stat(p.c_str(), &st) == 0) {
-      absl::StrAppend(&fp, p, ":", st.st_size, ":", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, ";");
+      absl::StrAppend(&fp, p, ":", st.st_dev, ":", st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".",
+                      st.st_mtim.tv_nsec, ":", st.st_ctim.tv_sec, ".", st.st_ctim.tv_nsec, ";");
     }
   };
   add(model_dir + "/config.pbtxt");
@@ -185,12 +188,14 @@ absl::Status ModelRepository::LoadLocked(const std::string& name) {
       return record_failure(st);
     }
     ServableModel::Options so = ServableOptionsFromConfig(*config, v, options_.backend);
+    so.cuda_streams_per_instance = options_.cuda_streams_per_instance;
+    so.cuda_graphs = options_.cuda_graphs;
     if (options_.metrics != nullptr) so.metrics = options_.metrics->ForModel(name, v);
     absl::StatusOr<std::shared_ptr<ServableModel>> servable = ServableModel::Create(so, model->weights);
     if (!servable.ok()) return record_failure(servable.status());
-    spdlog::info("loaded model '{}' version {} from {} ({} layers, {} -> {}, backend {}, {} instance(s))", name, v,
-                 weights_path, model->weights.layers.size(), model->weights.input_dim(), model->weights.output_dim(),
-                 (*servable)->backend_name(), (*servable)->options().instances);
+    spdlog::info("loaded model '{}' version {} from {} ({} layers, {} -> {}; {})", name, v, weights_path,
+                 model->weights.layers.size(), model->weights.input_dim(), model->weights.output_dim(),
+                 (*servable)->backend_description());
     loaded[v] = *std::move(servable);
   }
   // Swap in one step; shut the replaced versions down outside the lock.
@@ -243,7 +248,7 @@ void ModelRepository::PublishStatesLocked() {
       if (on_disk) states.push_back({name, "", false, 0});
       continue;
     }
-    for (const auto& [v, m] : e.versions) states.push_back({name, std::to_string(v), true, m->options().instances});
+    for (const auto& [v, m] : e.versions) states.push_back({name, std::to_string(v), true, m->instances()});
   }
   options_.metrics->SetModelStates(states);
 }

@@ -42,6 +42,9 @@ class ModelRepository {
     ModelControlMode mode = ModelControlMode::kNone;
     std::vector<std::string> startup_models;  // kExplicit only; "*" loads all
     BackendKind backend = BackendKind::kAuto;
+    // CUDA backend: streams per instance and CUDA graphs, for every model (see BackendOptions).
+    int cuda_streams_per_instance = 2;
+    bool cuda_graphs = true;
     // Optional, not owned, outlives the repository: every loaded version gets its series from it,
     // and the repository publishes which versions are ready after every change.
     ServerMetrics* metrics = nullptr;

@@ -663,8 +663,9 @@ TEST_F(InferenceServiceTest, FullQueueRefusesWithUnavailable) {
 // ---- 7. Message size limit ----------------------------------------------------------------------
 
 TEST_F(InferenceServiceTest, OversizedRequestIsRefusedByGrpc) {
-  absl::StatusOr<std::unique_ptr<TestServer>> small =
-      TestServer::Start(RepositoryOptions(models_->repo.root()), {.max_receive_message_size = 1 << 20});
+  TestServer::Options options;
+  options.max_receive_message_size = 1 << 20;
+  absl::StatusOr<std::unique_ptr<TestServer>> small = TestServer::Start(RepositoryOptions(models_->repo.root()), options);
   ASSERT_TRUE(small.ok()) << small.status();
   std::mt19937 rng(108);
   const std::vector<float> x = RandomInputs(8 * kIn, rng);

@@ -12,6 +12,9 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -366,13 +369,29 @@ TEST(ModelRepositoryTest, PollPicksUpNewChangedAndRemovedModels) {
   EXPECT_THAT(st.error_message(), HasSubstr("batch-size must be <= 4"));
   ExpectServes(stub, "p", w2, "2", 4);
 
+  // Weights of the same size published by rename, with the old file's modification time put back:
+  // only the file's identity differs, and that is enough.
+  const std::string weights_path = repo.root() + "/p/2/model.safetensors";
+  struct stat before {};
+  ASSERT_EQ(stat(weights_path.c_str(), &before), 0);
+  const MlpWeights w3 = RandomMlp({kIn, 16, 10}, 45);
+  repo.WriteWeights("p", 2, w3);
+  const struct timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(utimensat(AT_FDCWD, weights_path.c_str(), times, 0), 0);
+  struct stat after {};
+  ASSERT_EQ(stat(weights_path.c_str(), &after), 0);
+  ASSERT_EQ(after.st_size, before.st_size);
+  ASSERT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+  repository.Poll();
+  ExpectServes(stub, "p", w3, "2", 4);
+
   // A removed model.
   repo.RemoveModel("fresh");
   repository.Poll();
   EXPECT_FALSE(ModelReady(stub, "fresh"));
   EXPECT_EQ(InferCode(stub, "fresh"), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(States(stub, "fresh"), ElementsAre(":UNAVAILABLE"));
-  ExpectServes(stub, "p", w2);
+  ExpectServes(stub, "p", w3);
 }
 
 // ---- Reloads ------------------------------------------------------------------------------------

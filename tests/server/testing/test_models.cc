@@ -118,6 +118,9 @@ ModelRepository::Options RepositoryOptions(const std::string& root, ModelControl
   o.roots = {root};
   o.mode = mode;
   o.startup_models = std::move(startup_models);
+  // The CPU backend, also on a GPU machine: these suites check the server against the CPU forward
+  // with tight tolerances. The GPU suites ask for BackendKind::kCuda themselves.
+  o.backend = BackendKind::kCpu;
   return o;
 }
 

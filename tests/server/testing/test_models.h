@@ -105,7 +105,7 @@ class TempModelRepository {
   std::string root_;
 };
 
-// Options for a repository over one root.
+// Options for a repository over one root, on the CPU backend (set `backend` for another).
 ModelRepository::Options RepositoryOptions(const std::string& root, ModelControlMode mode = ModelControlMode::kNone,
                                            std::vector<std::string> startup_models = {});
 

@@ -1,0 +1,553 @@
+// GPU: the FP8 GEMMs (fp8_gemm.h) against the CPU reference (kernels/cpu/mlp_reference.h).
+//
+// Every case runs each kernel forced (sm89 mma.sync everywhere, sm90 wgmma on compute capability
+// 9.0) and the heuristic's own choice, with each output (FP32, BF16, E4M3 requantized), on fresh
+// random inputs of realistic magnitudes in gemm_config.h's padded device layout. Output buffers are
+// poisoned before every launch, so an element a kernel skips cannot pass by luck, and the columns
+// past n_store must still hold the poison afterwards. The bound is derived in cuda_test_util.h;
+// each case prints max(|gpu - ref| / L1) so the log shows the margin. Skips loudly without a GPU.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/mlp_reference.h"
+#include "kernels/cuda/fp8_gemm.h"
+#include "kernels/cuda/gemm_config.h"
+#include "kernels/numerics/quantize.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
+
+namespace fp8serve::cuda {
+namespace {
+
+using gpu_test::DeviceBuffer;
+using gpu_test::GpuFixture;
+
+struct GemmCase {
+  int m = 1, n = 1, k = 1;  // logical shape
+  Fp8Format format = Fp8Format::kE4M3;
+  ScaleGranularity granularity = ScaleGranularity::kPerChannel;
+  bool relu = false;
+  bool bias = true;
+  int ldd_extra = 0;  // output row elements past n_store, which the kernel must leave untouched
+};
+
+std::string CaseName(const GemmCase& c) {
+  return absl::StrCat("m", c.m, "_n", c.n, "_k", c.k, "_", Fp8FormatName(c.format), "_", GranularityName(c.granularity),
+                      c.relu ? "_relu" : "", c.bias ? "_bias" : "", c.ldd_extra > 0 ? "_ldd" : "");
+}
+
+void PrintTo(const GemmCase& c, std::ostream* os) { *os << CaseName(c); }
+
+// One GEMM problem: the logical layer and input, the device-layout operands, the reference output
+// (epilogue applied) and the per-element bound.
+struct Problem {
+  GemmCase c;
+  MlpLayer layer;
+  gpu_test::PaddedLayer w;
+  std::vector<float> x;  // [m, k]
+  gpu_test::QuantizedActivations a;
+  std::vector<float> ref;     // [m, n]
+  std::vector<double> l1;     // [m, n]
+  std::vector<double> bound;  // [m, n]
+};
+
+// Quantizes, pads, and computes the reference and the bound, from p->c, p->x and the FP32 layer.
+void FinishProblem(const MlpLayer& f32_layer, Problem* p) {
+  const GemmCase& c = p->c;
+  p->layer = QuantizeLayer(f32_layer, c.format, c.granularity);
+  p->w = gpu_test::PadLayer(p->layer);
+  p->a = gpu_test::QuantizeForDevice(p->x.data(), c.m, c.k);
+  p->ref.assign(static_cast<size_t>(c.m) * c.n, 0.0f);
+  const Activation relu = Activation::kRelu;
+  gpu_test::ParallelReferenceLayer(p->layer, p->x.data(), c.m, c.relu ? &relu : nullptr, p->ref.data());
+  gpu_test::ContractMagnitudes(p->layer, p->a.q.data(), p->a.scales.data(), c.m, nullptr, &p->l1, nullptr);
+  p->bound.resize(p->l1.size());
+  for (int m = 0; m < c.m; ++m) {
+    for (int n = 0; n < c.n; ++n) {
+      const size_t i = static_cast<size_t>(m) * c.n + n;
+      p->bound[i] = gpu_test::GemmBound(p->l1[i], 0.0, p->layer.bias.empty() ? 0.0f : p->layer.bias[n]);
+    }
+  }
+}
+
+// Random weights N(0, 1/sqrt(k)), with rows and 128-column blocks of different sizes so that
+// per-channel and block scales differ; random bias; activations N(0, 1) with some rows scaled by
+// 1e-3 and 1e3 and one column group in three by 8, so the 1x128 scales differ across rows and
+// groups. No zeros anywhere (the padding adds its own).
+Problem MakeProblem(const GemmCase& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  MlpLayer f;
+  f.quantized = false;
+  f.in = c.k;
+  f.out = c.n;
+  f.f32.resize(static_cast<size_t>(c.n) * c.k);
+  const float inv_sqrt_k = 1.0f / std::sqrt(static_cast<float>(c.k));
+  constexpr float kRowFactor[3] = {1.0f, 3.0f, 0.5f};
+  for (int n = 0; n < c.n; ++n) {
+    for (int k = 0; k < c.k; ++k) {
+      const float col = (k / 128) % 2 == 1 ? 0.25f : 1.0f;
+      f.f32[static_cast<size_t>(n) * c.k + k] = normal(rng) * inv_sqrt_k * kRowFactor[(n / 64) % 3] * col;
+    }
+  }
+  if (c.bias) {
+    f.bias.resize(c.n);
+    for (float& b : f.bias) b = 0.5f * normal(rng);
+  }
+  Problem p;
+  p.c = c;
+  p.x.resize(static_cast<size_t>(c.m) * c.k);
+  for (int m = 0; m < c.m; ++m) {
+    const float row = m % 7 == 3 ? 1e-3f : m % 7 == 5 ? 1e3f : 1.0f;
+    for (int k = 0; k < c.k; ++k) {
+      const float group = (k / 128) % 3 == 2 ? 8.0f : 1.0f;
+      float v = normal(rng);
+      if (v == 0.0f) v = 1.0f;
+      p.x[static_cast<size_t>(m) * c.k + k] = v * row * group;
+    }
+  }
+  FinishProblem(f, &p);
+  return p;
+}
+
+struct DeviceOperands {
+  DeviceBuffer a, a_scales, b, b_scales, col_scales, bias;
+};
+
+absl::Status Upload(const Problem& p, DeviceOperands* d) {
+  for (absl::Status st : {d->a.Upload(p.a.padded), d->a_scales.Upload(p.a.scales), d->b.Upload(p.w.w),
+                          d->b_scales.Upload(p.w.b_scales), d->col_scales.Upload(p.w.col_scales),
+                          d->bias.Upload(p.w.bias)}) {
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+size_t OutputBytes(GemmOutput o) { return o == GemmOutput::kE4M3 ? 1 : o == GemmOutput::kBF16 ? 2 : 4; }
+constexpr uint8_t kPoisonCode = 0x7F;   // the E4M3 NaN
+constexpr uint8_t kPoisonFloat = 0xFF;  // NaN as FP32 and as BF16
+
+struct GemmRun {
+  std::vector<uint8_t> d;         // [m, ldd] elements of the output type, as bytes
+  std::vector<float> d_scales;    // [m, n_pad/128] for E4M3
+  int ldd = 0;
+  int n_store = 0;
+};
+
+enum class Launcher { kDispatch, kNoPromotion };
+
+// Poisons the outputs, launches, waits and reads back. `workspace` (when given) is reused across
+// calls, as DeviceMlp does; it is grown and zeroed when too small.
+absl::StatusOr<GemmRun> RunGemm(const Problem& p, const DeviceOperands& ops, GemmOutput out, const GemmConfig& config,
+                                cudaStream_t stream, Launcher launcher = Launcher::kDispatch,
+                                DeviceBuffer* workspace = nullptr) {
+  const int m = p.c.m;
+  GemmRun r;
+  r.n_store = out == GemmOutput::kE4M3 ? p.w.n_pad : p.c.n;
+  r.ldd = r.n_store + p.c.ldd_extra;
+  DeviceBuffer d, d_scales, local_ws;
+  for (absl::Status st : {d.Allocate(static_cast<size_t>(m) * r.ldd * OutputBytes(out)),
+                          d.Fill(out == GemmOutput::kE4M3 ? kPoisonCode : kPoisonFloat)}) {
+    if (!st.ok()) return st;
+  }
+  if (out == GemmOutput::kE4M3) {
+    for (absl::Status st : {d_scales.Allocate(static_cast<size_t>(m) * (p.w.n_pad / kGemmBlockK) * sizeof(float)),
+                            d_scales.Fill(kPoisonFloat)}) {
+      if (!st.ok()) return st;
+    }
+  }
+  Fp8GemmArgs args;
+  args.m = m;
+  args.n = p.w.n_pad;
+  args.k = p.w.k_pad;
+  args.a = ops.a.get<uint8_t>();
+  args.a_scales = ops.a_scales.get<float>();
+  args.b = ops.b.get<uint8_t>();
+  args.b_format = p.w.format;
+  args.b_scales = ops.b_scales.get<float>();
+  args.col_scales = ops.col_scales.get<float>();
+  args.bias = ops.bias.get<float>();
+  args.relu = p.c.relu;
+  args.output = out;
+  args.d = d.get();
+  args.ldd = r.ldd;
+  args.n_store = r.n_store;
+  args.d_scales = d_scales.get<float>();
+  const size_t ws_bytes = GemmWorkspaceBytes(ShapeOf(args), config);
+  DeviceBuffer* ws = workspace != nullptr ? workspace : &local_ws;
+  if (ws->bytes() < ws_bytes) {
+    for (absl::Status st : {ws->Allocate(ws_bytes), ws->Fill(0)}) {
+      if (!st.ok()) return st;
+    }
+  }
+  args.workspace = ws_bytes > 0 ? ws->get() : nullptr;
+
+  absl::Status st = launcher == Launcher::kDispatch ? LaunchFp8Gemm(args, config, stream)
+                                                    : LaunchSm90Fp8GemmNoPromotionForTest(args, config, stream);
+  if (!st.ok()) return st;
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  if (absl::Status s = d.Download(&r.d); !s.ok()) return s;
+  if (out == GemmOutput::kE4M3) {
+    if (absl::Status s = d_scales.Download(&r.d_scales); !s.ok()) return s;
+  }
+  return r;
+}
+
+struct CheckResult {
+  long failures = 0;
+  double worst = 0.0;       // max(|gpu - ref| / allowed): the share of the bound used
+  double max_rel_l1 = 0.0;  // max(|gpu - ref| / L1): the measured error against the contract's scale
+  std::string first;        // the first few failures, for the message
+
+  void Fail(const std::string& what) {
+    if (++failures <= 6) absl::StrAppend(&first, "\n    ", what);
+  }
+  void Measure(double err, double allowed, double l1) {
+    worst = std::max(worst, err / allowed);
+    max_rel_l1 = std::max(max_rel_l1, err / std::max(l1, gpu_test::kTiny));
+  }
+};
+
+float LoadF32(const GemmRun& r, size_t i) {
+  float v;
+  std::memcpy(&v, r.d.data() + i * 4, 4);
+  return v;
+}
+uint16_t LoadBf16(const GemmRun& r, size_t i) {
+  uint16_t v;
+  std::memcpy(&v, r.d.data() + i * 2, 2);
+  return v;
+}
+
+// The columns past n_store must still hold the poison.
+void CheckUntouched(const Problem& p, GemmOutput out, const GemmRun& r, CheckResult* cr) {
+  const size_t eb = OutputBytes(out);
+  const uint8_t poison = out == GemmOutput::kE4M3 ? kPoisonCode : kPoisonFloat;
+  for (int m = 0; m < p.c.m; ++m) {
+    for (size_t b = static_cast<size_t>(r.n_store) * eb; b < static_cast<size_t>(r.ldd) * eb; ++b) {
+      if (r.d[static_cast<size_t>(m) * r.ldd * eb + b] != poison) {
+        cr->Fail(absl::StrFormat("row %d: byte %zu past n_store=%d was written", m, b, r.n_store));
+        break;
+      }
+    }
+  }
+}
+
+CheckResult CheckF32(const Problem& p, const GemmRun& r) {
+  CheckResult cr;
+  for (int m = 0; m < p.c.m; ++m) {
+    for (int n = 0; n < p.c.n; ++n) {
+      const size_t i = static_cast<size_t>(m) * p.c.n + n;
+      const double g = LoadF32(r, static_cast<size_t>(m) * r.ldd + n), ref = p.ref[i];
+      const double err = std::fabs(g - ref), allowed = p.bound[i];
+      if (!(err <= allowed)) cr.Fail(absl::StrFormat("[%d,%d] gpu %.9g ref %.9g |d| %.3g bound %.3g", m, n, g, ref, err, allowed));
+      cr.Measure(err, allowed, p.l1[i]);
+    }
+  }
+  CheckUntouched(p, GemmOutput::kF32, r, &cr);
+  return cr;
+}
+
+// x rounded to BF16 (nearest even) after widening it outward by more than its conversion to float
+// can move it: the end of an interval of values the GPU may have rounded.
+double Bf16Below(double x) { return Bf16ToFloat(FloatToBf16(static_cast<float>(x - std::fabs(x) * 1e-6 - 1e-30))); }
+double Bf16Above(double x) { return Bf16ToFloat(FloatToBf16(static_cast<float>(x + std::fabs(x) * 1e-6 + 1e-30))); }
+
+// The GPU rounds its own v (within `bound` of the reference's) to BF16, nearest even, so
+//  - its value lies between the roundings of ref - bound and ref + bound (rounding is monotone):
+//    exact, and it catches a wrong rounding mode, which "within one spacing" would not;
+//  - hence also |bf(v_gpu) - bf(v_ref)| <= bound + 1 BF16 spacing (each side rounds by half).
+CheckResult CheckBf16(const Problem& p, const GemmRun& r) {
+  CheckResult cr;
+  for (int m = 0; m < p.c.m; ++m) {
+    for (int n = 0; n < p.c.n; ++n) {
+      const size_t i = static_cast<size_t>(m) * p.c.n + n;
+      const double g = Bf16ToFloat(LoadBf16(r, static_cast<size_t>(m) * r.ldd + n));
+      const double ref = Bf16ToFloat(FloatToBf16(p.ref[i]));
+      const double err = std::fabs(g - ref);
+      const double allowed = p.bound[i] + gpu_test::Bf16Spacing(std::max(std::fabs(static_cast<double>(p.ref[i])), std::fabs(g)));
+      const double lo = Bf16Below(p.ref[i] - p.bound[i]), hi = Bf16Above(p.ref[i] + p.bound[i]);
+      if (!(err <= allowed) || !(lo <= g && g <= hi)) {
+        cr.Fail(absl::StrFormat("[%d,%d] gpu %.6g ref %.9g (bf16 %.6g) bound %.3g: allowed [%.6g, %.6g]", m, n, g, p.ref[i], ref,
+                                p.bound[i], lo, hi));
+      }
+      cr.worst = std::max(cr.worst, err / allowed);
+    }
+  }
+  cr.max_rel_l1 = NAN;  // rounding dominates: the FP32 output measures the GEMM itself
+  CheckUntouched(p, GemmOutput::kBF16, r, &cr);
+  return cr;
+}
+
+// The requantized output against QuantizeActivations(reference output):
+//  - each 1x128 scale is amax / 448, and amax moves by at most the group's largest bound, so
+//    |s_gpu - s_ref| <= max_bound / 448 (plus the division's rounding); a group whose reference
+//    is all zero (scale 1) may come out with a tiny scale instead when its bound allows;
+//  - each code is the GPU's own v / s_gpu rounded to E4M3 (nearest even, saturating), with v
+//    within `bound` of the reference's, so it lies between the roundings of (ref -+ bound) / s_gpu:
+//    exact where no rounding boundary is near, and it catches a wrong rounding mode;
+//  - hence also, dequantized, |q_gpu s_gpu - q_ref s_ref| <= bound + one E4M3 step (each side
+//    rounds by half a step of its own scale);
+//  - the padded columns [n, n_pad) are zero codes (the next layer reads them as K padding), and
+//    anything past n_pad in the row is untouched.
+CheckResult CheckE4M3(const Problem& p, const GemmRun& r) {
+  CheckResult cr;
+  const int M = p.c.m, N = p.c.n, G = p.w.n_pad / kGemmBlockK;
+  std::vector<uint8_t> rq(static_cast<size_t>(M) * N);
+  std::vector<float> rs(static_cast<size_t>(M) * G);
+  QuantizeActivations(p.ref.data(), M, N, rq.data(), rs.data());
+  for (int m = 0; m < M; ++m) {
+    for (int j = 0; j < G; ++j) {
+      const int n0 = j * kGemmBlockK, n1 = std::min(N, n0 + kGemmBlockK);
+      double group_bound = 0.0, amax_ref = 0.0;
+      for (int n = n0; n < n1; ++n) {
+        group_bound = std::max(group_bound, p.bound[static_cast<size_t>(m) * N + n]);
+        amax_ref = std::max(amax_ref, std::fabs(static_cast<double>(p.ref[static_cast<size_t>(m) * N + n])));
+      }
+      const double sg = r.d_scales[static_cast<size_t>(m) * G + j], sr = rs[static_cast<size_t>(m) * G + j];
+      const double scale_allowed = group_bound / 448.0 * (1.0 + 1e-6) + sr * 1e-6;
+      const bool zero_group_ok = amax_ref <= group_bound && (sg == 1.0 || (sg > 0.0 && sg * 448.0 <= group_bound * (1.0 + 1e-6)));
+      if (!(sg > 0.0 && std::isfinite(sg)) || !(std::fabs(sg - sr) <= scale_allowed || zero_group_ok)) {
+        cr.Fail(absl::StrFormat("scale [%d,%d] gpu %.9g ref %.9g allowed %.3g", m, j, sg, sr, scale_allowed));
+        continue;
+      }
+      const double smin = std::min(sg, sr), smax = std::max(sg, sr);
+      for (int n = n0; n < n1; ++n) {
+        const size_t i = static_cast<size_t>(m) * N + n;
+        const uint8_t code = r.d[static_cast<size_t>(m) * r.ldd + n];
+        const double dq_gpu = DecodeE4M3(code) * sg, dq_ref = DecodeE4M3(rq[i]) * sr;
+        const double u = std::min(448.0, (std::fabs(static_cast<double>(p.ref[i])) + p.bound[i]) / smin);
+        const double allowed = p.bound[i] + smax * gpu_test::E4M3Spacing(u) + 1e-6 * std::fabs(dq_ref);
+        const double err = std::fabs(dq_gpu - dq_ref);
+        // The codes the GPU may have produced: [Q(t_lo), Q(t_hi)] with t = (ref -+ bound) / s_gpu,
+        // widened by far more than the division's rounding.
+        double t_lo = (p.ref[i] - p.bound[i]) / sg, t_hi = (p.ref[i] + p.bound[i]) / sg;
+        t_lo -= std::fabs(t_lo) * 1e-6 + 1e-30;
+        t_hi += std::fabs(t_hi) * 1e-6 + 1e-30;
+        const double q_lo = RoundToE4M3(static_cast<float>(std::max(t_lo, -448.0)));
+        const double q_hi = RoundToE4M3(static_cast<float>(std::min(t_hi, 448.0)));
+        const double q = DecodeE4M3(code);
+        if (!(err <= allowed) || !(q_lo <= q && q <= q_hi)) {
+          cr.Fail(absl::StrFormat("[%d,%d] gpu %.6g (code 0x%02x = %g, s %.6g) ref %.6g (code 0x%02x, s %.6g) allowed %.3g, "
+                                  "codes allowed [%g, %g]", m, n, dq_gpu, code, q, sg, dq_ref, rq[i], sr, allowed, q_lo, q_hi));
+        }
+        cr.worst = std::max(cr.worst, err / allowed);
+      }
+    }
+    for (int n = N; n < p.w.n_pad; ++n) {
+      const uint8_t code = r.d[static_cast<size_t>(m) * r.ldd + n];
+      if (code != 0x00) {
+        cr.Fail(absl::StrFormat("row %d: padded column %d holds code 0x%02x, not the zero code", m, n, code));
+        break;
+      }
+    }
+  }
+  cr.max_rel_l1 = NAN;  // quantization dominates: the FP32 output measures the GEMM itself
+  CheckUntouched(p, GemmOutput::kE4M3, r, &cr);
+  return cr;
+}
+
+CheckResult CheckOutput(const Problem& p, GemmOutput out, const GemmRun& r) {
+  switch (out) {
+    case GemmOutput::kF32: return CheckF32(p, r);
+    case GemmOutput::kBF16: return CheckBf16(p, r);
+    case GemmOutput::kE4M3: return CheckE4M3(p, r);
+  }
+  return CheckResult{};
+}
+
+struct KernelChoice {
+  std::string label;
+  absl::StatusOr<GemmConfig> config;
+};
+
+// The heuristic's choice and each kernel forced; sm90 only where it can run (compute capability 9.0).
+std::vector<KernelChoice> KernelChoices(const GemmShape& shape, const DeviceTraits& traits) {
+  std::vector<KernelChoice> v;
+  v.push_back({"heuristic", SelectGemmConfig(shape, traits)});
+  v.push_back({GemmKernelName(GemmKernel::kSm89MmaSync), SelectGemmConfigFor(GemmKernel::kSm89MmaSync, shape, traits)});
+  if (traits.cc_major == 9 && traits.cc_minor == 0) {
+    v.push_back({GemmKernelName(GemmKernel::kSm90Wgmma), SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits)});
+  }
+  return v;
+}
+
+constexpr GemmOutput kOutputs[] = {GemmOutput::kF32, GemmOutput::kBF16, GemmOutput::kE4M3};
+
+uint32_t SeedOf(const GemmCase& c) {
+  return static_cast<uint32_t>(c.m * 73856093u ^ c.n * 19349663u ^ c.k * 83492791u ^
+                               (static_cast<unsigned>(c.format) * 4 + static_cast<unsigned>(c.granularity)));
+}
+
+// Every kernel choice x every output of one case against the reference.
+void RunAndCheck(const GemmCase& c, const DeviceTraits& traits, cudaStream_t stream) {
+  const Problem p = MakeProblem(c, SeedOf(c));
+  DeviceOperands ops;
+  FP8SERVE_ASSERT_OK(Upload(p, &ops));
+  if (!(traits.cc_major == 9 && traits.cc_minor == 0)) {
+    std::printf("  (sm90_wgmma not run: compute capability %d.%d)\n", traits.cc_major, traits.cc_minor);
+  }
+  for (GemmOutput out : kOutputs) {
+    const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, out};
+    for (const KernelChoice& kc : KernelChoices(shape, traits)) {
+      ASSERT_TRUE(kc.config.ok()) << kc.label << " for " << CaseName(c) << ": " << kc.config.status();
+      absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, *kc.config, stream);
+      ASSERT_TRUE(run.ok()) << kc.label << " " << DescribeGemmConfig(*kc.config) << ": " << run.status();
+      const CheckResult cr = CheckOutput(p, out, *run);
+      const std::string rel = std::isnan(cr.max_rel_l1) ? "-" : absl::StrFormat("%.3e", cr.max_rel_l1);
+      std::printf("%-44s %-13s %-4s max|d|/L1 %9s  bound used %5.3f  %s  [%s]\n", CaseName(c).c_str(), kc.label.c_str(),
+                  GemmOutputName(out), rel.c_str(), cr.worst, cr.failures == 0 ? "ok" : "FAIL",
+                  DescribeGemmConfig(*kc.config).c_str());
+      EXPECT_EQ(cr.failures, 0) << CaseName(c) << " " << kc.label << " " << GemmOutputName(out) << " ["
+                                << DescribeGemmConfig(*kc.config) << "]" << cr.first;
+    }
+  }
+  std::fflush(stdout);
+}
+
+std::vector<GemmCase> SweepCases() {
+  using F = Fp8Format;
+  using S = ScaleGranularity;
+  std::vector<GemmCase> v;
+  for (int m : {1, 7, 64, 65, 1000, 4096}) {
+    v.push_back({m, 256, 784, F::kE4M3, S::kPerChannel, true, true, 0});  // the bundled model's hidden layer
+    v.push_back({m, 10, 256, F::kE4M3, S::kPerChannel, false, true, 0});  // and its logits layer
+  }
+  // K not a multiple of 128, N not a multiple of 64, E5M2 and block scales, strided output rows.
+  for (int m : {7, 65, 1000}) v.push_back({m, 200, 300, F::kE5M2, S::kBlock128, true, true, m == 65 ? 16 : 0});
+  for (int m : {1, 64, 1000}) v.push_back({m, 1000, 784, F::kE4M3, S::kPerTensor, false, true, 0});
+  v.push_back({4096, 1000, 300, F::kE4M3, S::kBlock128, true, false, 16});
+  v.push_back({4096, 512, 1024, F::kE5M2, S::kPerChannel, true, true, 0});
+  // Large K: many promotions, split-K for small M.
+  v.push_back({7, 256, 4096, F::kE4M3, S::kPerChannel, false, true, 0});
+  v.push_back({65, 256, 4096, F::kE5M2, S::kBlock128, true, true, 0});
+  v.push_back({1000, 1024, 4096, F::kE4M3, S::kBlock128, false, true, 0});
+  v.push_back({1, 200, 16384, F::kE5M2, S::kPerTensor, false, true, 0});
+  v.push_back({64, 200, 16384, F::kE4M3, S::kPerChannel, false, false, 0});
+  v.push_back({7, 10, 16384, F::kE4M3, S::kBlock128, false, true, 0});
+  return v;
+}
+
+class Fp8GemmGpuTest : public GpuFixture<::testing::TestWithParam<GemmCase>> {};
+
+TEST_P(Fp8GemmGpuTest, MatchesReference) { RunAndCheck(GetParam(), traits_, stream_); }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Fp8GemmGpuTest, ::testing::ValuesIn(SweepCases()),
+                         [](const ::testing::TestParamInfo<GemmCase>& info) { return CaseName(info.param); });
+
+// A few small cases for the compute-sanitizer runs (tools/device/gpu_check.sh filters on this
+// suite): every kernel, every output, M and N tails, padding, a strided output.
+class Fp8GemmGpuSmoke : public GpuFixture<::testing::Test> {};
+
+TEST_F(Fp8GemmGpuSmoke, SmallShapes) {
+  for (const GemmCase& c : {GemmCase{7, 200, 300, Fp8Format::kE5M2, ScaleGranularity::kBlock128, true, true, 16},
+                            GemmCase{65, 10, 256, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0},
+                            GemmCase{130, 256, 784, Fp8Format::kE4M3, ScaleGranularity::kPerTensor, true, true, 0}}) {
+    RunAndCheck(c, traits_, stream_);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// The same launch twice gives the same bits: no races, and split-K reduces in a fixed order and
+// leaves its counters ready for the next launch (the workspace is shared between the two runs).
+class Fp8GemmGpuDeterminism : public GpuFixture<::testing::Test> {};
+
+TEST_F(Fp8GemmGpuDeterminism, SameLaunchSameBits) {
+  for (const GemmCase& c : {GemmCase{7, 256, 16384, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0},
+                            GemmCase{1000, 1024, 4096, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0}}) {
+    const Problem p = MakeProblem(c, SeedOf(c) + 1);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    for (GemmOutput out : {GemmOutput::kF32, GemmOutput::kE4M3}) {
+      const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, out};
+      for (const KernelChoice& kc : KernelChoices(shape, traits_)) {
+        ASSERT_TRUE(kc.config.ok()) << kc.label << ": " << kc.config.status();
+        DeviceBuffer workspace;
+        absl::StatusOr<GemmRun> first = RunGemm(p, ops, out, *kc.config, stream_, Launcher::kDispatch, &workspace);
+        absl::StatusOr<GemmRun> second = RunGemm(p, ops, out, *kc.config, stream_, Launcher::kDispatch, &workspace);
+        ASSERT_TRUE(first.ok()) << first.status();
+        ASSERT_TRUE(second.ok()) << second.status();
+        const bool same = first->d == second->d && first->d_scales == second->d_scales;
+        std::printf("%-44s %-13s %-4s deterministic: %s  [%s]\n", CaseName(c).c_str(), kc.label.c_str(), GemmOutputName(out),
+                    same ? "yes" : "NO", DescribeGemmConfig(*kc.config).c_str());
+        EXPECT_TRUE(same) << CaseName(c) << " " << kc.label << " " << GemmOutputName(out) << " ["
+                          << DescribeGemmConfig(*kc.config) << "]: two launches differ";
+        // The second result is also checked, so a deterministic but wrong reuse of the workspace fails too.
+        const CheckResult cr = CheckOutput(p, out, *second);
+        EXPECT_EQ(cr.failures, 0) << CaseName(c) << " " << kc.label << " second launch" << cr.first;
+      }
+    }
+  }
+}
+
+// Promotion: K = 16384 with every 1x128 group of a row at the same scale (each group holds the
+// row's max |x|), per-tensor weights, and every product positive. Then the sm90 kernel without
+// promotion (scales applied once, at the end) computes mathematically the same GEMM, and only the
+// accumulator's precision tells the two apart. All-positive products make the truncation errors
+// add up instead of cancelling: promoted every 128 of K the error stays within kGemmTol (see the
+// bound in cuda_test_util.h), while one accumulator carrying all 512 MMA steps truncates a sum that
+// grows to L1 each step, an expected loss of about sum_i 2^-14 (i/512) L1 ~ 2^-6 L1, 16x the bound.
+class Fp8GemmGpuPromotion : public GpuFixture<::testing::Test> {};
+
+TEST_F(Fp8GemmGpuPromotion, PromotionBoundsTheError) {
+  if (!IsSm90()) {
+    std::printf("*** sm90 promotion test not run: compute capability %d.%d\n", traits_.cc_major, traits_.cc_minor);
+    GTEST_SKIP() << "needs compute capability 9.0";
+  }
+  GemmCase c{128, 256, 16384, Fp8Format::kE4M3, ScaleGranularity::kPerTensor, false, false, 0};
+  std::mt19937 rng(16384);
+  std::uniform_real_distribution<float> uniform(0.25f, 1.0f);
+  MlpLayer f;
+  f.quantized = false;
+  f.in = c.k;
+  f.out = c.n;
+  f.f32.resize(static_cast<size_t>(c.n) * c.k);
+  for (float& w : f.f32) w = 2.0f * uniform(rng) / std::sqrt(static_cast<float>(c.k));
+  Problem p;
+  p.c = c;
+  p.x.resize(static_cast<size_t>(c.m) * c.k);
+  for (int m = 0; m < c.m; ++m) {
+    const float row = m % 3 == 1 ? 1e-3f : m % 3 == 2 ? 1e3f : 1.0f;
+    for (int k = 0; k < c.k; ++k) p.x[static_cast<size_t>(m) * c.k + k] = row * (k % 128 == 0 ? 1.0f : uniform(rng));
+  }
+  FinishProblem(f, &p);
+  // The premise: one activation scale per row and one weight scale.
+  const int G = p.w.k_pad / kGemmBlockK;
+  for (int m = 0; m < c.m; ++m) {
+    for (int g = 1; g < G; ++g) {
+      ASSERT_EQ(p.a.scales[static_cast<size_t>(m) * G + g], p.a.scales[static_cast<size_t>(m) * G]) << "row " << m;
+    }
+  }
+  DeviceOperands ops;
+  FP8SERVE_ASSERT_OK(Upload(p, &ops));
+  const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kF32};
+  absl::StatusOr<GemmConfig> config = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<GemmRun> promoted = RunGemm(p, ops, GemmOutput::kF32, *config, stream_, Launcher::kDispatch);
+  absl::StatusOr<GemmRun> unpromoted = RunGemm(p, ops, GemmOutput::kF32, *config, stream_, Launcher::kNoPromotion);
+  ASSERT_TRUE(promoted.ok()) << promoted.status();
+  ASSERT_TRUE(unpromoted.ok()) << unpromoted.status();
+  const CheckResult with = CheckF32(p, *promoted), without = CheckF32(p, *unpromoted);
+  std::printf("promotion test K=%d [%s]: max|d|/L1 promoted %.3e (bound used %.3f), without promotion %.3e "
+              "(%.1fx the promoted error, %.1fx kGemmTol)\n",
+              c.k, DescribeGemmConfig(*config).c_str(), with.max_rel_l1, with.worst, without.max_rel_l1,
+              without.max_rel_l1 / std::max(with.max_rel_l1, 1e-30), without.max_rel_l1 / gpu_test::kGemmTol);
+  std::fflush(stdout);
+  EXPECT_EQ(with.failures, 0) << "promoted kernel outside the bound:" << with.first;
+  EXPECT_GT(without.max_rel_l1, gpu_test::kGemmTol)
+      << "the kernel without promotion stays within the bound, so this test cannot tell promotion apart";
+}
+
+}  // namespace
+}  // namespace fp8serve::cuda

@@ -1,0 +1,560 @@
+// GPU: whole forwards against fp8serve::ReferenceForward: the fused kernel launched directly
+// (fused_mlp.h), and DeviceMlp::Forward (device_mlp.h) on its fused path, its per-layer chain and
+// kAuto, on random models of several shapes and formats and on the bundled model.
+//
+// The logits' bound is carried through the layers on the host. A hidden layer's GPU output may
+// differ from the reference by its GEMM bound (cuda_test_util.h); requantized for the next layer,
+// such a difference usually leaves the E4M3 code unchanged but can move it one step where the
+// value sits near a rounding boundary, and can shift the group's scale. For each hidden element
+// RequantSpread computes, from the reference value, its bound and the group's possible scales,
+// how far the dequantized input the next GEMM multiplies can be from the reference's; the next
+// layer's bound adds sum_k |w s_w| * that spread. So the check is tight where nothing is near a
+// boundary and still exact where something is. Skips loudly without a GPU, except the test of
+// FusedMlpSupported's answers, which needs none.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/mlp_reference.h"
+#include "kernels/cuda/device_mlp.h"
+#include "kernels/cuda/fused_mlp.h"
+#include "kernels/mlp_weights.h"
+#include "kernels/numerics/quantize.h"
+#include "server/model/mlp_model.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
+
+namespace fp8serve::cuda {
+namespace {
+
+using gpu_test::DeviceBuffer;
+using gpu_test::GpuFixture;
+
+constexpr int kBatches[] = {1, 7, 64, 65, 1000};
+
+// ---------------------------------------------------------------------------------------------
+// The reference forward with a bound per logit.
+
+// h [rows, K]: a hidden layer's reference output; din: a bound on |h_gpu - h_ref| per element.
+// Returns a bound on |q_gpu s_gpu - q_ref s_ref| per element after 1x128 requantization.
+// For each group the GPU's amax lies within the largest din of the reference's amax, hence its
+// scale in [s_lo, s_hi]; each element's h_gpu / s_gpu lies in [t_min, t_max]; rounding to E4M3 is
+// monotone, so the GPU's code lies in [Q(t_min), Q(t_max)], and code x scale has its extremes at
+// the corners of that box. Divisions are widened by a few ulps for their own rounding.
+std::vector<double> RequantSpread(const std::vector<float>& h, const std::vector<double>& din, int rows, int K) {
+  const int G = CeilDiv(K, kQuantBlock);
+  std::vector<uint8_t> q(static_cast<size_t>(rows) * K);
+  std::vector<float> s(static_cast<size_t>(rows) * G);
+  QuantizeActivations(h.data(), rows, K, q.data(), s.data());
+  std::vector<double> delta(static_cast<size_t>(rows) * K);
+  constexpr double kWiden = 1e-6;
+  for (int m = 0; m < rows; ++m) {
+    for (int g = 0; g < G; ++g) {
+      const int k0 = g * kQuantBlock, k1 = std::min(K, k0 + kQuantBlock);
+      double amax = 0.0, b = 0.0;
+      for (int k = k0; k < k1; ++k) {
+        const size_t i = static_cast<size_t>(m) * K + k;
+        amax = std::max(amax, std::fabs(static_cast<double>(h[i])));
+        b = std::max(b, din[i]);
+      }
+      const double sr = s[static_cast<size_t>(m) * G + g];
+      const double amax_lo = std::max(0.0, amax - b), amax_hi = amax + b;
+      for (int k = k0; k < k1; ++k) {
+        const size_t i = static_cast<size_t>(m) * K + k;
+        const double dq_ref = DecodeE4M3(q[i]) * sr;
+        if (amax_lo <= 0.0) {
+          // The GPU's group may be all zero (scale 1, every code 0) or have any small scale:
+          // |q_gpu s_gpu| <= |h_gpu| (1 + 2^-4) + half a subnormal step of the largest scale.
+          delta[i] = std::fabs(dq_ref) + (std::fabs(static_cast<double>(h[i])) + din[i]) * (1.0 + 1.0 / 16) +
+                     amax_hi / 448.0 / 1024.0;
+          continue;
+        }
+        const double s_lo = amax_lo / 448.0 * (1.0 - kWiden), s_hi = amax_hi / 448.0 * (1.0 + kWiden);
+        const double lo = h[i] - din[i], hi = h[i] + din[i];
+        double t_min = std::min({lo / s_lo, lo / s_hi, hi / s_lo, hi / s_hi});
+        double t_max = std::max({lo / s_lo, lo / s_hi, hi / s_lo, hi / s_hi});
+        t_min -= std::fabs(t_min) * kWiden;
+        t_max += std::fabs(t_max) * kWiden;
+        const double q_min = RoundToE4M3(static_cast<float>(std::max(t_min, -448.0)));
+        const double q_max = RoundToE4M3(static_cast<float>(std::min(t_max, 448.0)));
+        delta[i] = std::max({std::fabs(s_lo * q_min - dq_ref), std::fabs(s_hi * q_min - dq_ref),
+                             std::fabs(s_lo * q_max - dq_ref), std::fabs(s_hi * q_max - dq_ref)});
+      }
+    }
+  }
+  return delta;
+}
+
+struct BoundedForward {
+  std::vector<float> y;        // [rows, out] the reference logits
+  std::vector<double> bound;   // [rows, out]
+  std::vector<double> l1;      // [rows, out] the last layer's L1 (for the printed error measure)
+};
+
+BoundedForward ReferenceWithBounds(const MlpWeights& mlp, const std::vector<float>& x, int rows) {
+  BoundedForward r;
+  std::vector<float> a = x;  // the layer's FP32 input (identical on both sides for layer 0)
+  std::vector<double> din;   // bound on |a_gpu - a_ref|; empty for layer 0
+  for (size_t li = 0; li < mlp.layers.size(); ++li) {
+    const MlpLayer& l = mlp.layers[li];
+    const bool last = li + 1 == mlp.layers.size();
+    std::vector<float> out(static_cast<size_t>(rows) * l.out);
+    gpu_test::ParallelReferenceLayer(l, a.data(), rows, last ? nullptr : &mlp.activation, out.data());
+    const gpu_test::QuantizedActivations qa = gpu_test::QuantizeForDevice(a.data(), rows, l.in);
+    std::vector<double> delta, l1, spread;
+    if (!din.empty()) delta = RequantSpread(a, din, rows, l.in);
+    gpu_test::ContractMagnitudes(l, qa.q.data(), qa.scales.data(), rows, delta.empty() ? nullptr : delta.data(), &l1, &spread);
+    std::vector<double> bound(l1.size());
+    for (int m = 0; m < rows; ++m) {
+      for (int n = 0; n < l.out; ++n) {
+        const size_t i = static_cast<size_t>(m) * l.out + n;
+        bound[i] = gpu_test::GemmBound(l1[i], spread[i], l.bias.empty() ? 0.0f : l.bias[n]);
+      }
+    }
+    if (last) {
+      r.y = std::move(out);
+      r.bound = std::move(bound);
+      r.l1 = std::move(l1);
+    } else {
+      a = std::move(out);
+      din = std::move(bound);  // ReLU and identity are 1-Lipschitz
+    }
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Models and inputs.
+
+struct LayerSpec {
+  Fp8Format format;
+  ScaleGranularity granularity;
+};
+
+struct MlpCase {
+  std::string name;
+  std::vector<int> widths;         // input, hidden..., output
+  std::vector<LayerSpec> layers;   // one per layer
+};
+
+void PrintTo(const MlpCase& c, std::ostream* os) { *os << c.name; }
+
+// He-like weights with rows and 128-column blocks of different sizes (so scales differ), random
+// bias.
+MlpWeights MakeMlp(const MlpCase& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  MlpWeights mlp;
+  mlp.activation = Activation::kRelu;
+  for (size_t i = 0; i + 1 < c.widths.size(); ++i) {
+    MlpLayer f;
+    f.quantized = false;
+    f.in = c.widths[i];
+    f.out = c.widths[i + 1];
+    f.f32.resize(static_cast<size_t>(f.in) * f.out);
+    const float stddev = std::sqrt(2.0f / static_cast<float>(f.in));
+    for (int n = 0; n < f.out; ++n) {
+      const float row = (n / 64) % 3 == 1 ? 2.0f : 1.0f;
+      for (int k = 0; k < f.in; ++k) {
+        const float col = (k / 128) % 2 == 1 ? 0.5f : 1.0f;
+        f.f32[static_cast<size_t>(n) * f.in + k] = normal(rng) * stddev * row * col;
+      }
+    }
+    f.bias.resize(f.out);
+    for (float& b : f.bias) b = 0.1f * normal(rng);
+    mlp.layers.push_back(QuantizeLayer(f, c.layers[i].format, c.layers[i].granularity));
+  }
+  return mlp;
+}
+
+// N(0, 1) rows, some scaled by 1e-3 and 1e3.
+std::vector<float> RandomInputs(int rows, int cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(rows) * cols);
+  for (int m = 0; m < rows; ++m) {
+    const float row = m % 7 == 3 ? 1e-3f : m % 7 == 5 ? 1e3f : 1.0f;
+    for (int k = 0; k < cols; ++k) x[static_cast<size_t>(m) * cols + k] = normal(rng) * row;
+  }
+  return x;
+}
+
+// Pixel-like inputs for the bundled model: [0, 1] with about 40% exact zeros, and row 0 all zero
+// (every group takes the scale-1 fallback).
+std::vector<float> PixelInputs(int rows, int cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(rows) * cols);
+  for (float& v : x) v = pixel(rng) < 0.4f ? 0.0f : pixel(rng);
+  std::fill_n(x.begin(), cols, 0.0f);
+  return x;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running and checking.
+
+struct CheckResult {
+  long failures = 0;
+  double worst = 0.0;       // max |gpu - ref| / bound
+  double max_rel_l1 = 0.0;  // max |gpu - ref| / L1 of the last layer
+  int argmax_checked = 0;
+  std::string first;
+};
+
+// Logits within the bound; on rows whose top two reference logits are further apart than their
+// bounds allow to cross, the argmax must agree too (implied by the bound: a cross-check of it).
+CheckResult CheckLogits(const BoundedForward& ref, const std::vector<float>& y, int rows, int out) {
+  CheckResult cr;
+  for (int m = 0; m < rows; ++m) {
+    const float* r = ref.y.data() + static_cast<size_t>(m) * out;
+    const float* g = y.data() + static_cast<size_t>(m) * out;
+    for (int n = 0; n < out; ++n) {
+      const size_t i = static_cast<size_t>(m) * out + n;
+      const double err = std::fabs(static_cast<double>(g[n]) - r[n]);
+      if (!(err <= ref.bound[i]) && ++cr.failures <= 6) {
+        absl::StrAppend(&cr.first, absl::StrFormat("\n    [%d,%d] gpu %.9g ref %.9g |d| %.3g bound %.3g", m, n, g[n], r[n], err,
+                                                   ref.bound[i]));
+      }
+      cr.worst = std::max(cr.worst, err / ref.bound[i]);
+      cr.max_rel_l1 = std::max(cr.max_rel_l1, err / std::max(ref.l1[i], gpu_test::kTiny));
+    }
+    if (out < 2) continue;
+    const int best = static_cast<int>(std::max_element(r, r + out) - r);
+    int second = best == 0 ? 1 : 0;
+    for (int n = 0; n < out; ++n) {
+      if (n != best && r[n] > r[second]) second = n;
+    }
+    const int got = static_cast<int>(std::max_element(g, g + out) - g);
+    const size_t ib = static_cast<size_t>(m) * out + best, is = static_cast<size_t>(m) * out + second;
+    if (static_cast<double>(r[best]) - r[second] > ref.bound[ib] + ref.bound[is]) {
+      ++cr.argmax_checked;
+      if (got != best && ++cr.failures <= 6) {
+        absl::StrAppend(&cr.first, absl::StrFormat("\n    row %d: argmax %d, reference %d (separated by %.3g)", m, got, best,
+                                                   static_cast<double>(r[best]) - r[second]));
+      }
+    }
+  }
+  return cr;
+}
+
+// The padded layers uploaded once, for launching the fused kernel directly.
+struct DeviceLayers {
+  std::vector<DeviceBuffer> w, b_scales, col_scales, bias;
+  std::vector<gpu_test::PaddedLayer> host;
+};
+
+absl::Status UploadLayers(const MlpWeights& mlp, DeviceLayers* d) {
+  for (const MlpLayer& l : mlp.layers) {
+    d->host.push_back(gpu_test::PadLayer(l));
+    const gpu_test::PaddedLayer& p = d->host.back();
+    d->w.emplace_back();
+    d->b_scales.emplace_back();
+    d->col_scales.emplace_back();
+    d->bias.emplace_back();
+    for (absl::Status st : {d->w.back().Upload(p.w), d->b_scales.back().Upload(p.b_scales),
+                            d->col_scales.back().Upload(p.col_scales), d->bias.back().Upload(p.bias)}) {
+      if (!st.ok()) return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
+FusedMlpArgs FusedArgsFor(const MlpWeights& mlp, const DeviceLayers& d, const float* x, int rows, float* y) {
+  FusedMlpArgs args;
+  args.m = rows;
+  args.x = x;
+  args.y = y;
+  args.relu = mlp.activation == Activation::kRelu;
+  args.num_layers = static_cast<int>(mlp.layers.size());
+  for (int i = 0; i < args.num_layers && i < kFusedMaxLayers; ++i) {
+    const gpu_test::PaddedLayer& p = d.host[i];
+    args.layers[i] = FusedMlpLayer{p.n, p.k, p.n_pad, p.k_pad, d.w[i].get<uint8_t>(), p.format, d.b_scales[i].get<float>(),
+                                   d.col_scales[i].get<float>(), d.bias[i].get<float>()};
+  }
+  return args;
+}
+
+enum class Path { kFusedDirect, kDeviceFused, kDeviceChain, kDeviceAuto };
+const char* PathName(Path p) {
+  switch (p) {
+    case Path::kFusedDirect: return "LaunchFusedMlp";
+    case Path::kDeviceFused: return "DeviceMlp/fused";
+    case Path::kDeviceChain: return "DeviceMlp/chain";
+    case Path::kDeviceAuto: return "DeviceMlp/auto";
+  }
+  return "?";
+}
+
+// One model: uploaded both ways, then every batch through every path.
+class MlpRunner {
+ public:
+  MlpRunner(const MlpWeights& mlp, const DeviceTraits& traits, cudaStream_t stream)
+      : mlp_(mlp), traits_(traits), stream_(stream) {}
+
+  absl::Status Init(int max_rows) {
+    if (absl::Status st = UploadLayers(mlp_, &layers_); !st.ok()) return st;
+    absl::StatusOr<std::unique_ptr<DeviceMlp>> dm = DeviceMlp::Upload(mlp_, 0);
+    if (!dm.ok()) return dm.status();
+    device_mlp_ = std::move(*dm);
+    absl::StatusOr<std::unique_ptr<DeviceWorkspace>> ws = device_mlp_->AllocateWorkspace(max_rows);
+    if (!ws.ok()) return ws.status();
+    workspace_ = std::move(*ws);
+    for (absl::Status st : {x_.Allocate(static_cast<size_t>(max_rows) * mlp_.input_dim() * sizeof(float)),
+                            y_.Allocate(static_cast<size_t>(max_rows) * mlp_.output_dim() * sizeof(float))}) {
+      if (!st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
+
+  const DeviceMlp& device_mlp() const { return *device_mlp_; }
+
+  // Runs `path` on x [rows, input_dim] with a poisoned output; returns the logits.
+  absl::StatusOr<std::vector<float>> Run(Path path, const std::vector<float>& x, int rows) {
+    FP8SERVE_CUDA_RETURN_IF_ERROR(cudaMemcpy(x_.get(), x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice));
+    if (absl::Status st = y_.Fill(0xFF); !st.ok()) return st;
+    float* y = y_.get<float>();
+    absl::Status st;
+    switch (path) {
+      case Path::kFusedDirect: {
+        const FusedMlpArgs args = FusedArgsFor(mlp_, layers_, x_.get<float>(), rows, y);
+        std::string why;
+        if (!FusedMlpSupported(args, traits_, &why)) return absl::FailedPreconditionError("FusedMlpSupported: " + why);
+        st = LaunchFusedMlp(args, traits_, stream_);
+        break;
+      }
+      case Path::kDeviceFused: st = device_mlp_->Forward(x_.get<float>(), rows, y, *workspace_, stream_, ForwardPath::kFused); break;
+      case Path::kDeviceChain: st = device_mlp_->Forward(x_.get<float>(), rows, y, *workspace_, stream_, ForwardPath::kChain); break;
+      case Path::kDeviceAuto: st = device_mlp_->Forward(x_.get<float>(), rows, y, *workspace_, stream_, ForwardPath::kAuto); break;
+    }
+    if (!st.ok()) return st;
+    FP8SERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    std::vector<float> out(static_cast<size_t>(rows) * mlp_.output_dim());
+    FP8SERVE_CUDA_RETURN_IF_ERROR(cudaMemcpy(out.data(), y, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    return out;
+  }
+
+ private:
+  const MlpWeights& mlp_;
+  DeviceTraits traits_;
+  cudaStream_t stream_;
+  DeviceLayers layers_;
+  std::unique_ptr<DeviceMlp> device_mlp_;
+  std::unique_ptr<DeviceWorkspace> workspace_;
+  DeviceBuffer x_, y_;
+};
+
+std::string Arch(const MlpWeights& mlp) {
+  std::string s = std::to_string(mlp.input_dim());
+  for (const MlpLayer& l : mlp.layers) absl::StrAppend(&s, "-", l.out);
+  return s;
+}
+
+// Every batch through every path, each against the bounded reference; kAuto must give the same
+// bits as the path it names.
+void CheckModel(const std::string& name, const MlpWeights& mlp, const DeviceTraits& traits, cudaStream_t stream,
+                const std::vector<int>& batches, bool pixels) {
+  MlpRunner runner(mlp, traits, stream);
+  FP8SERVE_ASSERT_OK(runner.Init(*std::max_element(batches.begin(), batches.end())));
+  const ForwardPath auto_path = runner.device_mlp().auto_path();
+  std::printf("%s (%s): DeviceMlp auto path %s%s%s\n", name.c_str(), Arch(mlp).c_str(), ForwardPathName(auto_path),
+              runner.device_mlp().fused_unsupported_reason().empty() ? "" : "; fused unsupported: ",
+              runner.device_mlp().fused_unsupported_reason().c_str());
+  EXPECT_TRUE(auto_path == ForwardPath::kFused) << name << ": the fused kernel should take this model, auto path is "
+                                                << ForwardPathName(auto_path) << ": "
+                                                << runner.device_mlp().fused_unsupported_reason();
+  for (int rows : batches) {
+    const std::vector<float> x = pixels ? PixelInputs(rows, mlp.input_dim(), 7 * rows + 1)
+                                        : RandomInputs(rows, mlp.input_dim(), 11 * rows + 3);
+    const BoundedForward ref = ReferenceWithBounds(mlp, x, rows);
+    // The per-layer chain above must be ReferenceForward itself.
+    std::vector<float> direct(static_cast<size_t>(rows) * mlp.output_dim());
+    ReferenceForward(mlp, x.data(), rows, direct.data());
+    ASSERT_EQ(0, std::memcmp(direct.data(), ref.y.data(), direct.size() * sizeof(float))) << "reference chain mismatch";
+
+    std::vector<float> auto_out, named_out;
+    for (Path path : {Path::kFusedDirect, Path::kDeviceFused, Path::kDeviceChain, Path::kDeviceAuto}) {
+      absl::StatusOr<std::vector<float>> y = runner.Run(path, x, rows);
+      ASSERT_TRUE(y.ok()) << name << " batch " << rows << " " << PathName(path) << ": " << y.status();
+      const CheckResult cr = CheckLogits(ref, *y, rows, mlp.output_dim());
+      std::printf("%-28s batch %4d  %-16s max|d|/L1 %.3e  bound used %5.3f  argmax rows %4d  %s\n", name.c_str(), rows,
+                  PathName(path), cr.max_rel_l1, cr.worst, cr.argmax_checked, cr.failures == 0 ? "ok" : "FAIL");
+      EXPECT_EQ(cr.failures, 0) << name << " batch " << rows << " " << PathName(path) << cr.first;
+      if (path == Path::kDeviceAuto) auto_out = *y;
+      if ((path == Path::kDeviceFused && auto_path == ForwardPath::kFused) ||
+          (path == Path::kDeviceChain && auto_path == ForwardPath::kChain)) {
+        named_out = *y;
+      }
+    }
+    ASSERT_EQ(auto_out.size(), named_out.size()) << name << ": auto path " << ForwardPathName(auto_path);
+    EXPECT_EQ(0, std::memcmp(auto_out.data(), named_out.data(), auto_out.size() * sizeof(float)))
+        << name << " batch " << rows << ": kAuto differs from " << ForwardPathName(auto_path);
+  }
+  std::fflush(stdout);
+}
+
+using F = Fp8Format;
+using S = ScaleGranularity;
+
+std::vector<MlpCase> ModelCases() {
+  return {
+      {"e4m3_channel_784_256_10", {784, 256, 10}, {{F::kE4M3, S::kPerChannel}, {F::kE4M3, S::kPerChannel}}},
+      {"e4m3_tensor_784_512_256_10",
+       {784, 512, 256, 10},
+       {{F::kE4M3, S::kPerTensor}, {F::kE4M3, S::kPerTensor}, {F::kE4M3, S::kPerTensor}}},
+      {"e5m2_block_300_200_10", {300, 200, 10}, {{F::kE5M2, S::kBlock128}, {F::kE5M2, S::kBlock128}}},
+      {"mixed_100_200_72_10",
+       {100, 200, 72, 10},
+       {{F::kE4M3, S::kBlock128}, {F::kE5M2, S::kPerChannel}, {F::kE4M3, S::kPerTensor}}},
+  };
+}
+
+class FusedMlpGpuTest : public GpuFixture<::testing::TestWithParam<MlpCase>> {};
+
+TEST_P(FusedMlpGpuTest, MatchesReference) {
+  const MlpCase& c = GetParam();
+  const MlpWeights mlp = MakeMlp(c, static_cast<uint32_t>(std::hash<std::string>{}(c.name)));
+  CheckModel(c.name, mlp, traits_, stream_, std::vector<int>(std::begin(kBatches), std::end(kBatches)), false);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, FusedMlpGpuTest, ::testing::ValuesIn(ModelCases()),
+                         [](const ::testing::TestParamInfo<MlpCase>& info) { return info.param.name; });
+
+// The bundled model file, through the project's own loader.
+class FusedMlpGpuBundled : public GpuFixture<::testing::Test> {};
+
+std::string BundledModelPath() {
+  const char* root = std::getenv("FP8SERVE_SOURCE_DIR");
+  const std::string rel = "models/fashion_mlp/1/model.safetensors";
+  if (root != nullptr && std::filesystem::exists(std::string(root) + "/" + rel)) return std::string(root) + "/" + rel;
+  return rel;  // the device script runs in the repository root
+}
+
+TEST_F(FusedMlpGpuBundled, MatchesReference) {
+  const std::string path = BundledModelPath();
+  if (!std::filesystem::exists(path)) {
+    std::fprintf(stderr, "*** BUNDLED MODEL TEST SKIPPED: %s not found (set FP8SERVE_SOURCE_DIR)\n", path.c_str());
+    GTEST_SKIP() << path << " not found";
+  }
+  absl::StatusOr<MlpModel> model = LoadMlpModel(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  CheckModel("bundled_fashion_mlp", model->weights, traits_, stream_,
+             std::vector<int>(std::begin(kBatches), std::end(kBatches)), true);
+}
+
+// Small runs for the compute-sanitizer (tools/device/gpu_check.sh filters on this suite).
+class FusedMlpGpuSmoke : public GpuFixture<::testing::Test> {};
+
+TEST_F(FusedMlpGpuSmoke, SmallBatches) {
+  const MlpCase c = ModelCases()[0];
+  CheckModel(c.name, MakeMlp(c, 1), traits_, stream_, {7, 65}, false);
+  if (HasFatalFailure()) return;
+  const MlpCase d = ModelCases()[3];
+  CheckModel(d.name, MakeMlp(d, 2), traits_, stream_, {7}, false);
+}
+
+// Models the fused kernel does not take: DeviceMlp says why, runs them on the chain, and refuses
+// kFused.
+class FusedMlpGpuFallback : public GpuFixture<::testing::Test> {};
+
+TEST_F(FusedMlpGpuFallback, UnsupportedModelsRunOnTheChain) {
+  const std::vector<MlpCase> cases = {
+      {"too_wide_784_2048_10", {784, 2048, 10}, {{F::kE4M3, S::kPerChannel}, {F::kE4M3, S::kPerChannel}}},
+      {"too_deep_6_layers",
+       {64, 64, 64, 64, 64, 64, 10},
+       std::vector<LayerSpec>(6, LayerSpec{F::kE4M3, S::kPerTensor})},
+  };
+  for (const MlpCase& c : cases) {
+    const MlpWeights mlp = MakeMlp(c, 5);
+    absl::StatusOr<std::unique_ptr<DeviceMlp>> dm = DeviceMlp::Upload(mlp, 0);
+    ASSERT_TRUE(dm.ok()) << c.name << ": " << dm.status();
+    std::printf("%s: auto path %s, fused unsupported: %s\n", c.name.c_str(), ForwardPathName((*dm)->auto_path()),
+                (*dm)->fused_unsupported_reason().c_str());
+    EXPECT_TRUE((*dm)->auto_path() == ForwardPath::kChain) << c.name << ": auto path " << ForwardPathName((*dm)->auto_path());
+    EXPECT_FALSE((*dm)->fused_unsupported_reason().empty()) << c.name;
+
+    constexpr int kRows = 65;
+    absl::StatusOr<std::unique_ptr<DeviceWorkspace>> ws = (*dm)->AllocateWorkspace(kRows);
+    ASSERT_TRUE(ws.ok()) << ws.status();
+    const std::vector<float> x = RandomInputs(kRows, mlp.input_dim(), 9);
+    DeviceBuffer dx, dy;
+    FP8SERVE_ASSERT_OK(dx.Upload(x));
+    FP8SERVE_ASSERT_OK(dy.Allocate(static_cast<size_t>(kRows) * mlp.output_dim() * sizeof(float)));
+    const absl::Status fused = (*dm)->Forward(dx.get<float>(), kRows, dy.get<float>(), **ws, stream_, ForwardPath::kFused);
+    EXPECT_FALSE(fused.ok()) << c.name << ": kFused accepted a model the fused kernel does not take";
+    std::printf("%s: Forward(kFused) -> %s\n", c.name.c_str(), fused.ToString().c_str());
+
+    FP8SERVE_ASSERT_OK(dy.Fill(0xFF));
+    FP8SERVE_ASSERT_OK((*dm)->Forward(dx.get<float>(), kRows, dy.get<float>(), **ws, stream_, ForwardPath::kChain));
+    FP8SERVE_ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaStreamSynchronize(stream_)));
+    std::vector<float> y;
+    FP8SERVE_ASSERT_OK(dy.Download(&y));
+    const CheckResult cr = CheckLogits(ReferenceWithBounds(mlp, x, kRows), y, kRows, mlp.output_dim());
+    std::printf("%-28s batch %4d  %-16s max|d|/L1 %.3e  bound used %5.3f  %s\n", c.name.c_str(), kRows, "DeviceMlp/chain",
+                cr.max_rel_l1, cr.worst, cr.failures == 0 ? "ok" : "FAIL");
+    EXPECT_EQ(cr.failures, 0) << c.name << cr.first;
+  }
+}
+
+// FusedMlpSupported is host logic: it answers without a GPU. Pointers are never dereferenced, so
+// stand-ins do (aligned as the kernel requires).
+TEST(FusedMlpSupport, SaysWhyItRejects) {
+  alignas(16) static uint8_t codes[16];
+  alignas(16) static float scales[4];
+  auto layer = [](int n, int k) {
+    return FusedMlpLayer{n, k, gpu_test::PadTo128(n), gpu_test::PadTo128(k), codes, Fp8Format::kE4M3, scales, nullptr, scales};
+  };
+  const DeviceTraits h100;  // the defaults describe an H100/H200
+  FusedMlpArgs args;
+  args.m = 64;
+  args.x = scales;
+  args.y = scales;
+
+  // The bundled model's shape is what the fused kernel is for.
+  args.num_layers = 2;
+  args.layers[0] = layer(256, 784);
+  args.layers[1] = layer(10, 256);
+  std::string why;
+  EXPECT_TRUE(FusedMlpSupported(args, h100, &why)) << why;
+
+  args.num_layers = kFusedMaxLayers + 1;  // more layers than the kernel holds
+  why.clear();
+  EXPECT_FALSE(FusedMlpSupported(args, h100, &why));
+  EXPECT_FALSE(why.empty());
+  std::printf("%d layers: %s\n", args.num_layers, why.c_str());
+
+  args.num_layers = 2;
+  args.layers[0] = layer(2 * kFusedMaxWidth, 784);  // a hidden layer wider than the kernel holds
+  args.layers[1] = layer(10, 2 * kFusedMaxWidth);
+  why.clear();
+  EXPECT_FALSE(FusedMlpSupported(args, h100, &why));
+  EXPECT_FALSE(why.empty());
+  std::printf("width %d: %s\n", 2 * kFusedMaxWidth, why.c_str());
+
+  args.layers[0] = layer(256, 784);
+  args.layers[1] = layer(10, 256);
+  DeviceTraits old = h100;  // no FP8 tensor cores
+  old.cc_major = 8;
+  old.cc_minor = 0;
+  why.clear();
+  EXPECT_FALSE(FusedMlpSupported(args, old, &why));
+  EXPECT_FALSE(why.empty());
+  std::printf("compute capability 8.0: %s\n", why.c_str());
+}
+
+}  // namespace
+}  // namespace fp8serve::cuda

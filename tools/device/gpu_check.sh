@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# THE prepared GPU check: runs on the device machine, in the repository root, with device-bundle/
+# built and bundled here by tools/device/make_bundle.sh and carried over (it unpacks the bundle's
+# archive in place first).
+#
+#   usage (device tool):  run(command="tools/device/gpu_check.sh", carry=["device-bundle"], timeout_s=570)
+#   env:  OUT                 where the logs go (the device tool sets it; default ./gpu-check-out)
+#         GPU_CHECK_BUDGET_S  the whole script's time in seconds (default 500); later steps get
+#                             what earlier ones left, and a step with too little time is skipped
+#         BUNDLE              the bundle folder (default device-bundle)
+#         BENCH_ARGS          extra flags for fp8_gemm_bench (e.g. "--iters=20")
+#
+# Steps, each under its own timeout: nvidia-smi; every GPU test binary (--gtest_brief); compute-
+# sanitizer memcheck then racecheck over the GEMM and fused tests' Smoke suites; fp8_gemm_bench;
+# tools/device/serving_e2e.sh when present. Logs in $OUT (at most 8 files come back): gpu_check.log
+# (this console), tests.log, sanitizer.log, bench.log, bench.csv, e2e.tar.gz (the serving run's own
+# logs and JSON), summary.txt. The last thing printed is the summary table. Exit status 0 when
+# every step that ran passed.
+set -u -o pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
+repo=$PWD
+OUT=${OUT:-$repo/gpu-check-out}
+mkdir -p "$OUT"
+B=${BUNDLE:-device-bundle}
+budget=${GPU_CHECK_BUDGET_S:-500}
+start=$(date +%s)
+
+export LD_LIBRARY_PATH="$repo/$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export FP8SERVE_SOURCE_DIR=$repo   # the tests find models/ through it
+export FP8SERVE_BUNDLE=$repo/$B    # for serving_e2e.sh
+export OUT
+
+elapsed() { echo $(($(date +%s) - start)); }
+# step_timeout WANT RESERVE: WANT seconds, or what is left after keeping RESERVE (seconds of the
+# default 500 s budget, scaled to the actual one) for later steps; 0 when fewer than 10 would be left.
+step_timeout() {
+  local left=$((budget - $(elapsed) - $2 * budget / 500))
+  if ((left < 10)); then echo 0; elif ((left < $1)); then echo "$left"; else echo "$1"; fi
+}
+banner() { printf '\n==== [%4ds] %s\n' "$(elapsed)" "$*"; }
+
+# error_digest NAME LOG: from the tests' per-case lines ("... <kernel or path> [<output>] max|d|/L1 X
+# bound used Y ..."), the largest measured error and share of the bound per kernel/path and output.
+error_digest() {
+  awk -v name="$1" '/max\|d\|\/L1/ && !/^promotion/ {
+      for (i = 1; i <= NF; ++i) {
+        if ($i == "max|d|/L1") { v = $(i + 1); key = $(i - 1); if (key ~ /^(f32|bf16|e4m3)$/) key = $(i - 2) " " key }
+        if ($i == "used") u = $(i + 1)
+      }
+      if (v != "-" && v + 0 > mx[key]) mx[key] = v + 0
+      if (u + 0 > mu[key]) mu[key] = u + 0
+      seen[key] = 1
+    }
+    END { for (k in seen) printf "  %-20s %-22s max|d|/L1 %.3e  bound used %.3f\n", name, k, mx[k], mu[k] }' "$2" | sort
+}
+
+summary=()  # rows of the final table
+overall=0
+add_row() { summary+=("$(printf '%-34s %-22s %s' "$1" "$2" "$3")"); }
+
+main() {
+  # ---------------------------------------------------------------------------------------------
+  banner "device"
+  timeout 20 nvidia-smi || echo "*** nvidia-smi failed (rc=$?)"
+  timeout 10 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  device=$(timeout 10 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
+  if [ ! -d "$B" ]; then
+    echo "*** $B/ not found: build it here first with tools/device/make_bundle.sh and carry it"
+    return 2
+  fi
+  [ -f "$B/MANIFEST" ] && cat "$B/MANIFEST"
+  # make_bundle.sh packs the programs and libraries into one archive (the carry limit is 64 MiB).
+  if [ -f "$B/bundle.tar.xz" ] && [ ! -f "$B/.unpacked" ]; then
+    if ! tar -xJf "$B/bundle.tar.xz" -C "$B"; then
+      echo "*** cannot unpack $B/bundle.tar.xz"
+      return 2
+    fi
+    touch "$B/.unpacked"
+    echo "unpacked $B/bundle.tar.xz ($(du -sh "$B" | cut -f1))"
+  fi
+  missing=$(ldd "$B"/*_test "$B"/fp8_gemm_bench 2>/dev/null | grep "not found" | sort -u)
+  [ -n "$missing" ] && printf '*** libraries not found:\n%s\n' "$missing"
+
+  # ---------------------------------------------------------------------------------------------
+  # GPU tests: counts from gtest's own summary lines.
+  banner "GPU tests"
+  : >"$OUT/tests.log"
+  digest=$(mktemp)
+  gtest_count() {  # gtest_count LOG PASSED|FAILED|SKIPPED
+    grep -E "^\[  $2 *\] [0-9]+ tests?" "$1" | tail -n 1 | sed -E 's/^\[ *[A-Z]+ *\] ([0-9]+).*/\1/'
+  }
+  # The kernel tests first (fixed order), then any other GPU test program in the bundle.
+  tests=(act_quant_gpu_test fp8_gemm_gpu_test fused_mlp_gpu_test)
+  for p in "$B"/*_gpu_test; do
+    t=$(basename "$p")
+    [[ " ${tests[*]} " == *" $t "* ]] || tests+=("$t")
+  done
+  for t in "${tests[@]}"; do
+    case $t in
+      act_quant_gpu_test) want=60 ;;
+      fp8_gemm_gpu_test) want=150 ;;
+      *) want=120 ;;
+    esac
+    if [ ! -x "$B/$t" ]; then
+      echo "*** $t: not in the bundle"
+      add_row "$t" "MISSING" ""
+      overall=1
+      continue
+    fi
+    # Keep time for the sanitizer (~120 s), the bench (~90 s) and the serving run (~60 s).
+    to=$(step_timeout "$want" 270)
+    if [ "$to" -eq 0 ]; then
+      add_row "$t" "SKIPPED (time)" ""
+      overall=1
+      continue
+    fi
+    log=$(mktemp)
+    t0=$(elapsed)
+    timeout -k 10 "$to" "$B/$t" --gtest_brief=1 --gtest_color=no >"$log" 2>&1
+    rc=$?
+    { echo "######## $t (rc=$rc, $(($(elapsed) - t0))s, timeout ${to}s)"; cat "$log"; } >>"$OUT/tests.log"
+    passed=$(gtest_count "$log" PASSED)
+    failed=$(gtest_count "$log" FAILED)
+    skipped=$(gtest_count "$log" SKIPPED)
+    if [ "$rc" -eq 0 ]; then
+      status=ok
+    elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+      status="TIMEOUT (${to}s)"
+      overall=1
+    else
+      status="FAIL (rc=$rc)"
+      overall=1
+    fi
+    echo "$t: $status, passed ${passed:-0}, failed ${failed:-0}, skipped ${skipped:-0} ($(($(elapsed) - t0))s)"
+    # The failures (and loud skips) on the console; every line is in tests.log.
+    grep -E '^\[  FAILED  \]|^\*\*\*| FAIL|Failure$|deterministic: NO' "$log" | awk '!seen[$0]++' | head -n 25
+    grep -E '^promotion test' "$log" | tee -a "$digest"
+    error_digest "$t" "$log" | tee -a "$digest"
+    add_row "$t" "$status" "passed ${passed:-0}  failed ${failed:-0}  skipped ${skipped:-0}"
+    rm -f "$log"
+  done
+
+  # ---------------------------------------------------------------------------------------------
+  # compute-sanitizer over the small Smoke suites.
+  banner "compute-sanitizer"
+  : >"$OUT/sanitizer.log"
+  cs=$(command -v compute-sanitizer || true)
+  for c in /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer; do
+    [ -z "$cs" ] && [ -x "$c" ] && cs=$c
+  done
+  if [ -z "$cs" ]; then
+    echo "*** COMPUTE-SANITIZER NOT FOUND (not on PATH, not under /usr/local/cuda*/bin): sanitizer step skipped"
+    add_row "compute-sanitizer" "NOT FOUND" ""
+  else
+    for tool in memcheck racecheck; do
+      for spec in fp8_gemm_gpu_test:'Fp8GemmGpuSmoke.*' fused_mlp_gpu_test:'FusedMlpGpuSmoke.*'; do
+        t=${spec%%:*}
+        filter=${spec#*:}
+        name="$tool ${t%_gpu_test}"
+        [ -x "$B/$t" ] || { add_row "$name" "MISSING" ""; continue; }
+        to=$(step_timeout 60 150)
+        if [ "$to" -eq 0 ]; then
+          add_row "$name" "SKIPPED (time)" ""
+          continue
+        fi
+        log=$(mktemp)
+        t0=$(elapsed)
+        timeout -k 10 "$to" "$cs" --tool "$tool" --print-limit 20 "$B/$t" --gtest_filter="$filter" --gtest_brief=1 \
+          --gtest_color=no >"$log" 2>&1
+        rc=$?
+        { echo "######## $cs --tool $tool $t --gtest_filter=$filter (rc=$rc, $(($(elapsed) - t0))s)"; cat "$log"; } \
+          >>"$OUT/sanitizer.log"
+        if [ "$tool" = memcheck ]; then
+          errors=$(grep -E 'ERROR SUMMARY: [0-9]+ error' "$log" | tail -n 1 | sed -E 's/.*ERROR SUMMARY: ([0-9]+).*/\1/')
+        else
+          errors=$(grep -E 'RACECHECK SUMMARY: [0-9]+ hazard' "$log" | tail -n 1 | sed -E 's/.*\(([0-9]+) errors?.*/\1/')
+          [ -z "$errors" ] && errors=$(grep -E 'ERROR SUMMARY: [0-9]+ error' "$log" | tail -n 1 | sed -E 's/.*ERROR SUMMARY: ([0-9]+).*/\1/')
+        fi
+        gfailed=$(gtest_count "$log" FAILED)
+        if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+          status="TIMEOUT (${to}s)"
+        elif [ "${errors:-x}" = 0 ] && [ "$rc" -eq 0 ]; then
+          status=ok
+        else
+          status="FAIL (rc=$rc)"
+          overall=1
+        fi
+        echo "$name: $status, ${errors:-?} errors, gtest failed ${gfailed:-0} ($(($(elapsed) - t0))s)"
+        grep -E '^========= (Invalid|Race|Error|Barrier|Uninitialized|Program hit)' "$log" | sort | uniq -c | sort -rn | head -n 8
+        add_row "$name" "$status" "errors ${errors:-?}  gtest failed ${gfailed:-0}"
+        rm -f "$log"
+      done
+    done
+  fi
+
+  # ---------------------------------------------------------------------------------------------
+  banner "fp8_gemm_bench"
+  bench_rc=none
+  if [ ! -x "$B/fp8_gemm_bench" ]; then
+    echo "*** fp8_gemm_bench: not in the bundle"
+    add_row "fp8_gemm_bench" "MISSING" ""
+    overall=1
+  else
+    to=$(step_timeout 150 60)
+    if [ "$to" -eq 0 ]; then
+      add_row "fp8_gemm_bench" "SKIPPED (time)" ""
+      overall=1
+    else
+      t0=$(elapsed)
+      # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
+      timeout -k 10 "$to" "$B/fp8_gemm_bench" --iters=30 --warmup=3 --csv="$OUT/bench.csv" \
+        --model=models/fashion_mlp/1/model.safetensors ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
+      bench_rc=$?
+      case $bench_rc in
+        0) status=ok ;;
+        2) status="CHECK MISMATCH"; overall=1 ;;
+        124|137) status="TIMEOUT (${to}s)"; overall=1 ;;
+        *) status="FAIL (rc=$bench_rc)"; overall=1 ;;
+      esac
+      echo "fp8_gemm_bench: $status ($(($(elapsed) - t0))s)"
+      grep -E 'MISMATCH|fp8_gemm_bench:' "$OUT/bench.log" | head -n 10
+      add_row "fp8_gemm_bench" "$status" "$(grep -c 'MISMATCH' "$OUT/bench.log") mismatch lines, $(($(elapsed) - t0))s"
+    fi
+  fi
+
+  # ---------------------------------------------------------------------------------------------
+  banner "serving end to end"
+  if [ -f tools/device/serving_e2e.sh ]; then
+    to=$(step_timeout 120 0)
+    if [ "$to" -eq 0 ]; then
+      add_row "serving_e2e.sh" "SKIPPED (time)" ""
+    else
+      # Its many logs and JSON files travel back as one archive (at most 8 files come back).
+      e2e_dir=$(mktemp -d)
+      t0=$(elapsed)
+      OUT=$e2e_dir timeout -k 10 "$to" bash tools/device/serving_e2e.sh >"$e2e_dir/e2e-console.log" 2>&1
+      rc=$?
+      if [ "$rc" -eq 0 ]; then status=ok; elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status="TIMEOUT (${to}s)"; overall=1; else status="FAIL (rc=$rc)"; overall=1; fi
+      echo "serving_e2e.sh: $status ($(($(elapsed) - t0))s); its last lines:"
+      tail -n 15 "$e2e_dir/e2e-console.log"
+      tar -C "$e2e_dir" -czf "$OUT/e2e.tar.gz" .
+      add_row "serving_e2e.sh" "$status" "$(($(elapsed) - t0))s, logs in e2e.tar.gz"
+    fi
+  else
+    echo "tools/device/serving_e2e.sh not present: skipped"
+    add_row "serving_e2e.sh" "absent" ""
+  fi
+
+  # ---------------------------------------------------------------------------------------------
+  # The bench's own summary, then the table of steps: the last thing printed.
+  {
+    if [ -s "$OUT/bench.log" ]; then
+      echo
+      sed -n '/==== SUMMARY/,$p' "$OUT/bench.log"
+    fi
+    if [ -s "${digest:-}" ]; then
+      echo
+      echo "largest errors measured (max|d|/L1: FP32 outputs against the CPU reference; bound used: 1 = at the bound)"
+      cat "$digest"
+    fi
+    echo
+    echo "==================== GPU CHECK SUMMARY ($(elapsed)s of ${budget}s) ===================="
+    echo "device: ${device:-unknown}"
+    printf '%-34s %-22s %s\n' "step" "result" "details"
+    for row in "${summary[@]}"; do echo "$row"; done
+    if [ "$overall" -eq 0 ]; then echo "OVERALL: PASS"; else echo "OVERALL: FAIL (details in tests.log, sanitizer.log, bench.log, e2e.tar.gz)"; fi
+  } | tee "$OUT/summary.txt"
+  return "$overall"
+}
+
+# The console also goes to gpu_check.log.
+main 2>&1 | tee -a "$OUT/gpu_check.log"
+exit "${PIPESTATUS[0]}"

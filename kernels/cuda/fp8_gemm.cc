@@ -12,7 +12,17 @@ absl::Status Invalid(const Fp8GemmArgs& a, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("FP8 GEMM ", a.m, "x", a.n, "x", a.k, ": ", what));
 }
 
-absl::Status CheckArgs(const Fp8GemmArgs& a, const GemmConfig& c) {
+absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c) {
+  if (c.block_k != kGemmBlockK || c.block_n < 1 || a.n % c.block_n != 0 || c.block_m < 1) {
+    return Invalid(a, absl::StrCat("config does not tile the problem: ", DescribeGemmConfig(c)));
+  }
+  if (c.k_splits > 1 && a.workspace == nullptr) return Invalid(a, "split-K config without a workspace");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckFp8GemmArgs(const Fp8GemmArgs& a) {
   if (a.m < 1 || a.n < 1 || a.k < 1) return Invalid(a, "empty shape");
   if (a.n % kGemmBlockK != 0 || a.k % kGemmBlockK != 0) {
     return Invalid(a, absl::StrCat("n and k must be padded to multiples of ", kGemmBlockK));
@@ -27,17 +37,12 @@ absl::Status CheckArgs(const Fp8GemmArgs& a, const GemmConfig& c) {
     return Invalid(a, absl::StrCat("n_store ", a.n_store, " outside [1, ", a.n, "]"));
   }
   if (a.ldd < a.n_store) return Invalid(a, absl::StrCat("ldd ", a.ldd, " < n_store ", a.n_store));
-  if (c.block_k != kGemmBlockK || c.block_n < 1 || a.n % c.block_n != 0 || c.block_m < 1) {
-    return Invalid(a, absl::StrCat("config does not tile the problem: ", DescribeGemmConfig(c)));
-  }
-  if (c.k_splits > 1 && a.workspace == nullptr) return Invalid(a, "split-K config without a workspace");
   return absl::OkStatus();
 }
 
-}  // namespace
-
 absl::Status LaunchFp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config, cudaStream_t stream) {
-  if (absl::Status st = CheckArgs(args, config); !st.ok()) return st;
+  if (absl::Status st = CheckFp8GemmArgs(args); !st.ok()) return st;
+  if (absl::Status st = CheckConfig(args, config); !st.ok()) return st;
   switch (config.kernel) {
     case GemmKernel::kSm90Wgmma: return LaunchSm90Fp8Gemm(args, config, stream);
     case GemmKernel::kSm89MmaSync: return LaunchSm89Fp8Gemm(args, config, stream);

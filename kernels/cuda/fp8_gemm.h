@@ -45,6 +45,10 @@ struct Fp8GemmArgs {
 
 inline GemmShape ShapeOf(const Fp8GemmArgs& a) { return GemmShape{a.m, a.n, a.k, a.b_format, a.output}; }
 
+// Checks `args` against the device layout and fp8_gemm.h's rules (shape, pointers, output columns):
+// INVALID_ARGUMENT naming the fault. Every launcher runs it.
+absl::Status CheckFp8GemmArgs(const Fp8GemmArgs& args);
+
 // Checks `args` against the layout and `config`, then launches on `stream` (asynchronous; safe to
 // capture into a CUDA graph). INVALID_ARGUMENT for bad arguments, the CUDA error otherwise.
 absl::Status LaunchFp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config, cudaStream_t stream);

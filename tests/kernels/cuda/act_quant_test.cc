@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/numerics/quantize.h"
+#include "tests/kernels/cuda/gpu_skip.h"
 
 namespace fp8serve {
 namespace {
@@ -18,11 +19,7 @@ namespace {
 class ActQuantGpuTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<int> n = CudaDeviceCount();
-    if (!n.ok()) {
-      std::fprintf(stderr, "*** GPU TEST SKIPPED: no usable CUDA device (%s)\n", std::string(n.status().message()).c_str());
-      GTEST_SKIP() << "no usable CUDA device: " << n.status().message();
-    }
+    FP8SERVE_SKIP_WITHOUT_GPU();
   }
 };
 

@@ -25,6 +25,7 @@
 #include "kernels/cuda/gemm_config.h"
 #include "kernels/mlp_weights.h"
 #include "kernels/numerics/quantize.h"
+#include "tests/kernels/cuda/gpu_skip.h"
 
 #define FP8SERVE_ASSERT_OK(expr)                                  \
   do {                                                            \
@@ -93,11 +94,7 @@ template <typename Base>
 class GpuFixture : public Base {
  protected:
   void SetUp() override {
-    absl::StatusOr<int> n = CudaDeviceCount();
-    if (!n.ok()) {
-      std::fprintf(stderr, "*** GPU TEST SKIPPED: no usable CUDA device (%s)\n", std::string(n.status().message()).c_str());
-      GTEST_SKIP() << "no usable CUDA device: " << n.status().message();
-    }
+    FP8SERVE_SKIP_WITHOUT_GPU();
     absl::StatusOr<DeviceTraits> traits = QueryDeviceTraits(0);
     ASSERT_TRUE(traits.ok()) << traits.status();
     traits_ = *traits;

@@ -549,5 +549,61 @@ TEST_F(Fp8GemmGpuPromotion, PromotionBoundsTheError) {
       << "the kernel without promotion stays within the bound, so this test cannot tell promotion apart";
 }
 
+// Bad arguments are refused before anything touches a device, so this runs on every machine.
+TEST(Fp8GemmArgsTest, BadArgumentsAreInvalidArgumentWithTheReason) {
+  // Addresses are never dereferenced: validation comes first.
+  uint8_t* const fake = reinterpret_cast<uint8_t*>(uintptr_t{4096});
+  float* const fake_f = reinterpret_cast<float*>(uintptr_t{8192});
+  Fp8GemmArgs good;
+  good.m = 7;
+  good.n = 256;
+  good.k = 896;
+  good.a = good.b = fake;
+  good.a_scales = good.b_scales = fake_f;
+  good.d = fake;
+  good.d_scales = fake_f;
+  good.output = GemmOutput::kE4M3;
+  good.ldd = good.n_store = 256;
+  ASSERT_TRUE(CheckFp8GemmArgs(good).ok()) << CheckFp8GemmArgs(good);
+  struct Case {
+    const char* why;
+    void (*mutate)(Fp8GemmArgs&);
+  };
+  const Case cases[] = {
+      {"empty shape", [](Fp8GemmArgs& a) { a.m = 0; }},
+      {"multiples of 128", [](Fp8GemmArgs& a) { a.k = 784; }},
+      {"multiples of 128", [](Fp8GemmArgs& a) { a.n = 200; }},
+      {"A or its scales are null", [](Fp8GemmArgs& a) { a.a_scales = nullptr; }},
+      {"B or its scales are null", [](Fp8GemmArgs& a) { a.b = nullptr; }},
+      {"D is null", [](Fp8GemmArgs& a) { a.d = nullptr; }},
+      {"needs d_scales", [](Fp8GemmArgs& a) { a.d_scales = nullptr; }},
+      {"n_store must equal n", [](Fp8GemmArgs& a) { a.n_store = 10; }},
+      {"outside [1, 256]", [](Fp8GemmArgs& a) { a.output = GemmOutput::kF32; a.n_store = 257; }},
+      {"ldd 10 < n_store 12", [](Fp8GemmArgs& a) { a.output = GemmOutput::kBF16; a.n_store = 12; a.ldd = 10; }},
+  };
+  const DeviceTraits h100{9, 0, 132, 227 * 1024};
+  for (const Case& c : cases) {
+    Fp8GemmArgs a = good;
+    c.mutate(a);
+    const absl::Status st = CheckFp8GemmArgs(a);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.why;
+    EXPECT_NE(st.message().find(c.why), std::string_view::npos) << st.message();
+    // LaunchFp8Gemm refuses the same arguments with the same status, before any CUDA call.
+    absl::StatusOr<GemmConfig> config = SelectGemmConfig(GemmShape{8, 256, 896}, h100);
+    ASSERT_TRUE(config.ok());
+    EXPECT_EQ(LaunchFp8Gemm(a, *config, nullptr), st) << c.why;
+  }
+  // A split-K config without its workspace.
+  absl::StatusOr<GemmConfig> split = SelectGemmConfig(GemmShape{1, 256, 16384}, h100);
+  ASSERT_TRUE(split.ok());
+  ASSERT_GT(split->k_splits, 1);
+  Fp8GemmArgs a = good;
+  a.m = 1;
+  a.k = 16384;
+  const absl::Status st = LaunchFp8Gemm(a, *split, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("workspace"), std::string_view::npos) << st.message();
+}
+
 }  // namespace
 }  // namespace fp8serve::cuda

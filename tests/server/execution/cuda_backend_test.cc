@@ -25,6 +25,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "server/execution/backend.h"
 #include "tests/server/testing/test_models.h"
+#include "tests/kernels/cuda/gpu_skip.h"
 
 namespace fp8serve {
 namespace {
@@ -47,12 +48,8 @@ constexpr double kGpuVsCpu = 2e-2;
 class CudaBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<int> n = CudaDeviceCount();
-    if (!n.ok()) {
-      std::fprintf(stderr, "*** GPU TEST SKIPPED: no usable CUDA device (%s)\n", std::string(n.status().message()).c_str());
-      GTEST_SKIP() << "no usable CUDA device: " << n.status().message();
-    }
-    devices_ = *n;
+    FP8SERVE_SKIP_WITHOUT_GPU();
+    devices_ = *CudaDeviceCount();
   }
   int devices_ = 0;
 };

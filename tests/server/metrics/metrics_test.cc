@@ -229,7 +229,7 @@ int RunCommand(const std::string& command, std::string* output) {
 // What the suite sends, once per test process.
 struct Traffic {
   int good = 0, good_rows = 0, invalid = 0, mlp_timeouts = 0;
-  int slow_timeouts = 0;
+  int slow_timeouts = 0, slow_cancelled = 0;
   int qfull_ok = 0, qfull_full = 0;
   int not_found = 0, bad_version = 0;
 };
@@ -315,6 +315,25 @@ class MetricsEndToEnd : public ::testing::Test {
       EXPECT_THAT(st.error_message(), HasSubstr("timed out in the queue"));
       ++t.slow_timeouts;
     }
+    // The client gives up while its request waits in the slow queue: the server drops it before
+    // compute and counts it as cancelled when its batch forms (200 ms later).
+    {
+      inference::ModelInferRequest req = MakeInferRequest("slow", "input", x, 1, kIn);
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      std::promise<grpc::Status> done;
+      server.stub().async()->ModelInfer(&ctx, &req, &resp, [&done](grpc::Status st) { done.set_value(std::move(st)); });
+      absl::SleepFor(absl::Milliseconds(20));
+      ctx.TryCancel();
+      expect(done.get_future().get(), grpc::StatusCode::CANCELLED);
+      ++t.slow_cancelled;
+      double counted = 0;
+      for (int i = 0; i < 300 && counted < t.slow_cancelled; ++i) {
+        absl::StatusOr<Scrape> m = ScrapeMetrics(server.metrics_port());
+        if (m.ok()) counted = m->Value("fp8serve_requests_total", MVO("slow", "1", "cancelled"));
+        if (counted < t.slow_cancelled) absl::SleepFor(absl::Milliseconds(10));
+      }
+    }
     // Queue full.
     {
       constexpr int kN = 3;
@@ -379,6 +398,7 @@ TEST_F(MetricsEndToEnd, CountsAndGaugesMatchWhatWasSent) {
   }
   EXPECT_FALSE(m.Get("fp8serve_requests_total", MVO("mlp", "1", "not_found")).has_value());
   EXPECT_EQ(m.Value("fp8serve_requests_total", MVO("slow", "1", "timeout")), t.slow_timeouts);
+  EXPECT_EQ(m.Value("fp8serve_requests_total", MVO("slow", "1", "cancelled")), t.slow_cancelled);
   EXPECT_EQ(m.Value("fp8serve_requests_total", MVO("slow", "1", "success")), 0);
   EXPECT_EQ(m.Value("fp8serve_requests_total", MVO("qfull", "1", "success")), t.qfull_ok);
   EXPECT_EQ(m.Value("fp8serve_requests_total", MVO("qfull", "1", "queue_full")), t.qfull_full);

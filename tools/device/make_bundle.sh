@@ -32,7 +32,9 @@ command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || { echo "make_bu
 
 cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFP8SERVE_CUDA=ON -DBUILD_SHARED_LIBS=ON >/dev/null
 # Every GPU test program (the *_gpu_test targets, label gpu), the benchmark, the server and the client.
-mapfile -t gpu_tests < <(ninja -C "$build" -t targets all | sed -n 's/^\([A-Za-z0-9_]*_gpu_test\): phony$/\1/p' | sort -u)
+# (CMake's helper targets such as cmake_object_order_depends_target_<name> are not programs.)
+mapfile -t gpu_tests < <(ninja -C "$build" -t targets all | sed -n 's/^\([A-Za-z0-9_]*_gpu_test\): phony$/\1/p' |
+  grep -v '^cmake_' | sort -u)
 targets=("${gpu_tests[@]}" fp8_gemm_bench fp8serve fp8serve-client)
 ninja -C "$build" -j "${JOBS:-2}" "${targets[@]}"
 

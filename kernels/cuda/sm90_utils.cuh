@@ -47,17 +47,32 @@ __device__ __forceinline__ void MbarArrive(uint32_t bar) {
 // Blocks until the phase with parity `parity` has completed. A freshly initialized barrier is in
 // phase 0, so waiting for parity 1 returns at once ("the phase before the first one").
 // NOTES: the retry loop lives inside the asm block (its labels are local to the braces), so the
-// compiler sees no data-dependent branch: the warp stays converged for the .aligned wgmma that
-// follows a wait.
+// compiler sees no data-dependent branch on the normal path: the warp stays converged for the
+// .aligned wgmma that follows a wait.
+// NOTES: a wait that never ends (a phase or byte-count mistake) would hang the GPU until the
+// process is killed, and take every later test's result with it. After kMbarMaxTries failed tries
+// (each try_wait itself waits a while, so this is seconds; no correct wait of this kernel comes
+// near it, even under compute-sanitizer) the thread traps: the launch fails with
+// cudaErrorLaunchFailure and the test names the case. (No printf here: its stack frame makes the
+// kernel spill.)
+inline constexpr uint32_t kMbarMaxTries = 1u << 26;
+
 __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
   asm volatile(
       "{\n"
-      ".reg .pred ready;\n"
+      ".reg .pred ready, more;\n"
+      ".reg .u32 tries;\n"
+      "mov.u32 tries, 0;\n"
       "WAIT_RETRY:\n"
       "mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 ready, [%0], %1;\n"
-      "@!ready bra WAIT_RETRY;\n"
+      "@ready bra WAIT_DONE;\n"
+      "add.u32 tries, tries, 1;\n"
+      "setp.lt.u32 more, tries, %2;\n"
+      "@more bra WAIT_RETRY;\n"
+      "trap;\n"
+      "WAIT_DONE:\n"
       "}\n" ::"r"(bar),
-      "r"(parity)
+      "r"(parity), "n"(kMbarMaxTries)
       : "memory");
 }
 

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <ostream>
@@ -19,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/mlp_reference.h"
 #include "kernels/cuda/fp8_gemm.h"
@@ -372,12 +374,27 @@ struct KernelChoice {
   absl::StatusOr<GemmConfig> config;
 };
 
+// Whether the environment's FP8SERVE_GEMM_KERNELS (a comma-separated list of "heuristic",
+// "sm89_mma_sync", "sm90_wgmma"; unset = all) selects `label`. tools/device/gpu_check.sh runs the
+// kernels in separate processes with it, so a kernel that faults (a trap leaves the CUDA context
+// unusable) cannot hide the other kernel's results.
+bool KernelSelected(const std::string& label) {
+  const char* env = std::getenv("FP8SERVE_GEMM_KERNELS");
+  if (env == nullptr || *env == '\0') return true;
+  for (absl::string_view name : absl::StrSplit(env, ',')) {
+    if (name == label) return true;
+  }
+  return false;
+}
+
 // The heuristic's choice and each kernel forced; sm90 only where it can run (compute capability 9.0).
 std::vector<KernelChoice> KernelChoices(const GemmShape& shape, const DeviceTraits& traits) {
   std::vector<KernelChoice> v;
-  v.push_back({"heuristic", SelectGemmConfig(shape, traits)});
-  v.push_back({GemmKernelName(GemmKernel::kSm89MmaSync), SelectGemmConfigFor(GemmKernel::kSm89MmaSync, shape, traits)});
-  if (traits.cc_major == 9 && traits.cc_minor == 0) {
+  if (KernelSelected("heuristic")) v.push_back({"heuristic", SelectGemmConfig(shape, traits)});
+  if (KernelSelected(GemmKernelName(GemmKernel::kSm89MmaSync))) {
+    v.push_back({GemmKernelName(GemmKernel::kSm89MmaSync), SelectGemmConfigFor(GemmKernel::kSm89MmaSync, shape, traits)});
+  }
+  if (traits.cc_major == 9 && traits.cc_minor == 0 && KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
     v.push_back({GemmKernelName(GemmKernel::kSm90Wgmma), SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits)});
   }
   return v;
@@ -504,6 +521,9 @@ TEST_F(Fp8GemmGpuPromotion, PromotionBoundsTheError) {
   if (!IsSm90()) {
     std::printf("*** sm90 promotion test not run: compute capability %d.%d\n", traits_.cc_major, traits_.cc_minor);
     GTEST_SKIP() << "needs compute capability 9.0";
+  }
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
   }
   GemmCase c{128, 256, 16384, Fp8Format::kE4M3, ScaleGranularity::kPerTensor, false, false, 0};
   std::mt19937 rng(16384);

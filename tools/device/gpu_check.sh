@@ -269,7 +269,7 @@ main() {
     echo
     echo "==================== GPU CHECK SUMMARY ($(elapsed)s of ${budget}s) ===================="
     echo "device: ${device:-unknown}"
-    printf '%-34s %-22s %s\n' "step" "result" "details"
+    printf '%-40s %-22s %s\n' "step" "result" "details"
     for row in "${summary[@]}"; do echo "$row"; done
     if [ "$overall" -eq 0 ]; then echo "OVERALL: PASS"; else echo "OVERALL: FAIL (details in tests.log, sanitizer.log, bench.log, e2e.tar.gz)"; fi
   } | tee "$OUT/summary.txt"

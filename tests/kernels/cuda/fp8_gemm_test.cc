@@ -476,6 +476,53 @@ TEST_F(Fp8GemmGpuSmoke, SmallShapes) {
   }
 }
 
+// The wgmma pipeline's bookkeeping, from the simplest case up: one 128-K group and one tile (the
+// descriptors, the swizzle and the k32 steps and nothing else), then configs forced to exercise the
+// persistent loop: one or three CTAs walking many tiles, stage counts that do not divide the group
+// count (phases flip mid-tile and carry across tiles), and grouped rasterization. Rows past m come
+// from TMA's zero fill in every case.
+class Fp8GemmGpuSm90Pipeline : public GpuFixture<::testing::Test> {};
+
+TEST_F(Fp8GemmGpuSm90Pipeline, PhasesCarryAcrossTilesAndStages) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
+  struct Forced {
+    GemmCase c;
+    int block_m, grid, stages, raster_group;
+  };
+  const Forced cases[] = {
+      {{64, 128, 128, Fp8Format::kE4M3, ScaleGranularity::kPerTensor, false, false, 0}, 64, 1, 2, 1},
+      {{63, 128, 640, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0}, 64, 1, 3, 1},
+      {{129, 384, 640, Fp8Format::kE5M2, ScaleGranularity::kBlock128, true, true, 0}, 128, 1, 3, 1},
+      {{300, 512, 640, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0}, 64, 3, 3, 2},
+      {{300, 512, 896, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0}, 128, 3, 4, 2},
+  };
+  for (const Forced& f : cases) {
+    const Problem p = MakeProblem(f.c, SeedOf(f.c) + 7);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    for (GemmOutput out : kOutputs) {
+      GemmConfig config;
+      config.kernel = GemmKernel::kSm90Wgmma;
+      config.block_m = f.block_m;
+      config.block_n = kSm90BlockN;
+      config.stages = f.stages;
+      config.grid = f.grid;
+      config.raster_group = f.raster_group;
+      config.smem_bytes = Sm90SmemBytes(f.block_m, kSm90BlockN, f.stages);
+      absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
+      ASSERT_TRUE(run.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << run.status();
+      const CheckResult cr = CheckOutput(p, out, *run);
+      std::printf("%-44s sm90 forced  %-4s failures %d  [%s]\n", CaseName(f.c).c_str(), GemmOutputName(out),
+                  cr.failures, DescribeGemmConfig(config).c_str());
+      EXPECT_EQ(cr.failures, 0) << CaseName(f.c) << " " << GemmOutputName(out) << " [" << DescribeGemmConfig(config)
+                                << "]" << cr.first;
+    }
+  }
+}
+
 // The same launch twice gives the same bits: no races, and split-K reduces in a fixed order and
 // leaves its counters ready for the next launch (the workspace is shared between the two runs).
 class Fp8GemmGpuDeterminism : public GpuFixture<::testing::Test> {};

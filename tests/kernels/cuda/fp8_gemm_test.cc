@@ -515,7 +515,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, PhasesCarryAcrossTilesAndStages) {
       absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
       ASSERT_TRUE(run.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << run.status();
       const CheckResult cr = CheckOutput(p, out, *run);
-      std::printf("%-44s sm90 forced  %-4s failures %d  [%s]\n", CaseName(f.c).c_str(), GemmOutputName(out),
+      std::printf("%-44s sm90 forced  %-4s failures %ld  [%s]\n", CaseName(f.c).c_str(), GemmOutputName(out),
                   cr.failures, DescribeGemmConfig(config).c_str());
       EXPECT_EQ(cr.failures, 0) << CaseName(f.c) << " " << GemmOutputName(out) << " [" << DescribeGemmConfig(config)
                                 << "]" << cr.first;

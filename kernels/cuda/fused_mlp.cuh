@@ -459,8 +459,9 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             float v = acc[mt][nt][i];
-            if (l.col_scales != nullptr) v = v * ((i & 1) ? cs2.y : cs2.x);
-            if (l.bias != nullptr) v = v + ((i & 1) ? b2.y : b2.x);
+            // Two roundings, never contracted into one FMA: the contract's order, as in the GEMMs
+            if (l.col_scales != nullptr) v = __fmul_rn(v, (i & 1) ? cs2.y : cs2.x);
+            if (l.bias != nullptr) v = __fadd_rn(v, (i & 1) ? b2.y : b2.x);
             if (!last && p.relu) v = v < 0.0f ? 0.0f : v;  // NaN stays NaN, like the CPU
             if (tile_col + col + (i & 1) >= l.n) v = 0.0f;
             acc[mt][nt][i] = v;

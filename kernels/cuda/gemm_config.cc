@@ -84,7 +84,7 @@ GemmConfig Sm89Config(const GemmShape& s, const DeviceTraits& d) {
   const int groups = s.k / kGemmBlockK;
   c.k_splits = 1;
   const int want_ctas = kSplitKCtasPerSm * d.num_sms;
-  if (tiles < want_ctas) {
+  if (tiles < want_ctas && tiles <= kSplitKMaxTiles) {
     c.k_splits = std::clamp(CeilDivInt(want_ctas, tiles), 1, std::max(1, groups / kMinGroupsPerSplit));
   }
   c.grid = tiles * c.k_splits;
@@ -152,9 +152,7 @@ absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const Device
 
 size_t GemmWorkspaceBytes(const GemmShape& shape, const GemmConfig& c) {
   if (c.k_splits <= 1) return 0;
-  const size_t partials = static_cast<size_t>(c.k_splits) * shape.m * shape.n * sizeof(float);
-  const size_t tiles = static_cast<size_t>(CeilDivInt(shape.m, c.block_m)) * (shape.n / c.block_n);
-  return (partials + 255) / 256 * 256 + tiles * sizeof(int32_t);
+  return kSplitKCounterBytes + static_cast<size_t>(c.k_splits) * shape.m * shape.n * sizeof(float);
 }
 
 }  // namespace fp8serve::cuda

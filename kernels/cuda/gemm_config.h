@@ -79,10 +79,10 @@ std::string DescribeGemmConfig(const GemmConfig& c);
 
 // Shared memory one CTA of each kernel gets (the kernels static_assert against these).
 // sm90: one stage holds an A tile and a B tile of 128 K-bytes each (one 128-byte swizzle row per tile
-// row) plus that stage's BLOCK_M activation scales; 2 KB more covers the full/empty barriers and
-// aligning the base up to the 1024 bytes the 128-byte swizzle needs.
+// row) and its full/empty barrier pair (16 bytes); 1 KB more aligns the base up to the 1024 bytes the
+// 128-byte swizzle needs. (Activation scales are read from global memory, not staged.)
 constexpr size_t Sm90SmemBytes(int block_m, int block_n, int stages) {
-  return static_cast<size_t>(stages) * ((block_m + block_n) * 128 + block_m * 4) + 2048;
+  return 1024 + static_cast<size_t>(stages) * ((block_m + block_n) * 128 + 16);
 }
 // sm89: the stage ring of 128-byte rows (XOR-swizzled, so no padding), the epilogue's cross-warp
 // amax table (4 warps x BLOCK_M floats) and the split-K "last CTA" flag.
@@ -99,8 +99,14 @@ absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const Device
 absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape,
                                                const DeviceTraits& device);
 
-// Scratch a launch with this config needs in Fp8GemmArgs::workspace: split-K partial sums and the
-// per-tile arrival counters (zeroed once at allocation; the kernel leaves them zero again). 0 when
+// Split-K workspace layout. The per-tile arrival counters come first, at the same place for every
+// launch: they must read zero at the start of each launch (zeroed once at allocation; the last CTA
+// of a tile resets its counter), and one workspace serves every layer and batch size of a model, so
+// no launch's partial sums may ever land on them. The partial sums [k_splits][m][n] follow.
+inline constexpr int kSplitKMaxTiles = 4096;  // the heuristic splits only grids of < 2 x #SMs tiles
+inline constexpr size_t kSplitKCounterBytes = kSplitKMaxTiles * sizeof(int32_t);
+
+// Scratch a launch with this config needs in Fp8GemmArgs::workspace (layout above); 0 when
 // k_splits == 1.
 size_t GemmWorkspaceBytes(const GemmShape& shape, const GemmConfig& c);
 

@@ -81,8 +81,6 @@ InstanceLauncher PickInstance(int block_m, Fp8Format b_format, GemmOutput output
 
 bool AlignedTo(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-size_t RoundUp(size_t x, size_t to) { return (x + to - 1) / to * to; }
-
 }  // namespace
 
 absl::Status LaunchSm89Fp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config, cudaStream_t stream) {
@@ -142,10 +140,13 @@ absl::Status LaunchSm89Fp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config
   p.tiles_m = static_cast<int>(tiles_m);
   p.tiles_n = static_cast<int>(tiles_n);
   if (splits > 1) {
-    // Workspace: float partials[splits][m][n], then int32 counters[tiles_m * tiles_n] at a 256-byte boundary
-    const size_t partial_bytes = static_cast<size_t>(splits) * args.m * args.n * sizeof(float);
-    p.partials = static_cast<float*>(args.workspace);
-    p.counters = reinterpret_cast<int*>(static_cast<uint8_t*>(args.workspace) + RoundUp(partial_bytes, 256));
+    // Workspace (gemm_config.h): int32 counters at a fixed place, then float partials[splits][m][n]
+    if (tiles_m * tiles_n > kSplitKMaxTiles) {
+      return absl::InvalidArgumentError(absl::StrCat("sm89 FP8 GEMM: split-K over ", tiles_m * tiles_n,
+                                                     " tiles, more than the workspace's ", kSplitKMaxTiles, " counters"));
+    }
+    p.counters = static_cast<int*>(args.workspace);
+    p.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(args.workspace) + kSplitKCounterBytes);
   }
   return launch(p, static_cast<int>(grid), stream);
 }

@@ -374,6 +374,8 @@ __global__ void __launch_bounds__(sm89::kNumThreads)
     __syncthreads();
     if (threadIdx.x == 0) {
       const int arrived = atomicAdd(p.counters + tile, 1);
+      // Acquire side: the other splits' partials are read only after their arrivals were seen
+      __threadfence();
       const int last = arrived == p.k_splits - 1;
       // Every split has arrived: leave the counter zero for the next launch / graph replay
       if (last) atomicExch(p.counters + tile, 0);

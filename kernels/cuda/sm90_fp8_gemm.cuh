@@ -59,6 +59,9 @@ struct Sm90SmemLayout {
   static constexpr size_t Bytes(int stages) {
     return kAlign + static_cast<size_t>(stages) * (kTileABytes + kTileBBytes + 2 * sizeof(uint64_t));
   }
+  static_assert(Bytes(1) == Sm90SmemBytes(BLOCK_M, kSm90BlockN, 1) &&
+                    Bytes(kSm90MaxStages) == Sm90SmemBytes(BLOCK_M, kSm90BlockN, kSm90MaxStages),
+                "the config heuristic sizes shared memory with Sm90SmemBytes(): keep the two equal");
 };
 
 // Persistent tile order with grouped rasterization: groups of `raster_group` M-tiles sweep all

@@ -46,9 +46,9 @@ __device__ __forceinline__ void MbarArrive(uint32_t bar) {
 
 // Blocks until the phase with parity `parity` has completed. A freshly initialized barrier is in
 // phase 0, so waiting for parity 1 returns at once ("the phase before the first one").
-// NOTES: the retry loop lives inside the asm block (its labels are local to the braces), so the
-// compiler sees no data-dependent branch on the normal path: the warp stays converged for the
-// .aligned wgmma that follows a wait.
+// NOTES: the retry loop lives inside one asm block (its labels are local to the braces), so no
+// compiler-generated branch splits the warp around it; ptxas reconverges the warp at its end, ready
+// for the .aligned wgmma that follows a wait.
 // NOTES: a wait that never ends (a phase or byte-count mistake) would hang the GPU until the
 // process is killed, and take every later test's result with it. After kMbarMaxTries failed tries
 // (each try_wait itself waits a while, so this is seconds; no correct wait of this kernel comes

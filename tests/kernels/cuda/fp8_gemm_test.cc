@@ -555,6 +555,44 @@ TEST_F(Fp8GemmGpuDeterminism, SameLaunchSameBits) {
   }
 }
 
+// One split-K workspace serves a model's every layer and batch size (DeviceMlp shares it), so a
+// launch must never find its tile counters where an earlier launch of another shape wrote partial
+// sums. Larger M first: its partials cover the most bytes.
+TEST_F(Fp8GemmGpuDeterminism, OneWorkspaceServesEveryShape) {
+  std::vector<GemmCase> cases;
+  for (int m : {64, 17, 16, 7, 1}) cases.push_back({m, 256, 784, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, true, true, 0});
+  cases.push_back({3, 1000, 4096, Fp8Format::kE5M2, ScaleGranularity::kBlock128, false, true, 0});
+  cases.push_back({2, 256, 784, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, true, true, 0});
+  DeviceBuffer workspace;
+  size_t bytes = 0;
+  for (const GemmCase& c : cases) {
+    const int n_pad = CeilDiv(c.n, kGemmBlockK) * kGemmBlockK, k_pad = CeilDiv(c.k, kGemmBlockK) * kGemmBlockK;
+    const GemmShape shape{c.m, n_pad, k_pad, c.format, GemmOutput::kE4M3};
+    absl::StatusOr<GemmConfig> config = SelectGemmConfigFor(GemmKernel::kSm89MmaSync, shape, traits_);
+    ASSERT_TRUE(config.ok()) << config.status();
+    bytes = std::max(bytes, GemmWorkspaceBytes(shape, *config));
+  }
+  ASSERT_GT(bytes, 0u) << "no case splits K: the test would not test anything";
+  // Allocated and zeroed once, like DeviceMlp's.
+  FP8SERVE_ASSERT_OK(workspace.Allocate(bytes));
+  FP8SERVE_ASSERT_OK(workspace.Fill(0));
+  for (const GemmCase& c : cases) {
+    const Problem p = MakeProblem(c, SeedOf(c) + 3);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kE4M3};
+    absl::StatusOr<GemmConfig> config = SelectGemmConfigFor(GemmKernel::kSm89MmaSync, shape, traits_);
+    ASSERT_TRUE(config.ok()) << config.status();
+    absl::StatusOr<GemmRun> run =
+        RunGemm(p, ops, GemmOutput::kE4M3, *config, stream_, Launcher::kDispatch, &workspace);
+    ASSERT_TRUE(run.ok()) << CaseName(c) << ": " << run.status();
+    const CheckResult cr = CheckOutput(p, GemmOutput::kE4M3, *run);
+    std::printf("%-44s shared workspace  failures %ld  [%s]\n", CaseName(c).c_str(), cr.failures,
+                DescribeGemmConfig(*config).c_str());
+    EXPECT_EQ(cr.failures, 0) << CaseName(c) << " [" << DescribeGemmConfig(*config) << "]" << cr.first;
+  }
+}
+
 // Promotion: K = 16384 with every 1x128 group of a row at the same scale (each group holds the
 // row's max |x|), per-tensor weights, and every product positive. Then the sm90 kernel without
 // promotion (scales applied once, at the end) computes mathematically the same GEMM, and only the

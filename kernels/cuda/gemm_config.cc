@@ -9,10 +9,11 @@ namespace fp8serve::cuda {
 
 namespace {
 
-// Rows at which the wgmma kernel takes over from mma.sync on Hopper. Below it a GEMM is a weight
-// stream (each weight byte feeds at most 128 rows), the smallest wgmma tile (64 rows) wastes most
-// of its work on the M tail, and mma.sync with split-K keeps more loads in flight per SM.
-constexpr int kSm90MinRows = 129;
+// NOTES: on Hopper the wgmma kernel takes every shape. Measured on an H200 (fp8_gemm_bench, L2
+// flushed), the mma.sync kernel lost at every M there: Hopper has no FP8 mma.sync, so it runs FP16
+// MMAs on widened codes (64 x 16384 x 4096: 63.6 us against 30.7 us for wgmma; 1 x 16384 x 4096:
+// 31.1 against 29.8), while below 64 rows the wgmma tile's wasted M tail costs nothing in a GEMM
+// that is a weight stream. mma.sync serves Ada.
 // Split-K aims at this many CTAs per SM so that a weight-streaming GEMM keeps enough loads in
 // flight to cover HBM latency.
 constexpr int kSplitKCtasPerSm = 2;
@@ -42,9 +43,12 @@ GemmConfig Sm90Config(const GemmShape& s, const DeviceTraits& d) {
   c.kernel = GemmKernel::kSm90Wgmma;
   c.block_n = kSm90BlockN;
   const int tiles_n = s.n / kSm90BlockN;
-  // 128-row tiles unless that leaves SMs idle in the only wave: then 64-row tiles double the CTAs.
+  // 64-row tiles when M fits one (a 128-row tile would be half padding), or when they still make
+  // a single wave that keeps more SMs busy than 128-row tiles do; otherwise 128-row tiles, which
+  // read each weight tile half as often.
   c.block_m = 128;
-  if (CeilDivInt(s.m, 128) * tiles_n < d.num_sms) c.block_m = 64;
+  const int tiles64 = CeilDivInt(s.m, 64) * tiles_n, tiles128 = CeilDivInt(s.m, 128) * tiles_n;
+  if (s.m <= 64 || (tiles64 <= d.num_sms && tiles128 < tiles64)) c.block_m = 64;
   c.stages = 0;
   for (int st = kSm90MaxStages; st >= 2; --st) {
     if (Sm90SmemBytes(c.block_m, c.block_n, st) <= static_cast<size_t>(d.smem_per_block_optin)) {
@@ -145,8 +149,7 @@ absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShap
 }
 
 absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const DeviceTraits& device) {
-  const GemmKernel kernel =
-      IsHopper(device) && shape.m >= kSm90MinRows ? GemmKernel::kSm90Wgmma : GemmKernel::kSm89MmaSync;
+  const GemmKernel kernel = IsHopper(device) ? GemmKernel::kSm90Wgmma : GemmKernel::kSm89MmaSync;
   return SelectGemmConfigFor(kernel, shape, device);
 }
 

@@ -4,7 +4,8 @@
 //    A tile [BLOCK_M, 128] and a B tile [128, 128] into a ring of shared-memory stages with TMA
 //    (128-byte swizzle, M tail zero-filled by the hardware);
 //  - BLOCK_M / 64 consumer warpgroups: each owns 64 rows of the tile, runs 4 x wgmma m64n128k32
-//    per group into a fresh FP32 accumulator, hands the stage back, and promotes the partial sum
+//    per group into a fresh FP32 accumulator (two, alternating, so that the next group's wgmmas
+//    run while the last one is promoted), hands the stage back, and promotes the partial sum
 //    into its FP32 result with acc = fma(a_scale[row] * b_scale, partial, acc);
 //  - the epilogue works on registers: column scales, bias, ReLU, then FP32 / BF16 stores or E4M3
 //    requantization with fresh 1x128 scales (one 128-column group = one tile row).
@@ -279,13 +280,45 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
   const int quad_col = 2 * (lane % 4);
   const uint32_t a_wg_offset = static_cast<uint32_t>(warpgroup) * 64 * BLOCK_K;
 
-  float accum[64];   // the wgmma accumulator: one 128-K group's partial sum (or all of K)
-  float result[64];  // the promoted FP32 sum
-  // The first k32 step overwrites accum (scale-d = 0); zeroing it once keeps the asm operands defined.
+  // NOTES: two wgmma accumulators. Group g + 1's wgmmas are issued into one while group g's
+  // finished partial sum, in the other, is promoted, so the tensor cores keep working through the
+  // promotion FMAs (with one accumulator they idle while both consumer warpgroups promote the same
+  // stage). 2 x 64 + 64 promoted registers fit the consumers' 232.
+  float accum0[64], accum1[64];  // wgmma accumulators: one 128-K group's partial sum each (or all of K)
+  float result[64];              // the promoted FP32 sum
+  // The first k32 step overwrites an accumulator (scale-d = 0); zeroing once keeps the asm operands defined.
 #pragma unroll
-  for (int i = 0; i < 64; ++i) accum[i] = 0.0f;
-  int stage = 0;
-  uint32_t phase = 0;
+  for (int i = 0; i < 64; ++i) accum0[i] = accum1[i] = 0.0f;
+  // The ring position of the next stage to consume (issue) and of the next to hand back (release).
+  int issue_stage = 0, release_stage = 0;
+  uint32_t issue_phase = 0;
+
+  // Waits for the next stage's TMA and issues its 4 x k32 wgmmas over the group's 128 bytes of K
+  // into `acc` as one commit group (no wait). `zero_first`: the first k32 step starts from zero.
+  auto issue_group = [&](float(&acc)[64], bool zero_first) {
+    sm90::MbarWait(full_bars + 8 * issue_stage, issue_phase);
+    const uint64_t desc_a = sm90::MakeSmemDescSw128(smem_a + issue_stage * Layout::kTileABytes + a_wg_offset);
+    const uint64_t desc_b = sm90::MakeSmemDescSw128(smem_b + issue_stage * Layout::kTileBBytes);
+    sm90::FenceOperands(acc);
+    sm90::WgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < BLOCK_K / kWgmmaK; ++kk) {
+      const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;  // +32 bytes per k32 step
+      sm90::WgmmaM64N128K32<kBFormat>(acc, desc_a + step, desc_b + step, (kk == 0 && zero_first) ? 0u : 1u);
+    }
+    sm90::WgmmaCommitGroup();
+    sm90::FenceOperands(acc);
+    if (++issue_stage == num_stages) {
+      issue_stage = 0;
+      issue_phase ^= 1;
+    }
+  };
+  // Hands the oldest consumed stage back to the producer (this warp's wgmmas have finished reading it).
+  auto release_group = [&] {
+    if (lane == 0) sm90::MbarArrive(empty_bars + 8 * release_stage);
+    if (++release_stage == num_stages) release_stage = 0;
+  };
+
   for (int tile = static_cast<int>(blockIdx.x); tile < sched.num_tiles; tile += static_cast<int>(gridDim.x)) {
     int m_tile, n_tile;
     sched.Coords(tile, m_tile, n_tile);
@@ -300,65 +333,69 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
 #pragma unroll
     for (int i = 0; i < 64; ++i) result[i] = 0.0f;
 
-    for (int g = 0; g < num_k_groups; ++g) {
-      // Prefetch this group's scales before waiting for its data
-      float sa0 = 0.0f, sa1 = 0.0f, sb = 0.0f;
-      if constexpr (kPromote) {
-        sa0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
-        sa1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
-        sb = __ldg(b_scales + g);
-      }
-
-      // Wait for the stage's TMA
-      sm90::MbarWait(full_bars + 8 * stage, phase);
-
-      // 4 x k32 over the group's 128 bytes of K; the first step of a group (or, without
-      // promotion, of the tile) starts the accumulator from zero.
-      const uint64_t desc_a = sm90::MakeSmemDescSw128(smem_a + stage * Layout::kTileABytes + a_wg_offset);
-      const uint64_t desc_b = sm90::MakeSmemDescSw128(smem_b + stage * Layout::kTileBBytes);
-      sm90::FenceOperands(accum);
-      sm90::WgmmaFence();
-#pragma unroll
-      for (int kk = 0; kk < BLOCK_K / kWgmmaK; ++kk) {
-        const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;  // +32 bytes per k32 step
-        const uint32_t scale_d = kPromote ? (kk > 0 ? 1u : 0u) : ((g > 0 || kk > 0) ? 1u : 0u);
-        sm90::WgmmaM64N128K32<kBFormat>(accum, desc_a + step, desc_b + step, scale_d);
-      }
-      sm90::WgmmaCommitGroup();
-      sm90::WgmmaWaitGroup<0>();
-      sm90::FenceOperands(accum);
-
-      // Release the stage to the producer (this warp's wgmmas have finished reading it)
-      if (lane == 0) sm90::MbarArrive(empty_bars + 8 * stage);
-      if (++stage == num_stages) {
-        stage = 0;
-        phase ^= 1;
-      }
-
-      // Promote: scale product first, then one FMA per accumulator element
-      if constexpr (kPromote) {
-        const float s0 = __fmul_rn(sa0, sb), s1 = __fmul_rn(sa1, sb);
+    if constexpr (kPromote) {
+      // Group g's scale products (a_scale[row] * b_scale, rounded once), loaded when g is issued.
+      auto group_scales = [&](int g, float& s0, float& s1) {
+        const float sb = __ldg(b_scales + g);
+        s0 = __fmul_rn(row0_ok ? __ldg(a_scales0 + g) : 0.0f, sb);
+        s1 = __fmul_rn(row1_ok ? __ldg(a_scales1 + g) : 0.0f, sb);
+      };
+      // Promote: one FMA per accumulator element with the group's scale product.
+      auto promote = [&](const float(&acc)[64], float s0, float s1) {
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
-          result[4 * j + 0] = __fmaf_rn(s0, accum[4 * j + 0], result[4 * j + 0]);
-          result[4 * j + 1] = __fmaf_rn(s0, accum[4 * j + 1], result[4 * j + 1]);
-          result[4 * j + 2] = __fmaf_rn(s1, accum[4 * j + 2], result[4 * j + 2]);
-          result[4 * j + 3] = __fmaf_rn(s1, accum[4 * j + 3], result[4 * j + 3]);
+          result[4 * j + 0] = __fmaf_rn(s0, acc[4 * j + 0], result[4 * j + 0]);
+          result[4 * j + 1] = __fmaf_rn(s0, acc[4 * j + 1], result[4 * j + 1]);
+          result[4 * j + 2] = __fmaf_rn(s1, acc[4 * j + 2], result[4 * j + 2]);
+          result[4 * j + 3] = __fmaf_rn(s1, acc[4 * j + 3], result[4 * j + 3]);
         }
+      };
+      // Even groups run in accum0, odd groups in accum1; at most two commit groups in flight.
+      float s0_even, s1_even, s0_odd = 0.0f, s1_odd = 0.0f;
+      group_scales(0, s0_even, s1_even);
+      issue_group(accum0, true);
+      for (int g = 0; g < num_k_groups; g += 2) {
+        // Group g (accum0) is in flight: issue g + 1 into accum1, then wait for g alone
+        if (g + 1 < num_k_groups) {
+          group_scales(g + 1, s0_odd, s1_odd);
+          issue_group(accum1, true);
+          sm90::WgmmaWaitGroup<1>();
+        } else {
+          sm90::WgmmaWaitGroup<0>();
+        }
+        sm90::FenceOperands(accum0);
+        release_group();
+        promote(accum0, s0_even, s1_even);
+        if (g + 1 >= num_k_groups) break;
+        // Group g + 1 (accum1) is in flight: issue g + 2 into accum0, then wait for g + 1 alone
+        if (g + 2 < num_k_groups) {
+          group_scales(g + 2, s0_even, s1_even);
+          issue_group(accum0, true);
+          sm90::WgmmaWaitGroup<1>();
+        } else {
+          sm90::WgmmaWaitGroup<0>();
+        }
+        sm90::FenceOperands(accum1);
+        release_group();
+        promote(accum1, s0_odd, s1_odd);
       }
-    }
-
-    if constexpr (!kPromote) {
-      // Scales of group 0, once
+    } else {
+      // Test-only: one accumulator carries the whole K; the scales of group 0 are applied once.
+      for (int g = 0; g < num_k_groups; ++g) {
+        issue_group(accum0, g == 0);
+        sm90::WgmmaWaitGroup<0>();
+        sm90::FenceOperands(accum0);
+        release_group();
+      }
       const float sb = __ldg(b_scales);
       const float s0 = __fmul_rn(row0_ok ? __ldg(a_scales0) : 0.0f, sb);
       const float s1 = __fmul_rn(row1_ok ? __ldg(a_scales1) : 0.0f, sb);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        result[4 * j + 0] = __fmul_rn(s0, accum[4 * j + 0]);
-        result[4 * j + 1] = __fmul_rn(s0, accum[4 * j + 1]);
-        result[4 * j + 2] = __fmul_rn(s1, accum[4 * j + 2]);
-        result[4 * j + 3] = __fmul_rn(s1, accum[4 * j + 3]);
+        result[4 * j + 0] = __fmul_rn(s0, accum0[4 * j + 0]);
+        result[4 * j + 1] = __fmul_rn(s0, accum0[4 * j + 1]);
+        result[4 * j + 2] = __fmul_rn(s1, accum0[4 * j + 2]);
+        result[4 * j + 3] = __fmul_rn(s1, accum0[4 * j + 3]);
       }
     }
 

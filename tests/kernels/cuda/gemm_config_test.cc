@@ -105,16 +105,30 @@ TEST(GemmConfigTest, LargeSquareGemmUsesTheDeepestWgmmaPipeline) {
   EXPECT_EQ(c->raster_group, 8);
 }
 
+TEST(GemmConfigTest, HopperServesEveryBatchWithWgmma) {
+  // Small batches too: Hopper has no FP8 mma.sync, and a weight-streaming GEMM loses nothing to the
+  // 64-row tile's padding.
+  for (int m : {1, 16, 64, 128}) {
+    absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{m, 16384, 4096}, H100());
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma) << m;
+    EXPECT_EQ(c->k_splits, 1);
+    // 128 rows: 128 tiles of 128 rows are one wave already; 64-row tiles would need two.
+    EXPECT_EQ(c->block_m, m <= 64 ? 64 : 128) << m;
+  }
+}
+
 TEST(GemmConfigTest, SmallBatchServingShapesSplitKToFillTheGpu) {
-  // One row through a 4096x16384 FFN layer: 32 output tiles alone would use a quarter of the SMs.
-  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{1, 4096, 16384}, H100());
+  // Ada (mma.sync): one row through a 4096x16384 FFN layer: 32 output tiles alone would use a
+  // quarter of the SMs.
+  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{1, 4096, 16384}, L4());
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->kernel, GemmKernel::kSm89MmaSync);
   EXPECT_EQ(c->block_m, 16);
   EXPECT_GT(c->k_splits, 1);
-  EXPECT_GE(c->grid, 132);
+  EXPECT_GE(c->grid, L4().num_sms);
   // Already enough tiles: no split.
-  absl::StatusOr<GemmConfig> wide = SelectGemmConfig(GemmShape{128, 65536, 1024}, H100());
+  absl::StatusOr<GemmConfig> wide = SelectGemmConfig(GemmShape{128, 65536, 1024}, L4());
   ASSERT_TRUE(wide.ok()) << wide.status();
   EXPECT_EQ(wide->k_splits, 1);
 }

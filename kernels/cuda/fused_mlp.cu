@@ -1,5 +1,5 @@
 // Launcher of the fused MLP kernel (device code in fused_mlp.cuh): argument checks, the shared
-// memory layout, the choice of row block, and the launch.
+// memory layout, the choice of row block and cluster size, and the launch.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -36,10 +36,20 @@ struct FusedSmemLayout {
   uint32_t act_offset[2] = {0, 0};
   uint32_t scale_offset[2] = {0, 0};
   uint32_t red_offset = 0;
+  uint32_t slot_offset = 0;
   size_t bytes = 0;
 };
 
-FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& inst) {
+// CTAs of a `cluster` that share one tile of layer l (FusedLayerParams::parts): 1 when the layer
+// has at least as many tiles as the cluster has CTAs (whole tiles round-robin), else as many as the
+// cluster holds per tile, at most one per K group.
+int LayerParts(const FusedMlpLayer& l, int cluster) {
+  const int tiles = l.n_pad / kFusedTileN, groups = l.k_pad / kFusedTileK;
+  if (tiles >= cluster) return 1;
+  return std::min(cluster / tiles, groups);
+}
+
+FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& inst, int cluster) {
   // Layer l reads act[l % 2]; a hidden layer writes its output (the next layer's input) to the other.
   int width[2] = {0, 0};
   for (int l = 0; l < a.num_layers; ++l) width[l & 1] = std::max(width[l & 1], a.layers[l].k_pad);
@@ -54,7 +64,12 @@ FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& in
     off += static_cast<size_t>(RoundUp(inst.block_m * (width[b] / kFusedTileK) * 4, 128));
   }
   s.red_offset = static_cast<uint32_t>(off);
-  off += static_cast<size_t>(FusedWarpsN(inst.block_m)) * inst.block_m * 4;
+  off += static_cast<size_t>(RoundUp(FusedWarpsN(inst.block_m) * inst.block_m * 4, 128));
+  // One partial-tile slot per contributor beyond the owner of the most split layer
+  int slots = 0;
+  for (int l = 0; l < a.num_layers; ++l) slots = std::max(slots, LayerParts(a.layers[l], cluster) - 1);
+  s.slot_offset = static_cast<uint32_t>(off);
+  off += static_cast<size_t>(slots) * inst.block_m * kFusedTileN * 4;
   s.bytes = off;
   return s;
 }
@@ -90,7 +105,7 @@ std::string UnsupportedReason(const FusedMlpArgs& a, const DeviceTraits& device)
       return absl::StrCat(at, "weights, column scales and bias must be 16-byte aligned, block scales 4-byte");
     }
   }
-  const FusedSmemLayout smem = ComputeSmemLayout(a, kInstances[kFallbackInstance]);
+  const FusedSmemLayout smem = ComputeSmemLayout(a, kInstances[kFallbackInstance], 1);
   if (smem.bytes > static_cast<size_t>(device.smem_per_block_optin)) {
     return absl::StrCat("needs ", smem.bytes, " bytes of shared memory per block, the device allows ",
                         device.smem_per_block_optin);
@@ -111,9 +126,33 @@ int SelectInstance(const FusedMlpArgs& a, const DeviceTraits& device) {
     preferred = 1;
   }
   for (int i = preferred; i >= 0; --i) {
-    if (ComputeSmemLayout(a, kInstances[i]).bytes <= static_cast<size_t>(device.smem_per_block_optin)) return i;
+    if (ComputeSmemLayout(a, kInstances[i], 1).bytes <= static_cast<size_t>(device.smem_per_block_optin)) return i;
   }
   return kFallbackInstance;
+}
+
+bool ClustersAvailable(const DeviceTraits& device) { return device.cc_major == 9 && device.cc_minor == 0; }
+
+// The cluster size for `row_blocks` row blocks of instance `inst`: the largest of 8, 4, 2 that
+// keeps every CTA on its own SM (row_blocks * C <= SMs), gives every CTA work in the model's widest
+// layer (C <= its tiles x K groups), and whose partial-sum slots fit in shared memory; else 1.
+// NOTES: a small batch has few row blocks, and a CTA walks its row block's chunks one after another
+// (about 3,000 cycles each, a chain of dependent instructions); C CTAs per row block cut that chain
+// to about 1/C of the chunks, plus two cluster barriers per layer. 8 is the portable cluster size
+// limit. Off compute capability 9.0 there are no clusters in this build: 1.
+int SelectClusterSize(const FusedMlpArgs& a, const DeviceTraits& device, const FusedInstance& inst, long long row_blocks) {
+  if (!ClustersAvailable(device)) return 1;
+  int widest = 0;
+  for (int l = 0; l < a.num_layers; ++l) {
+    widest = std::max(widest, (a.layers[l].n_pad / kFusedTileN) * (a.layers[l].k_pad / kFusedTileK));
+  }
+  for (int c : {8, 4, 2}) {
+    if (row_blocks * c <= device.num_sms && c <= widest &&
+        ComputeSmemLayout(a, inst, c).bytes <= static_cast<size_t>(device.smem_per_block_optin)) {
+      return c;
+    }
+  }
+  return 1;
 }
 
 // Allows `bytes` of dynamic shared memory for `kernel` on the current device, once per device and
@@ -142,9 +181,26 @@ absl::Status LaunchInstance(const FusedMlpParams& params, size_t smem_bytes, cud
       !st.ok()) {
     return st;
   }
-  const unsigned grid = static_cast<unsigned>((params.m + BLOCK_M - 1) / BLOCK_M);
-  fused_mlp_kernel<BLOCK_M, kNumStages><<<grid, kFusedNumThreads, smem_bytes, stream>>>(params);
-  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  const unsigned row_blocks = static_cast<unsigned>((params.m + BLOCK_M - 1) / BLOCK_M);
+  if (params.cluster_size == 1) {
+    fused_mlp_kernel<BLOCK_M, kNumStages><<<row_blocks, kFusedNumThreads, smem_bytes, stream>>>(params);
+    FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return absl::OkStatus();
+  }
+  // A cluster of cluster_size consecutive CTAs along x per row block
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(row_blocks * static_cast<unsigned>(params.cluster_size), 1, 1);
+  config.blockDim = dim3(kFusedNumThreads, 1, 1);
+  config.dynamicSmemBytes = smem_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(params.cluster_size);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, fused_mlp_kernel<BLOCK_M, kNumStages>, params));
   return absl::OkStatus();
 }
 
@@ -164,6 +220,16 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
   if (args.m < 0) return absl::InvalidArgumentError(absl::StrCat("fused MLP: ", args.m, " rows"));
   if (args.m == 0) return absl::OkStatus();
   if (args.x == nullptr || args.y == nullptr) return absl::InvalidArgumentError("fused MLP: null input or output");
+  if (args.cluster_size != 0 && args.cluster_size != 1 && args.cluster_size != 2 && args.cluster_size != 4 &&
+      args.cluster_size != 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fused MLP: cluster size ", args.cluster_size, " (0 for automatic, or 1, 2, 4, 8)"));
+  }
+  if (args.cluster_size > 1 && !ClustersAvailable(device)) {
+    return absl::InvalidArgumentError(absl::StrCat("fused MLP: cluster size ", args.cluster_size,
+                                                   " needs compute capability 9.0, the device has ", device.cc_major,
+                                                   ".", device.cc_minor));
+  }
 
   FusedMlpParams p;
   p.num_layers = args.num_layers;
@@ -186,16 +252,26 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
     d.groups = l.k_pad / kFusedTileK;
     d.tiles = l.n_pad / kFusedTileN;
     d.e5m2 = l.w_format == Fp8Format::kE5M2 ? 1 : 0;
-    p.total_chunks += d.groups * d.tiles;
   }
 
   const int which = SelectInstance(args, device);
-  const FusedSmemLayout smem = ComputeSmemLayout(args, kInstances[which]);
+  const FusedInstance& inst = kInstances[which];
+  const long long row_blocks = (static_cast<long long>(args.m) + inst.block_m - 1) / inst.block_m;
+  const int cluster = args.cluster_size != 0 ? args.cluster_size : SelectClusterSize(args, device, inst, row_blocks);
+  const FusedSmemLayout smem = ComputeSmemLayout(args, inst, cluster);
+  if (smem.bytes > static_cast<size_t>(device.smem_per_block_optin)) {
+    return absl::InvalidArgumentError(absl::StrCat("fused MLP: cluster size ", cluster, " needs ", smem.bytes,
+                                                   " bytes of shared memory per block, the device allows ",
+                                                   device.smem_per_block_optin));
+  }
+  for (int i = 0; i < args.num_layers; ++i) p.layers[i].parts = LayerParts(args.layers[i], cluster);
+  p.cluster_size = cluster;
   for (int b = 0; b < 2; ++b) {
     p.act_offset[b] = smem.act_offset[b];
     p.scale_offset[b] = smem.scale_offset[b];
   }
   p.red_offset = smem.red_offset;
+  p.slot_offset = smem.slot_offset;
 
   switch (which) {
     case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages>(p, smem.bytes, stream);

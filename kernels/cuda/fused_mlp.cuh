@@ -1,22 +1,47 @@
 // Device code of the fused MLP: the whole forward of a small FP8 MLP in one launch (host API in
-// fused_mlp.h, launcher in fused_mlp.cu). Works on sm_89 and sm_90: cp.async + ldmatrix + mma.sync.
+// fused_mlp.h, launcher in fused_mlp.cu). Works on sm_89 and sm_90: cp.async + ldmatrix + mma.sync;
+// on sm_90 a row block can be shared by a thread-block cluster (below).
 //
-// One CTA owns BLOCK_M rows for the whole forward:
-//   1. it quantizes its FP32 input rows to E4M3 with 1x128 scales straight into shared memory;
-//   2. for every layer, for every 128-column output tile, for every 128-K group, it streams the
-//      weight chunk W[tile rows, group] (16 KB) through a kNumStages-deep cp.async ring, and the
-//      eight warps (kWarpsM x kWarpsN, each owning WARP_M rows x WARP_N columns of the tile) run
-//      4 x m16n8k32 MMAs into a fresh accumulator and promote it in FP32:
-//          acc += (a_scale[row, group] * b_scale[tile, group]) * P_group;
-//   3. after a tile's last K group: v = acc * col_scale + bias; hidden layers apply ReLU and
-//      requantize the tile (one 1x128 output group per row) into the other activation buffer,
-//      which is the next layer's A operand; the last layer writes FP32 logits to global memory.
-// The chunk sequence (layer, tile, group) is flat, so the ring prefetches the next tile's and the
-// next layer's weights while the current tile's epilogue runs. Only bytes that can be nonzero are
-// streamed: weight rows up to round_up(n, 16) of a tile and K columns up to round_up(k, 32) of a
-// group (a 10-wide last layer loads 16 rows, not 128; a 784-wide input's last group 32 columns).
-// Each output element is computed by one thread in a fixed order, with no atomics and no split
-// reduction across warps or CTAs: the result is the same bits on every run.
+// A row block of BLOCK_M rows is owned by a cluster of C CTAs (C = 1, 2, 4 or 8; C = 1 is a plain
+// launch, the only one on sm_89):
+//   1. each CTA quantizes the K groups of its FP32 input rows that its layer-0 work reads to E4M3
+//      with 1x128 scales, straight into shared memory;
+//   2. every layer's work units are its (128-column output tile, 128-K group) chunks, dealt out to
+//      the C CTAs by rank r (FusedLayerParams::parts, chosen by the launcher):
+//        parts == 1 (tiles >= C, or a single K group): CTA r owns tiles r, r + C, ... whole;
+//        parts == P > 1 (tiles < C): tile j goes to the P CTAs j * P .. j * P + P - 1, contributor
+//          q = r % P takes K groups [q * G / P, (q + 1) * G / P), and q = 0 owns the tile;
+//      for each of its chunks a CTA streams the weight chunk W[tile rows, group] (16 KB) through a
+//      kNumStages-deep cp.async ring, and the eight warps (kWarpsM x kWarpsN, each owning WARP_M
+//      rows x WARP_N columns of the tile) run 4 x m16n8k32 MMAs into a fresh accumulator and
+//      promote it in FP32:  acc += (a_scale[row, group] * b_scale[tile, group]) * P_group;
+//   3. a split tile's contributors q > 0 store their FP32 partial sums into slot q - 1 of the
+//      owner's shared memory (distributed shared memory), then the cluster barrier; the owner adds
+//      the slots to its own partial in rank order, acc = ((P_0 + P_1) + P_2) + ..., a fixed order,
+//      so the result is the same bits on every run. The only difference to a single CTA is FP32
+//      summation order across K groups, which the numeric contract allows;
+//   4. the tile's owner runs the epilogue: v = acc * col_scale + bias; hidden layers apply ReLU and
+//      requantize the tile (one 1x128 output group per row, so the amax stays inside the CTA) into
+//      the other activation buffer, then copy the tile's codes and scales into that buffer of every
+//      CTA of the cluster; a cluster barrier, and the next layer reads them. The last layer's owners
+//      write FP32 logits to global memory.
+// A CTA's own chunk sequence (layer, tile, group) is flat, so the ring prefetches the next tile's and
+// the next layer's weights while the current tile's epilogue and the cluster barriers run. Only bytes
+// that can be nonzero are streamed: weight rows up to round_up(n, 16) of a tile and K columns up to
+// round_up(k, 32) of a group (a 10-wide last layer loads 16 rows, not 128; a 784-wide input's last
+// group 32 columns). With C = 1 every tile is whole in one CTA, and the kernel is exactly the
+// one-CTA-per-row-block forward: each output element computed by one thread in a fixed order.
+//
+// Cluster barriers (barrier.cluster.arrive.release / wait.acquire, executed by every thread of every
+// CTA the same number of times, since every decision behind them is uniform over the cluster):
+//   start: arrive at kernel entry, wait after the input quantization: every CTA of the cluster is
+//          running before anyone stores into its shared memory;
+//   A(l):  after layer l's chunks, only in a layer with split tiles: the partial slots are written;
+//   B(l):  after layer l's epilogues, hidden layers only: the next layer's activations are complete
+//          in every CTA. B(l) also orders the owner's reads of the slots (before its B(l) arrive)
+//          before the slots' next writers (after their B(l) wait), so one set of slots serves all
+//          layers; and every store into a CTA's shared memory precedes a barrier that CTA waits on,
+//          so no CTA exits while another may still write into it.
 //
 // NOTES: the weight format (E4M3 / E5M2) is a per-layer runtime property. The MMA loop is a
 // template on it and the kernel branches once per chunk on the layer's flag (warp-uniform, free),
@@ -27,6 +52,8 @@
 //   act[0], act[1]             E4M3 activations [BLOCK_M][width], 128-byte K groups swizzled
 //   act_scales[0], [1]         FP32 [BLOCK_M][width / 128]
 //   red                        FP32 [kWarpsN][BLOCK_M]: per-warp row amax of the tile being requantized
+//   slots                      FP32 [max parts - 1][BLOCK_M x 128] partial tiles from contributors, in
+//                              the accumulator's register order ([mt][nt] float4, then thread)
 // Layer l reads act[l % 2] and writes act[(l + 1) % 2].
 //
 // Fragment layouts of mma.m16n8k32 with 8-bit A/B (PTX ISA, "Matrix Fragments for mma.m16n8k32"),
@@ -79,12 +106,12 @@ struct FusedLayerParams {
   int groups = 0;                      // k_pad / 128
   int tiles = 0;                       // n_pad / 128
   int e5m2 = 0;                        // weight codes are E5M2 (else E4M3)
+  int parts = 1;                       // CTAs sharing one tile's K groups (1: whole tiles round-robin)
 };
 
 struct FusedMlpParams {
   FusedLayerParams layers[kFusedMaxLayers];
   int num_layers = 0;
-  int total_chunks = 0;                // sum over layers of tiles * groups
   int m = 0;
   int k_in = 0;                        // columns of x (= layers[0].n of the input, unpadded)
   int relu = 1;
@@ -94,6 +121,8 @@ struct FusedMlpParams {
   uint32_t act_offset[2] = {0, 0};     // dynamic shared memory byte offsets
   uint32_t scale_offset[2] = {0, 0};
   uint32_t red_offset = 0;
+  uint32_t slot_offset = 0;            // partial-sum slots (cluster_size > 1 only)
+  int cluster_size = 1;                // CTAs per row block (a cluster along x when > 1; sm_90 only)
 };
 
 namespace fused_detail {
@@ -149,6 +178,78 @@ __device__ __forceinline__ uint32_t Swizzle(int row, int chunk) {
   return static_cast<uint32_t>((chunk ^ (row & 7)) << 4);
 }
 
+// ---- Cluster primitives (sm_90; on sm_89 the launcher only ever runs cluster_size 1) ------------
+
+// Whether this compilation has thread-block clusters; without them the kernel's cluster size is
+// the constant 1 and every cluster branch folds away.
+__device__ __forceinline__ constexpr bool HasClusters() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return true;
+#else
+  return false;
+#endif
+}
+
+__device__ __forceinline__ int ClusterRank() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return static_cast<int>(r);
+#else
+  return 0;
+#endif
+}
+
+// Arrive with release semantics: this thread's earlier shared-memory stores (local and remote)
+// are visible to every thread of the cluster that has waited on this barrier phase.
+__device__ __forceinline__ void ClusterArrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+#endif
+}
+// Arrive with nothing to publish (the start barrier: "this CTA is running").
+__device__ __forceinline__ void ClusterArriveRelaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void ClusterWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+
+// The shared::cluster address of the same shared-memory byte in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t MapToRank(uint32_t smem_addr, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem_addr), "r"(rank));
+  return r;
+#else
+  return smem_addr;
+#endif
+}
+
+__device__ __forceinline__ void StoreRemote(uint32_t cluster_addr, const uint4& v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.shared::cluster.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(cluster_addr), "r"(v.x), "r"(v.y),
+               "r"(v.z), "r"(v.w)
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void StoreRemote(uint32_t cluster_addr, const float (&v)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(cluster_addr), "f"(v[0]), "f"(v[1]),
+               "f"(v[2]), "f"(v[3])
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void StoreRemote(uint32_t cluster_addr, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(cluster_addr), "f"(v) : "memory");
+#endif
+}
+
 // E4M3 code of v / s, exactly as the CPU's QuantizeActivations (IEEE division, RNE, satfinite).
 __device__ __forceinline__ uint16_t QuantizePair(float v0, float v1, float s) {
   return static_cast<uint16_t>(__nv_cvt_float2_to_fp8x2(make_float2(v0 / s, v1 / s), __NV_SATFINITE, __NV_E4M3));
@@ -160,21 +261,58 @@ __device__ __forceinline__ float GroupScale(float amax) {
   return s > 0.0f ? s : 1.0f;
 }
 
-// Position in the flat chunk sequence: layer, output tile, K group.
+// Position in this CTA's chunk sequence: layer, output tile, K group, and the end of the tile's K
+// range that this CTA works on. layer == num_layers: past the end.
 struct ChunkCursor {
   int layer = 0;
   int tile = 0;
   int group = 0;
+  int group_end = 0;
 };
 
-__device__ __forceinline__ void Advance(ChunkCursor& c, const FusedMlpParams& p) {
-  if (++c.group == p.layers[c.layer].groups) {
+// This CTA's (rank's) first tile of `layer` and its K range (see the header comment for the
+// split); false when the CTA has no work in the layer.
+__device__ __forceinline__ bool FirstOfLayer(const FusedMlpParams& p, int layer, int rank, ChunkCursor& c) {
+  const FusedLayerParams& l = p.layers[layer];
+  c.layer = layer;
+  if (l.parts == 1) {
+    c.tile = rank;
     c.group = 0;
-    if (++c.tile == p.layers[c.layer].tiles) {
-      c.tile = 0;
-      ++c.layer;
-    }
+    c.group_end = l.groups;
+  } else {
+    const int q = rank % l.parts;
+    c.tile = rank / l.parts;
+    c.group = q * l.groups / l.parts;
+    c.group_end = (q + 1) * l.groups / l.parts;
   }
+  return c.tile < l.tiles;
+}
+
+// Moves `c` to this CTA's first chunk in `layer` or a later layer, or past the end.
+__device__ __forceinline__ void SeekLayer(const FusedMlpParams& p, int layer, int rank, ChunkCursor& c) {
+  for (; layer < p.num_layers; ++layer) {
+    if (FirstOfLayer(p, layer, rank, c)) return;
+  }
+  c.layer = p.num_layers;
+}
+
+// Next chunk of this CTA: next K group of the range, else its next whole tile (parts == 1: every
+// cluster-th tile), else the next layer where it has work. With cluster 1 this walks every
+// (layer, tile, group) in order.
+__device__ __forceinline__ void Advance(ChunkCursor& c, const FusedMlpParams& p, int rank, int cluster) {
+  if (++c.group < c.group_end) return;
+  const FusedLayerParams& l = p.layers[c.layer];
+  if (l.parts == 1 && c.tile + cluster < l.tiles) {
+    c.tile += cluster;
+    c.group = 0;  // group_end stays l.groups
+    return;
+  }
+  SeekLayer(p, c.layer + 1, rank, c);
+}
+
+// Whether this CTA owns the tile its chunk `c` belongs to (runs its epilogue).
+__device__ __forceinline__ bool OwnsTile(const FusedLayerParams& l, int rank) {
+  return l.parts == 1 || rank % l.parts == 0;
 }
 
 // Weight rows of `tile` that hold real columns, rounded up to whole 16-row ldmatrix pairs (rows
@@ -194,7 +332,7 @@ __device__ __forceinline__ int KStepsOf(const FusedLayerParams& l, int group) {
 }
 
 // Issues the cp.asyncs of one chunk into `stage` (the caller commits the group).
-__device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkCursor& c, uint8_t* stage) {
+__device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkCursor& c, int rank, uint8_t* stage) {
   const FusedLayerParams& l = p.layers[c.layer];
   const int rows = RowsToLoad(l, c.tile);
   const int chunks = KStepsOf(l, c.group) * 2;  // 16-byte chunks per row
@@ -209,9 +347,9 @@ __device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkC
       CpAsync16(dst + r * kFusedTileK + Swizzle(r, ch), src + static_cast<size_t>(r) * l.k_pad + ch * 16);
     }
   }
-  // The tile's epilogue operands ride with its last K group.
+  // The tile's epilogue operands ride with the owner's last K group of the tile.
   const int tid = static_cast<int>(threadIdx.x);
-  if (c.group == l.groups - 1) {
+  if (c.group == c.group_end - 1 && OwnsTile(l, rank)) {
     if (tid < 32) {
       if (l.col_scales != nullptr)
         CpAsync16(dst + kFusedStageColScaleOffset + tid * 16, l.col_scales + c.tile * kFusedTileN + tid * 4);
@@ -223,24 +361,26 @@ __device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkC
   if (tid == 64) CpAsync4(dst + kFusedStageBScaleOffset, l.b_scales + c.tile * l.groups + c.group);
 }
 
-// Quantizes the CTA's FP32 input rows to E4M3 1x128 groups in act / scales (row stride k_pad).
-// One warp per (row, group); each lane holds 4 consecutive columns, so it writes one 32-bit word.
-// Rows past m and columns past k_in are zeros (code 0, and scale 1 for an all-zero group).
+// Quantizes K groups [group0, group0 + num_groups) of the CTA's FP32 input rows to E4M3 1x128
+// groups in act / scales (row stride k_pad; the other groups are left unwritten: this CTA's layer-0
+// chunks never read them). One warp per (row, group); each lane holds 4 consecutive columns, so it
+// writes one 32-bit word. Rows past m and columns past k_in are zeros (code 0, and scale 1 for an
+// all-zero group).
 template <int BLOCK_M>
-__device__ __forceinline__ void QuantizeInput(const FusedMlpParams& p, int block_row, uint8_t* act, float* scales,
-                                              int warp, int lane) {
+__device__ __forceinline__ void QuantizeInput(const FusedMlpParams& p, int block_row, int group0, int num_groups,
+                                              uint8_t* act, float* scales, int warp, int lane) {
   // NOTES: kBatch tasks per warp are loaded before any is reduced: a 16-row block has at most
   // 16 x 8 groups / 8 warps = 16 tasks per warp, so its whole input (up to 64 KB) is in flight at
   // once and costs one memory round trip, not one per group.
   constexpr int kBatch = 16;
   const int groups = p.layers[0].groups, stride = p.layers[0].k_pad, k = p.k_in;
-  const int tasks = BLOCK_M * groups;
+  const int tasks = BLOCK_M * num_groups;
   for (int t0 = warp; t0 < tasks; t0 += kFusedNumWarps * kBatch) {
     float v[kBatch][4];
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
       const int task = t0 + j * kFusedNumWarps;
-      const int r = task / groups, grp = task - r * groups;
+      const int r = task / num_groups, grp = group0 + task - r * num_groups;
       const int row = block_row + r, c = grp * 128 + lane * 4;
 #pragma unroll
       for (int i = 0; i < 4; ++i) v[j][i] = 0.0f;
@@ -262,7 +402,7 @@ __device__ __forceinline__ void QuantizeInput(const FusedMlpParams& p, int block
     for (int j = 0; j < kBatch; ++j) {
       const int task = t0 + j * kFusedNumWarps;
       if (task >= tasks) break;  // warp-uniform
-      const int r = task / groups, grp = task - r * groups;
+      const int r = task / num_groups, grp = group0 + task - r * num_groups;
       // Group amax (fmaxf ignores NaN, like the CPU), then the scale and the codes
       float amax = fmaxf(fmaxf(fabsf(v[j][0]), fabsf(v[j][1])), fmaxf(fabsf(v[j][2]), fabsf(v[j][3])));
 #pragma unroll
@@ -352,10 +492,177 @@ __device__ __forceinline__ void MmaGroup(uint32_t a_group, int a_stride, uint32_
   }
 }
 
+// 16-column pairs of the warp at column col0 of `tile` that hold real output columns (warp-uniform).
+template <int kMmaN>
+__device__ __forceinline__ int PairsValid(const FusedLayerParams& l, int tile, int col0) {
+  const int pairs = (l.n - tile * kFusedTileN - col0 + 15) / 16;
+  return pairs < 0 ? 0 : (pairs > kMmaN / 2 ? kMmaN / 2 : pairs);
+}
+
+// A contributor's partial tile into the owner's slot (shared::cluster address `slot`), in register
+// order: float4 (mt, nt) of thread tid at index (mt * kMmaN + nt) * kFusedNumThreads + tid, so the
+// owner's thread tid reads back exactly its own fragment positions, 16 contiguous bytes per lane.
+template <int kMmaM, int kMmaN>
+__device__ __forceinline__ void SendPartial(uint32_t slot, const float (&acc)[kMmaM][kMmaN][4], int tid) {
+#pragma unroll
+  for (int mt = 0; mt < kMmaM; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kMmaN; ++nt)
+      StoreRemote(slot + static_cast<uint32_t>(((mt * kMmaN + nt) * kFusedNumThreads + tid) * 16), acc[mt][nt]);
+}
+
+// The owner adds one contributor's partial tile (local slot, SendPartial's order) to its own.
+template <int kMmaM, int kMmaN>
+__device__ __forceinline__ void AddPartial(const float* slot, float (&acc)[kMmaM][kMmaN][4], int tid) {
+#pragma unroll
+  for (int mt = 0; mt < kMmaM; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < kMmaN; ++nt) {
+      const float4 v = reinterpret_cast<const float4*>(slot)[(mt * kMmaN + nt) * kFusedNumThreads + tid];
+      acc[mt][nt][0] += v.x;
+      acc[mt][nt][1] += v.y;
+      acc[mt][nt][2] += v.z;
+      acc[mt][nt][3] += v.w;
+    }
+  }
+}
+
+template <int kMmaM, int kMmaN>
+__device__ __forceinline__ void ZeroAcc(float (&acc)[kMmaM][kMmaN][4]) {
+#pragma unroll
+  for (int mt = 0; mt < kMmaM; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kMmaN; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+}
+
+// Epilogue of output tile `tile` of the row block, whose full FP32 sums are in acc: v = acc *
+// col_scale + bias (from `stage`), columns past n forced to zero; the last layer writes FP32 logits
+// to y, a hidden layer applies ReLU and requantizes the tile (one 1x128 group per row) into
+// act_out / scales_out and copies it into the same place in every other CTA of the cluster.
+// Contains __syncthreads: call it CTA-uniformly.
+template <int BLOCK_M, int kMmaM, int kMmaN>
+__device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const FusedLayerParams& l, bool last, int tile,
+                                             const uint8_t* stage, float (&acc)[kMmaM][kMmaN][4], int block_row,
+                                             int warp_n, int row0, int col0, int lane, float* red, uint8_t* act_out,
+                                             float* scales_out, int cluster, int rank) {
+  constexpr int kWarpsN = FusedWarpsN(BLOCK_M);
+  const int g = lane >> 2, t = lane & 3;
+  const float* cs = reinterpret_cast<const float*>(stage + kFusedStageColScaleOffset);
+  const float* bias = reinterpret_cast<const float*>(stage + kFusedStageBiasOffset);
+  const int tile_col = tile * kFusedTileN;
+#pragma unroll
+  for (int nt = 0; nt < kMmaN; ++nt) {
+    const int col = col0 + nt * 8 + t * 2;
+    float2 cs2 = make_float2(1.0f, 1.0f), b2 = make_float2(0.0f, 0.0f);
+    if (l.col_scales != nullptr) cs2 = *reinterpret_cast<const float2*>(cs + col);
+    if (l.bias != nullptr) b2 = *reinterpret_cast<const float2*>(bias + col);
+#pragma unroll
+    for (int mt = 0; mt < kMmaM; ++mt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float v = acc[mt][nt][i];
+        // Two roundings, never contracted into one FMA: the contract's order, as in the GEMMs
+        if (l.col_scales != nullptr) v = __fmul_rn(v, (i & 1) ? cs2.y : cs2.x);
+        if (l.bias != nullptr) v = __fadd_rn(v, (i & 1) ? b2.y : b2.x);
+        if (!last && p.relu) v = v < 0.0f ? 0.0f : v;  // NaN stays NaN, like the CPU
+        if (tile_col + col + (i & 1) >= l.n) v = 0.0f;
+        acc[mt][nt][i] = v;
+      }
+    }
+  }
+
+  if (last) {
+    // Logits: FP32, real rows and columns only
+#pragma unroll
+    for (int mt = 0; mt < kMmaM; ++mt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = block_row + row0 + mt * 16 + g + h * 8;
+        if (row >= p.m) continue;
+        float* yr = p.y + static_cast<size_t>(row) * l.n;
+#pragma unroll
+        for (int nt = 0; nt < kMmaN; ++nt) {
+          const int col = tile_col + col0 + nt * 8 + t * 2;
+          if (col < l.n) yr[col] = acc[mt][nt][2 * h];
+          if (col + 1 < l.n) yr[col + 1] = acc[mt][nt][2 * h + 1];
+        }
+      }
+    }
+    return;
+  }
+
+  // Requantize the tile (one 1x128 group per row) into the next layer's A operand.
+  // Row amax over this warp's columns: lanes t = 0..3 of a row differ in lane bits 0-1
+#pragma unroll
+  for (int mt = 0; mt < kMmaM; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float amax = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < kMmaN; ++nt)
+        amax = fmaxf(amax, fmaxf(fabsf(acc[mt][nt][2 * h]), fabsf(acc[mt][nt][2 * h + 1])));
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+      if (t == 0) red[warp_n * BLOCK_M + row0 + mt * 16 + g + h * 8] = amax;
+    }
+  }
+  __syncthreads();
+  // Whole-row amax over the kWarpsN warps of the tile (max is exact in any order), scale, codes
+  const int out_stride = l.tiles * kFusedTileN, out_groups = l.tiles;
+#pragma unroll
+  for (int mt = 0; mt < kMmaM; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = row0 + mt * 16 + g + h * 8;
+      float amax = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarpsN; ++w) amax = fmaxf(amax, red[w * BLOCK_M + r]);
+      const float s = GroupScale(amax);
+      uint8_t* dst = act_out + r * out_stride + tile_col;
+#pragma unroll
+      for (int nt = 0; nt < kMmaN; ++nt) {
+        const int col = col0 + nt * 8 + t * 2;
+        *reinterpret_cast<uint16_t*>(dst + Swizzle(r, col >> 4) + (col & 15)) =
+            QuantizePair(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1], s);
+      }
+      if (warp_n == 0 && t == 0) scales_out[r * out_groups + tile] = s;
+    }
+  }
+
+  if (cluster > 1) {
+    // Copy the tile's codes ([BLOCK_M][128 B], 16-byte chunks at the same offsets, swizzle included)
+    // and its scale column to the other CTAs; they read them after the layer's cluster barrier
+    __syncthreads();
+    const int tid = static_cast<int>(threadIdx.x);
+    for (int i = tid; i < BLOCK_M * 9; i += kFusedNumThreads) {
+      if (i < BLOCK_M * 8) {
+        const int off = (i >> 3) * out_stride + tile_col + (i & 7) * 16;
+        const uint4 v = *reinterpret_cast<const uint4*>(act_out + off);
+        const uint32_t addr = SmemAddr(act_out + off);
+        for (int d = 1; d < cluster; ++d) {
+          const int dst_rank = rank + d < cluster ? rank + d : rank + d - cluster;
+          StoreRemote(MapToRank(addr, dst_rank), v);
+        }
+      } else {
+        float* src = scales_out + (i - BLOCK_M * 8) * out_groups + tile;
+        const float v = *src;
+        const uint32_t addr = SmemAddr(src);
+        for (int d = 1; d < cluster; ++d) {
+          const int dst_rank = rank + d < cluster ? rank + d : rank + d - cluster;
+          StoreRemote(MapToRank(addr, dst_rank), v);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace fused_detail
 
-// The fused forward. Grid: ceil(m / BLOCK_M) CTAs of kFusedNumThreads; dynamic shared memory as the
-// launcher's FusedSmemLayout says.
+// The fused forward. Grid: ceil(m / BLOCK_M) * cluster_size CTAs of kFusedNumThreads (clusters of
+// cluster_size consecutive CTAs along x share a row block); dynamic shared memory as the launcher's
+// FusedSmemLayout says.
 template <int BLOCK_M, int kNumStages>
 __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
     fused_mlp_kernel(const __grid_constant__ FusedMlpParams p) {
@@ -364,18 +671,25 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
   constexpr int WARP_M = BLOCK_M / kWarpsM, WARP_N = kFusedTileN / kWarpsN;
   constexpr int kMmaM = WARP_M / 16, kMmaN = WARP_N / 8;
   constexpr int kParts = kMmaM * kMmaN <= 2 ? 2 : 1;  // see MmaGroup
+  constexpr int kSlotFloats = BLOCK_M * kFusedTileN;   // one partial tile
   static_assert(BLOCK_M == 16 || BLOCK_M == 32 || BLOCK_M == 64, "BLOCK_M must be 16, 32 or 64");
   static_assert(kWarpsM * kWarpsN == kFusedNumWarps, "the warp grid must use every warp");
   static_assert(WARP_M % 16 == 0, "a warp covers whole m16 MMA tiles");
   static_assert(WARP_N % 16 == 0, "B fragments are loaded as pairs of n8 tiles (ldmatrix.x4)");
   static_assert(kNumStages >= 2, "the ring needs at least two stages");
+  static_assert(kMmaM * kMmaN * 4 * kFusedNumThreads == kSlotFloats, "a slot holds every thread's accumulators");
 
   extern __shared__ __align__(128) uint8_t smem[];
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid / 32, lane = tid % 32;
   const int warp_m = warp / kWarpsN, warp_n = warp % kWarpsN;
   const int row0 = warp_m * WARP_M, col0 = warp_n * WARP_N;
-  const int g = lane >> 2, t = lane & 3;
-  const int block_row = static_cast<int>(blockIdx.x) * BLOCK_M;
+  // The cluster: the launcher sets cluster_size > 1 only for a cluster launch on sm_90
+  const int cluster = HasClusters() ? p.cluster_size : 1;
+  const int rank = cluster > 1 ? ClusterRank() : 0;
+  const int block_row = static_cast<int>(blockIdx.x) / cluster * BLOCK_M;
+  // Start barrier, first half: this CTA is running
+  if (cluster > 1) ClusterArriveRelaxed();
   // NOTES: buffers are picked with selects, never by indexing a local array with the layer's parity,
   // which would put the array in local memory.
   uint8_t* const act0 = smem + p.act_offset[0];
@@ -383,160 +697,118 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
   float* const act_scales0 = reinterpret_cast<float*>(smem + p.scale_offset[0]);
   float* const act_scales1 = reinterpret_cast<float*>(smem + p.scale_offset[1]);
   float* const red = reinterpret_cast<float*>(smem + p.red_offset);
+  float* const slots = reinterpret_cast<float*>(smem + p.slot_offset);
 
-  // Start streaming the first kNumStages - 1 weight chunks (one commit group each, empty past the end)
+  // Start streaming this CTA's first kNumStages - 1 weight chunks (one commit group each, empty
+  // past the end)
   ChunkCursor load_cursor;
+  SeekLayer(p, 0, rank, load_cursor);
   for (int s = 0; s < kNumStages - 1; ++s) {
-    if (s < p.total_chunks) {
-      IssueChunk(p, load_cursor, smem + s * kFusedStageBytes);
-      Advance(load_cursor, p);
+    if (load_cursor.layer < p.num_layers) {
+      IssueChunk(p, load_cursor, rank, smem + s * kFusedStageBytes);
+      Advance(load_cursor, p, rank, cluster);
     }
     CpAsyncCommit();
   }
 
-  // Quantize this CTA's input rows under those loads
-  QuantizeInput<BLOCK_M>(p, block_row, act0, act_scales0, warp, lane);
+  // Quantize the input groups this CTA's layer-0 chunks read, under those loads
+  {
+    ChunkCursor first;
+    const bool any = FirstOfLayer(p, 0, rank, first);
+    QuantizeInput<BLOCK_M>(p, block_row, first.group, any ? first.group_end - first.group : 0, act0, act_scales0,
+                           warp, lane);
+  }
+  // Start barrier, second half: every CTA of the cluster is running, so stores into their shared
+  // memory are safe from here on
+  if (cluster > 1) ClusterWait();
 
   float acc[kMmaM][kMmaN][4];
-#pragma unroll
-  for (int mt = 0; mt < kMmaM; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < kMmaN; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+  ZeroAcc(acc);
 
   ChunkCursor cur;
+  SeekLayer(p, 0, rank, cur);
   int read_stage = 0, write_stage = kNumStages - 1;
-  for (int c = 0; c < p.total_chunks; ++c) {
-    // Wait for chunk c's group (this thread's copies), then for every thread's: after this barrier
-    // chunk c is visible to all, and every warp is done with chunk c - 1, whose stage is refilled next
-    CpAsyncWait<kNumStages - 2>();
-    __syncthreads();
-    if (c + kNumStages - 1 < p.total_chunks) {
-      IssueChunk(p, load_cursor, smem + write_stage * kFusedStageBytes);
-      Advance(load_cursor, p);
-    }
-    CpAsyncCommit();
-    write_stage = write_stage + 1 == kNumStages ? 0 : write_stage + 1;
-
-    const FusedLayerParams& l = p.layers[cur.layer];
-    const uint8_t* stage = smem + read_stage * kFusedStageBytes;
-    const bool odd = (cur.layer & 1) != 0;  // layer reads act1 (else act0) and writes the other
-    uint8_t* const act_in = odd ? act1 : act0;
+  const uint8_t* owner_stage = smem;  // the stage holding the epilogue operands of this CTA's split tile
+  for (int layer = 0; layer < p.num_layers; ++layer) {
+    const FusedLayerParams& l = p.layers[layer];
+    const bool last = layer == p.num_layers - 1;
+    const bool odd = (layer & 1) != 0;  // layer reads act1 (else act0) and writes the other
+    const uint8_t* const act_in = odd ? act1 : act0;
     const float* const scales_in = odd ? act_scales1 : act_scales0;
-    // 16-column pairs of this warp that hold real output columns (warp-uniform)
-    int pairs_valid = (l.n - cur.tile * kFusedTileN - col0 + 15) / 16;
-    pairs_valid = pairs_valid < 0 ? 0 : (pairs_valid > kMmaN / 2 ? kMmaN / 2 : pairs_valid);
+    uint8_t* const act_out = odd ? act0 : act1;
+    float* const scales_out = odd ? act_scales0 : act_scales1;
 
-    // MMA + promotion of this K group
-    if (pairs_valid > 0) {
-      const uint32_t a_group = SmemAddr(act_in) + cur.group * kFusedTileK;
-      const float b_scale = *reinterpret_cast<const float*>(stage + kFusedStageBScaleOffset);
-      const int ksteps = KStepsOf(l, cur.group);
-      if (l.e5m2) {
-        MmaGroup<kMmaM, kMmaN, kParts, true>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group, b_scale,
-                                     row0, col0, pairs_valid, ksteps, lane, acc);
-      } else {
-        MmaGroup<kMmaM, kMmaN, kParts, false>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
-                                      b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
+    // This CTA's chunks of the layer
+    for (; cur.layer == layer; Advance(cur, p, rank, cluster)) {
+      // Wait for the chunk's group (this thread's copies), then for every thread's: after this
+      // barrier the chunk is visible to all, and every warp is done with the previous chunk, whose
+      // stage is refilled next
+      CpAsyncWait<kNumStages - 2>();
+      __syncthreads();
+      if (load_cursor.layer < p.num_layers) {
+        IssueChunk(p, load_cursor, rank, smem + write_stage * kFusedStageBytes);
+        Advance(load_cursor, p, rank, cluster);
+      }
+      CpAsyncCommit();
+      write_stage = write_stage + 1 == kNumStages ? 0 : write_stage + 1;
+      const uint8_t* stage = smem + read_stage * kFusedStageBytes;
+      read_stage = read_stage + 1 == kNumStages ? 0 : read_stage + 1;
+      const int pairs_valid = PairsValid<kMmaN>(l, cur.tile, col0);
+
+      // MMA + promotion of this K group
+      if (pairs_valid > 0) {
+        const uint32_t a_group = SmemAddr(act_in) + cur.group * kFusedTileK;
+        const float b_scale = *reinterpret_cast<const float*>(stage + kFusedStageBScaleOffset);
+        const int ksteps = KStepsOf(l, cur.group);
+        if (l.e5m2) {
+          MmaGroup<kMmaM, kMmaN, kParts, true>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
+                                               b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
+        } else {
+          MmaGroup<kMmaM, kMmaN, kParts, false>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
+                                                b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
+        }
+      }
+
+      if (cur.group == cur.group_end - 1) {
+        if (l.parts == 1) {
+          // A whole tile: its epilogue now
+          TileEpilogue<BLOCK_M>(p, l, last, cur.tile, stage, acc, block_row, warp_n, row0, col0, lane, red, act_out,
+                                scales_out, cluster, rank);
+          ZeroAcc(acc);
+        } else if (const int q = rank % l.parts; q != 0) {
+          // A contributor of a split tile: partial sums into slot q - 1 of the owner (rank - q)
+          if (pairs_valid > 0) SendPartial(MapToRank(SmemAddr(slots + (q - 1) * kSlotFloats), rank - q), acc, tid);
+          ZeroAcc(acc);
+        } else {
+          // The owner of a split tile keeps its partial for the layer end. NOTES: this is its last
+          // chunk of the layer, and a stage is refilled only at the next chunk, after the layer end
+          owner_stage = stage;
+        }
       }
     }
 
-    if (cur.group == l.groups - 1) {
-      // Epilogue of the tile: v = acc * col_scale + bias, columns past n forced to zero
-      const bool last = cur.layer == p.num_layers - 1;
-      const float* cs = reinterpret_cast<const float*>(stage + kFusedStageColScaleOffset);
-      const float* bias = reinterpret_cast<const float*>(stage + kFusedStageBiasOffset);
-      const int tile_col = cur.tile * kFusedTileN;
-#pragma unroll
-      for (int nt = 0; nt < kMmaN; ++nt) {
-        const int col = col0 + nt * 8 + t * 2;
-        float2 cs2 = make_float2(1.0f, 1.0f), b2 = make_float2(0.0f, 0.0f);
-        if (l.col_scales != nullptr) cs2 = *reinterpret_cast<const float2*>(cs + col);
-        if (l.bias != nullptr) b2 = *reinterpret_cast<const float2*>(bias + col);
-#pragma unroll
-        for (int mt = 0; mt < kMmaM; ++mt) {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            float v = acc[mt][nt][i];
-            // Two roundings, never contracted into one FMA: the contract's order, as in the GEMMs
-            if (l.col_scales != nullptr) v = __fmul_rn(v, (i & 1) ? cs2.y : cs2.x);
-            if (l.bias != nullptr) v = __fadd_rn(v, (i & 1) ? b2.y : b2.x);
-            if (!last && p.relu) v = v < 0.0f ? 0.0f : v;  // NaN stays NaN, like the CPU
-            if (tile_col + col + (i & 1) >= l.n) v = 0.0f;
-            acc[mt][nt][i] = v;
+    if (cluster > 1) {
+      if (l.parts > 1) {
+        // Barrier A: every contributor's partial is in its owner's slots
+        ClusterArrive();
+        ClusterWait();
+        const int tile = rank / l.parts;
+        if (rank % l.parts == 0 && tile < l.tiles) {
+          // Owner: add the partials in rank order, then the tile's epilogue
+          if (PairsValid<kMmaN>(l, tile, col0) > 0) {
+            for (int q = 1; q < l.parts; ++q) AddPartial(slots + (q - 1) * kSlotFloats, acc, tid);
           }
+          TileEpilogue<BLOCK_M>(p, l, last, tile, owner_stage, acc, block_row, warp_n, row0, col0, lane, red, act_out,
+                                scales_out, cluster, rank);
+          ZeroAcc(acc);
         }
       }
-
-      if (last) {
-        // Logits: FP32, real rows and columns only
-#pragma unroll
-        for (int mt = 0; mt < kMmaM; ++mt) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = block_row + row0 + mt * 16 + g + h * 8;
-            if (row >= p.m) continue;
-            float* yr = p.y + static_cast<size_t>(row) * l.n;
-#pragma unroll
-            for (int nt = 0; nt < kMmaN; ++nt) {
-              const int col = tile_col + col0 + nt * 8 + t * 2;
-              if (col < l.n) yr[col] = acc[mt][nt][2 * h];
-              if (col + 1 < l.n) yr[col + 1] = acc[mt][nt][2 * h + 1];
-            }
-          }
-        }
-      } else {
-        // Requantize the tile (one 1x128 group per row) into the next layer's A operand.
-        // Row amax over this warp's columns: lanes t = 0..3 of a row differ in lane bits 0-1
-#pragma unroll
-        for (int mt = 0; mt < kMmaM; ++mt) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            float amax = 0.0f;
-#pragma unroll
-            for (int nt = 0; nt < kMmaN; ++nt)
-              amax = fmaxf(amax, fmaxf(fabsf(acc[mt][nt][2 * h]), fabsf(acc[mt][nt][2 * h + 1])));
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-            if (t == 0) red[warp_n * BLOCK_M + row0 + mt * 16 + g + h * 8] = amax;
-          }
-        }
-        __syncthreads();
-        // Whole-row amax over the kWarpsN warps of the tile (max is exact in any order), scale, codes
-        uint8_t* const act_out = odd ? act0 : act1;
-        float* const scales_out = odd ? act_scales0 : act_scales1;
-        const int out_stride = l.tiles * kFusedTileN, out_groups = l.tiles;
-#pragma unroll
-        for (int mt = 0; mt < kMmaM; ++mt) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int r = row0 + mt * 16 + g + h * 8;
-            float amax = 0.0f;
-#pragma unroll
-            for (int w = 0; w < kWarpsN; ++w) amax = fmaxf(amax, red[w * BLOCK_M + r]);
-            const float s = GroupScale(amax);
-            uint8_t* dst = act_out + r * out_stride + tile_col;
-#pragma unroll
-            for (int nt = 0; nt < kMmaN; ++nt) {
-              const int col = col0 + nt * 8 + t * 2;
-              *reinterpret_cast<uint16_t*>(dst + Swizzle(r, col >> 4) + (col & 15)) =
-                  QuantizePair(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1], s);
-            }
-            if (warp_n == 0 && t == 0) scales_out[r * out_groups + cur.tile] = s;
-          }
-        }
+      // Barrier B: the next layer's input is complete in every CTA (and the slots are free again)
+      if (!last) {
+        ClusterArrive();
+        ClusterWait();
       }
-#pragma unroll
-      for (int mt = 0; mt < kMmaM; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kMmaN; ++nt)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
     }
-
-    Advance(cur, p);
-    read_stage = read_stage + 1 == kNumStages ? 0 : read_stage + 1;
   }
 }
 

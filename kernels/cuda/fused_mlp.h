@@ -39,6 +39,10 @@ struct FusedMlpArgs {
   int num_layers = 0;
   bool relu = true;            // hidden layers' activation (ReLU or identity); the last has none
   float* y = nullptr;          // [m, layers[num_layers-1].n] FP32 logits
+  // CTAs that share one row block as a thread-block cluster (compute capability 9.0 only): 0 lets
+  // the launcher choose (1 off Hopper); 1, 2, 4 or 8 forces that size (tests). Any size gives the
+  // same logits up to FP32 summation order across K groups, and the same bits on every run.
+  int cluster_size = 0;
 };
 
 // Whether the fused kernel takes this model on this device; when not, `why` says which limit (too

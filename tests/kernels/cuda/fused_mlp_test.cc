@@ -2,14 +2,8 @@
 // (fused_mlp.h), and DeviceMlp::Forward (device_mlp.h) on its fused path, its per-layer chain and
 // kAuto, on random models of several shapes and formats and on the bundled model.
 //
-// The logits' bound is carried through the layers on the host. A hidden layer's GPU output may
-// differ from the reference by its GEMM bound (cuda_test_util.h); requantized for the next layer,
-// such a difference usually leaves the E4M3 code unchanged but can move it one step where the
-// value sits near a rounding boundary, and can shift the group's scale. For each hidden element
-// RequantSpread computes, from the reference value, its bound and the group's possible scales,
-// how far the dequantized input the next GEMM multiplies can be from the reference's; the next
-// layer's bound adds sum_k |w s_w| * that spread. So the check is tight where nothing is near a
-// boundary and still exact where something is. Skips loudly without a GPU, except the test of
+// Each logit is checked against the bound carried through the layers on the host
+// (ReferenceWithBounds, forward_bound.h). Skips loudly without a GPU, except the test of
 // FusedMlpSupported's answers, which needs none.
 #include <cuda_runtime.h>
 
@@ -37,105 +31,17 @@
 #include "kernels/numerics/quantize.h"
 #include "server/model/mlp_model.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
+#include "tests/kernels/cuda/forward_bound.h"
 
 namespace fp8serve::cuda {
 namespace {
 
+using gpu_test::BoundedForward;
 using gpu_test::DeviceBuffer;
 using gpu_test::GpuFixture;
+using gpu_test::ReferenceWithBounds;
 
 constexpr int kBatches[] = {1, 7, 64, 65, 1000};
-
-// ---------------------------------------------------------------------------------------------
-// The reference forward with a bound per logit.
-
-// h [rows, K]: a hidden layer's reference output; din: a bound on |h_gpu - h_ref| per element.
-// Returns a bound on |q_gpu s_gpu - q_ref s_ref| per element after 1x128 requantization.
-// For each group the GPU's amax lies within the largest din of the reference's amax, hence its
-// scale in [s_lo, s_hi]; each element's h_gpu / s_gpu lies in [t_min, t_max]; rounding to E4M3 is
-// monotone, so the GPU's code lies in [Q(t_min), Q(t_max)], and code x scale has its extremes at
-// the corners of that box. Divisions are widened by a few ulps for their own rounding.
-std::vector<double> RequantSpread(const std::vector<float>& h, const std::vector<double>& din, int rows, int K) {
-  const int G = CeilDiv(K, kQuantBlock);
-  std::vector<uint8_t> q(static_cast<size_t>(rows) * K);
-  std::vector<float> s(static_cast<size_t>(rows) * G);
-  QuantizeActivations(h.data(), rows, K, q.data(), s.data());
-  std::vector<double> delta(static_cast<size_t>(rows) * K);
-  constexpr double kWiden = 1e-6;
-  for (int m = 0; m < rows; ++m) {
-    for (int g = 0; g < G; ++g) {
-      const int k0 = g * kQuantBlock, k1 = std::min(K, k0 + kQuantBlock);
-      double amax = 0.0, b = 0.0;
-      for (int k = k0; k < k1; ++k) {
-        const size_t i = static_cast<size_t>(m) * K + k;
-        amax = std::max(amax, std::fabs(static_cast<double>(h[i])));
-        b = std::max(b, din[i]);
-      }
-      const double sr = s[static_cast<size_t>(m) * G + g];
-      const double amax_lo = std::max(0.0, amax - b), amax_hi = amax + b;
-      for (int k = k0; k < k1; ++k) {
-        const size_t i = static_cast<size_t>(m) * K + k;
-        const double dq_ref = DecodeE4M3(q[i]) * sr;
-        if (amax_lo <= 0.0) {
-          // The GPU's group may be all zero (scale 1, every code 0) or have any small scale:
-          // |q_gpu s_gpu| <= |h_gpu| (1 + 2^-4) + half a subnormal step of the largest scale.
-          delta[i] = std::fabs(dq_ref) + (std::fabs(static_cast<double>(h[i])) + din[i]) * (1.0 + 1.0 / 16) +
-                     amax_hi / 448.0 / 1024.0;
-          continue;
-        }
-        const double s_lo = amax_lo / 448.0 * (1.0 - kWiden), s_hi = amax_hi / 448.0 * (1.0 + kWiden);
-        const double lo = h[i] - din[i], hi = h[i] + din[i];
-        double t_min = std::min({lo / s_lo, lo / s_hi, hi / s_lo, hi / s_hi});
-        double t_max = std::max({lo / s_lo, lo / s_hi, hi / s_lo, hi / s_hi});
-        t_min -= std::fabs(t_min) * kWiden;
-        t_max += std::fabs(t_max) * kWiden;
-        const double q_min = RoundToE4M3(static_cast<float>(std::max(t_min, -448.0)));
-        const double q_max = RoundToE4M3(static_cast<float>(std::min(t_max, 448.0)));
-        delta[i] = std::max({std::fabs(s_lo * q_min - dq_ref), std::fabs(s_hi * q_min - dq_ref),
-                             std::fabs(s_lo * q_max - dq_ref), std::fabs(s_hi * q_max - dq_ref)});
-      }
-    }
-  }
-  return delta;
-}
-
-struct BoundedForward {
-  std::vector<float> y;        // [rows, out] the reference logits
-  std::vector<double> bound;   // [rows, out]
-  std::vector<double> l1;      // [rows, out] the last layer's L1 (for the printed error measure)
-};
-
-BoundedForward ReferenceWithBounds(const MlpWeights& mlp, const std::vector<float>& x, int rows) {
-  BoundedForward r;
-  std::vector<float> a = x;  // the layer's FP32 input (identical on both sides for layer 0)
-  std::vector<double> din;   // bound on |a_gpu - a_ref|; empty for layer 0
-  for (size_t li = 0; li < mlp.layers.size(); ++li) {
-    const MlpLayer& l = mlp.layers[li];
-    const bool last = li + 1 == mlp.layers.size();
-    std::vector<float> out(static_cast<size_t>(rows) * l.out);
-    gpu_test::ParallelReferenceLayer(l, a.data(), rows, last ? nullptr : &mlp.activation, out.data());
-    const gpu_test::QuantizedActivations qa = gpu_test::QuantizeForDevice(a.data(), rows, l.in);
-    std::vector<double> delta, l1, spread;
-    if (!din.empty()) delta = RequantSpread(a, din, rows, l.in);
-    gpu_test::ContractMagnitudes(l, qa.q.data(), qa.scales.data(), rows, delta.empty() ? nullptr : delta.data(), &l1, &spread);
-    std::vector<double> bound(l1.size());
-    for (int m = 0; m < rows; ++m) {
-      for (int n = 0; n < l.out; ++n) {
-        const size_t i = static_cast<size_t>(m) * l.out + n;
-        bound[i] = gpu_test::GemmBound(l1[i], spread[i], l.bias.empty() ? 0.0f : l.bias[n]);
-      }
-    }
-    if (last) {
-      r.y = std::move(out);
-      r.bound = std::move(bound);
-      r.l1 = std::move(l1);
-    } else {
-      a = std::move(out);
-      din = std::move(bound);  // ReLU and identity are 1-Lipschitz
-    }
-  }
-  return r;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Models and inputs.
@@ -554,6 +460,120 @@ TEST(FusedMlpSupport, SaysWhyItRejects) {
   EXPECT_FALSE(FusedMlpSupported(args, old, &why));
   EXPECT_FALSE(why.empty());
   std::printf("compute capability 8.0: %s\n", why.c_str());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster variant (compute capability 9.0): LaunchFusedMlp with the cluster size forced to 1,
+// 2, 4 and 8 (the tests above run the launcher's automatic choice), on every batch, each against
+// the bounded reference; and every launch twice: the owner adds the partial sums in a fixed order,
+// so a cluster gives the same bits on every run. The forced sizes cover split layers (a tile's K
+// groups over 2 to 8 CTAs), round-robin layers (tiles >= cluster) and CTAs idle in a layer.
+
+void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const DeviceTraits& traits, cudaStream_t stream,
+                       const std::vector<int>& clusters, bool pixels) {
+  const int max_rows = *std::max_element(std::begin(kBatches), std::end(kBatches));
+  DeviceLayers layers;
+  FP8SERVE_ASSERT_OK(UploadLayers(mlp, &layers));
+  DeviceBuffer dx, dy;
+  FP8SERVE_ASSERT_OK(dx.Allocate(static_cast<size_t>(max_rows) * mlp.input_dim() * sizeof(float)));
+  FP8SERVE_ASSERT_OK(dy.Allocate(static_cast<size_t>(max_rows) * mlp.output_dim() * sizeof(float)));
+  for (int rows : kBatches) {
+    const std::vector<float> x = pixels ? PixelInputs(rows, mlp.input_dim(), 7 * rows + 1)
+                                        : RandomInputs(rows, mlp.input_dim(), 11 * rows + 3);
+    const BoundedForward ref = ReferenceWithBounds(mlp, x, rows);
+    FP8SERVE_ASSERT_OK(
+        FP8SERVE_CUDA_STATUS(cudaMemcpy(dx.get(), x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice)));
+    for (int cluster : clusters) {
+      FusedMlpArgs args = FusedArgsFor(mlp, layers, dx.get<float>(), rows, dy.get<float>());
+      args.cluster_size = cluster;
+      std::vector<float> first;
+      for (int run = 0; run < 2; ++run) {
+        FP8SERVE_ASSERT_OK(dy.Fill(run == 0 ? 0xFF : 0x7F));  // a different poison each run
+        FP8SERVE_ASSERT_OK(LaunchFusedMlp(args, traits, stream));
+        FP8SERVE_ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaStreamSynchronize(stream)));
+        std::vector<float> y(static_cast<size_t>(rows) * mlp.output_dim());
+        FP8SERVE_ASSERT_OK(
+            FP8SERVE_CUDA_STATUS(cudaMemcpy(y.data(), dy.get(), y.size() * sizeof(float), cudaMemcpyDeviceToHost)));
+        if (run == 0) {
+          const CheckResult cr = CheckLogits(ref, y, rows, mlp.output_dim());
+          std::printf("%-28s batch %4d  cluster %d        max|d|/L1 %.3e  bound used %5.3f  argmax rows %4d  %s\n",
+                      name.c_str(), rows, cluster, cr.max_rel_l1, cr.worst, cr.argmax_checked,
+                      cr.failures == 0 ? "ok" : "FAIL");
+          EXPECT_EQ(cr.failures, 0) << name << " batch " << rows << " cluster " << cluster << cr.first;
+          first = std::move(y);
+        } else {
+          EXPECT_EQ(0, std::memcmp(first.data(), y.data(), y.size() * sizeof(float)))
+              << name << " batch " << rows << " cluster " << cluster << ": two runs differ";
+        }
+      }
+    }
+  }
+  std::fflush(stdout);
+}
+
+const std::vector<int> kClusterSizes = {1, 2, 4, 8};
+
+class FusedMlpGpuCluster : public GpuFixture<::testing::TestWithParam<MlpCase>> {};
+
+TEST_P(FusedMlpGpuCluster, ForcedSizesMatchReference) {
+  if (!IsSm90()) {
+    std::fprintf(stderr, "*** CLUSTER TEST SKIPPED: compute capability %d.%d has no thread-block clusters here\n",
+                 traits_.cc_major, traits_.cc_minor);
+    GTEST_SKIP() << "clusters need compute capability 9.0";
+  }
+  const MlpCase& c = GetParam();
+  const MlpWeights mlp = MakeMlp(c, static_cast<uint32_t>(std::hash<std::string>{}(c.name)));
+  CheckClusterSizes(c.name, mlp, traits_, stream_, kClusterSizes, false);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, FusedMlpGpuCluster, ::testing::ValuesIn(ModelCases()),
+                         [](const ::testing::TestParamInfo<MlpCase>& info) { return info.param.name; });
+
+class FusedMlpGpuClusterBundled : public GpuFixture<::testing::Test> {};
+
+TEST_F(FusedMlpGpuClusterBundled, ForcedSizesMatchReference) {
+  if (!IsSm90()) {
+    std::fprintf(stderr, "*** CLUSTER TEST SKIPPED: compute capability %d.%d has no thread-block clusters here\n",
+                 traits_.cc_major, traits_.cc_minor);
+    GTEST_SKIP() << "clusters need compute capability 9.0";
+  }
+  const std::string path = BundledModelPath();
+  if (!std::filesystem::exists(path)) {
+    std::fprintf(stderr, "*** BUNDLED MODEL TEST SKIPPED: %s not found (set FP8SERVE_SOURCE_DIR)\n", path.c_str());
+    GTEST_SKIP() << path << " not found";
+  }
+  absl::StatusOr<MlpModel> model = LoadMlpModel(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  CheckClusterSizes("bundled_fashion_mlp", model->weights, traits_, stream_, kClusterSizes, true);
+}
+
+// The cluster size argument is checked on the host, before any CUDA call: no GPU needed.
+TEST(FusedMlpSupport, RejectsBadClusterSizes) {
+  alignas(16) static uint8_t codes[16];
+  alignas(16) static float scales[4];
+  auto layer = [](int n, int k) {
+    return FusedMlpLayer{n, k, gpu_test::PadTo128(n), gpu_test::PadTo128(k), codes, Fp8Format::kE4M3, scales, nullptr, scales};
+  };
+  FusedMlpArgs args;
+  args.m = 64;
+  args.x = scales;
+  args.y = scales;
+  args.num_layers = 2;
+  args.layers[0] = layer(256, 784);
+  args.layers[1] = layer(10, 256);
+  const DeviceTraits h100;
+  for (int bad : {-1, 3, 16}) {
+    args.cluster_size = bad;
+    const absl::Status st = LaunchFusedMlp(args, h100, nullptr);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << "cluster size " << bad << ": " << st;
+  }
+  DeviceTraits ada = h100;  // sm_89: no clusters in this build
+  ada.cc_major = 8;
+  ada.cc_minor = 9;
+  args.cluster_size = 2;
+  const absl::Status st = LaunchFusedMlp(args, ada, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  std::printf("cluster size 2 on 8.9: %s\n", st.ToString().c_str());
 }
 
 }  // namespace

@@ -735,6 +735,8 @@ class LtChain {
   std::string why_, note_;
 };
 
+__global__ void EmptyKernel() {}
+
 void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaStream_t stream, cublasLtHandle_t lt,
                   Timer& timer, DeviceArray<uint8_t>& lt_workspace, Report& report) {
   const int max_rows = *std::max_element(batches.begin(), batches.end());
@@ -751,6 +753,21 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
               absl::GetFlag(FLAGS_model).c_str(), arch.c_str(), ForwardPathName((*dm)->auto_path()),
               (*dm)->fused_unsupported_reason().empty() ? "" : ", fused unsupported: ", (*dm)->fused_unsupported_reason().c_str());
   std::printf("  cuBLASLt per layer = our 1x128 quantizer + cuBLASLt FP8 GEMM (per-tensor scales) per layer\n");
+  {
+    // The floor of this measurement on this machine: one empty kernel, replayed the same way.
+    Graph g;
+    BENCH_OK(g.Capture(stream, [&] {
+      EmptyKernel<<<1, 32, 0, stream>>>();
+      BENCH_CUDA(cudaGetLastError());
+      return absl::OkStatus();
+    }));
+    Row r;
+    r.section = "forward";
+    r.variant = "empty_kernel";
+    r.us = timer.MedianUs([&](int) { g.Launch(stream); }, false);
+    std::printf("  floor: an empty kernel in a CUDA graph, timed the same way: %s us\n", Us(r.us).c_str());
+    report.Add(r);
+  }
   for (int rows : batches) {
     double t[3] = {NAN, NAN, NAN};
     const char* names[3] = {"fused", "chain", "cublaslt_per_layer"};
@@ -811,6 +828,11 @@ void PrintSummary(const Report& report) {
                 Us(lt_b).c_str(), r.tflops, lt_t / r.us, lt_b / r.us);
   }
   bool header = false;
+  for (const Row& r : rows) {
+    if (r.section == "forward" && r.variant == "empty_kernel") {
+      std::printf("Forward: an empty kernel replayed the same way takes %s us (the floor)\n", Us(r.us).c_str());
+    }
+  }
   for (size_t i = 0; i < rows.size(); ++i) {
     if (rows[i].section != "forward" || rows[i].variant != "fused") continue;
     if (!header) {

@@ -698,8 +698,8 @@ TEST(Fp8GemmArgsTest, BadArgumentsAreInvalidArgumentWithTheReason) {
     ASSERT_TRUE(config.ok());
     EXPECT_EQ(LaunchFp8Gemm(a, *config, nullptr), st) << c.why;
   }
-  // A split-K config without its workspace.
-  absl::StatusOr<GemmConfig> split = SelectGemmConfig(GemmShape{1, 256, 16384}, h100);
+  // A split-K config (the mma.sync kernel's) without its workspace.
+  absl::StatusOr<GemmConfig> split = SelectGemmConfigFor(GemmKernel::kSm89MmaSync, GemmShape{1, 256, 16384}, h100);
   ASSERT_TRUE(split.ok());
   ASSERT_GT(split->k_splits, 1);
   Fp8GemmArgs a = good;

@@ -40,11 +40,13 @@
 
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "kernels/cuda/act_quant.h"
 #include "kernels/cuda/device_mlp.h"
 #include "kernels/cuda/fp8_gemm.h"
+#include "kernels/cuda/fused_mlp.h"
 #include "kernels/cuda/gemm_config.h"
 #include "kernels/numerics/fp8.h"
 #include "server/model/mlp_model.h"
@@ -789,8 +791,29 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
       }
       t[p] = timer.MedianUs([&](int) { g.Launch(stream); }, false);
     }
+    // The fused kernel with each cluster size forced (Hopper; 0 = the launcher's choice above).
+    std::string by_cluster;
+    for (int cluster : {1, 2, 4, 8}) {
+      FusedMlpArgs fa = (*dm)->FusedArgs(x.get(), rows, y.get());
+      fa.cluster_size = cluster;
+      std::string why;
+      if (!FusedMlpSupported(fa, (*dm)->traits(), &why)) continue;
+      Graph g;
+      if (!g.Capture(stream, [&] { return LaunchFusedMlp(fa, (*dm)->traits(), stream); }).ok()) continue;
+      const double us = timer.MedianUs([&](int) { g.Launch(stream); }, false);
+      by_cluster += absl::StrFormat("  C=%d %s", cluster, Us(us).c_str());
+      Row r;
+      r.section = "forward";
+      r.variant = absl::StrCat("fused/cluster", cluster);
+      r.m = rows;
+      r.n = mlp.output_dim();
+      r.k = mlp.input_dim();
+      r.us = us;
+      report.Add(r);
+    }
     std::printf("  batch %6d: fused %9s us  chain %9s us  cuBLASLt per layer %9s us  fused x%.2f vs cuBLASLt\n", rows,
                 Us(t[0]).c_str(), Us(t[1]).c_str(), Us(t[2]).c_str(), t[2] / t[0]);
+    if (!by_cluster.empty()) std::printf("    fused kernel by cluster size (us):%s\n", by_cluster.c_str());
     for (int p = 0; p < 3; ++p) {
       if (!notes[p].empty()) std::printf("    %s: %s\n", names[p], notes[p].c_str());
       Row r;

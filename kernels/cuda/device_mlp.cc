@@ -233,7 +233,7 @@ absl::Status DeviceMlp::Forward(const float* x, int rows, float* y, DeviceWorksp
     return absl::InvalidArgumentError(
         absl::StrCat("workspace on GPU ", ws.device_, " used with a model on GPU ", device_));
   }
-  if (path == ForwardPath::kAuto) path = auto_path_;
+  if (path == ForwardPath::kAuto) path = AutoPath(rows);
   if (path == ForwardPath::kFused) {
     if (!fused_why_.empty()) return absl::FailedPreconditionError(absl::StrCat("fused MLP kernel: ", fused_why_));
     return LaunchFusedMlp(FusedArgs(x, rows, y), traits_, stream);

@@ -49,6 +49,12 @@ class DeviceWorkspace {
   size_t gemm_workspace_bytes_ = 0;
 };
 
+// NOTES: measured on an H200 for the bundled 784-256-10 model (fp8_gemm_bench, graph replays):
+// fused 23.9 us against the chain's 25.7 at 1024 rows, but 160 us against 70 at 16384, where each
+// of the fused kernel's CTAs walks every weight chunk while the chain's GEMMs spread the layers
+// over all SMs.
+inline constexpr int kFusedAutoMaxRows = 2048;
+
 class DeviceMlp {
  public:
   // Uploads `weights` to `device`. FAILED_PRECONDITION when a layer is not FP8 (the CUDA path
@@ -64,8 +70,11 @@ class DeviceMlp {
   int output_dim() const { return output_dim_; }
   size_t weight_bytes() const { return weight_bytes_; }
   const DeviceTraits& traits() const { return traits_; }
-  // What kAuto picks for this model (kFused when the fused kernel takes it).
+  // What kAuto picks for this model at small batches (kFused when the fused kernel takes it).
   ForwardPath auto_path() const { return auto_path_; }
+  // What kAuto picks for a forward of `rows` rows: the fused kernel up to kFusedAutoMaxRows (when it
+  // takes the model), the GEMM chain above, where the chain's wide GEMMs win.
+  ForwardPath AutoPath(int rows) const { return rows <= kFusedAutoMaxRows ? auto_path_ : ForwardPath::kChain; }
   // Why the fused kernel does not take this model (empty when it does).
   const std::string& fused_unsupported_reason() const { return fused_why_; }
 
@@ -78,6 +87,10 @@ class DeviceMlp {
   absl::Status Forward(const float* x, int rows, float* y, DeviceWorkspace& ws, cudaStream_t stream,
                        ForwardPath path = ForwardPath::kAuto) const;
 
+  // The fused kernel's arguments for this model (what Forward's fused path launches), for
+  // benchmarks and tests that launch it with other settings (e.g. a forced cluster size).
+  FusedMlpArgs FusedArgs(const float* x, int rows, float* y) const;
+
  private:
   struct Layer {
     int n = 0, k = 0, n_pad = 0, k_pad = 0;
@@ -88,7 +101,6 @@ class DeviceMlp {
     float* bias = nullptr;        // [n_pad] or nullptr
   };
   DeviceMlp() = default;
-  FusedMlpArgs FusedArgs(const float* x, int rows, float* y) const;
   absl::Status ForwardChain(const float* x, int rows, float* y, DeviceWorkspace& ws, cudaStream_t stream) const;
 
   int device_ = 0;

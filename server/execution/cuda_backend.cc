@@ -194,7 +194,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(const BackendOption
                                               m.output_dim(), ", the weights ", b->in_, " -> ", b->out_));
     }
     spdlog::info("model {}: GPU {}: weights uploaded ({:.2f} MiB), forward: {}{}", options.model, d,
-                 MiB(m.weight_bytes()), m.auto_path() == cuda::ForwardPath::kFused ? "fused MLP kernel" : "GEMM chain",
+                 MiB(m.weight_bytes()), m.auto_path() == cuda::ForwardPath::kFused
+                     ? absl::StrCat("fused MLP kernel up to ", cuda::kFusedAutoMaxRows, " rows, GEMM chain above")
+                     : std::string("GEMM chain"),
                  m.auto_path() == cuda::ForwardPath::kFused
                      ? std::string()
                      : absl::StrCat(" (the fused kernel does not take it: ", m.fused_unsupported_reason(), ")"));
@@ -255,7 +257,12 @@ absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(const BackendOption
   const cuda::DeviceMlp& first = *b->gpus_.front().mlp;
   b->describe_ = absl::StrCat(
       "cuda, ", b->instances_, " instance(s) on GPU ", absl::StrJoin(on, ","), ", ", streams, " stream(s) each, ",
-      first.auto_path() == cuda::ForwardPath::kFused ? "fused kernel" : "GEMM chain", ", ",
+      first.auto_path() == cuda::ForwardPath::kFused
+          ? (b->max_rows_ > cuda::kFusedAutoMaxRows ? "fused kernel (GEMM chain above " +
+                                                          std::to_string(cuda::kFusedAutoMaxRows) + " rows)"
+                                                    : std::string("fused kernel"))
+          : std::string("GEMM chain"),
+      ", ",
       graphs ? absl::StrCat("CUDA graphs for ", b->buckets_.size(), " batch sizes up to ", b->max_rows_)
              : "direct launches",
       absl::StrFormat(", %.1f MiB workspace per stream", MiB(b->slots_.front().ws->bytes())));

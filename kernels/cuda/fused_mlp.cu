@@ -36,17 +36,38 @@ struct FusedSmemLayout {
   uint32_t act_offset[2] = {0, 0};
   uint32_t scale_offset[2] = {0, 0};
   uint32_t red_offset = 0;
-  uint32_t slot_offset = 0;
+  uint32_t slot_offset[kFusedMaxLayers] = {};
+  uint32_t bar_offset = 0;
   size_t bytes = 0;
 };
 
 // CTAs of a `cluster` that share one tile of layer l (FusedLayerParams::parts): 1 when the layer
-// has at least as many tiles as the cluster has CTAs (whole tiles round-robin), else as many as the
-// cluster holds per tile, at most one per K group.
+// has at least as many tiles as the cluster has CTAs (whole tiles round-robin) or at most two K
+// groups per tile, else as many as the cluster holds per tile, at most one per K group.
+// NOTES: splitting a tile costs its owner a wait for the contributors' partial tiles (a round trip
+// through distributed shared memory, more than one chunk's MMAs); with two K groups it would save
+// one chunk, so a small last layer (e.g. 256 -> 10) stays whole in one CTA.
 int LayerParts(const FusedMlpLayer& l, int cluster) {
   const int tiles = l.n_pad / kFusedTileN, groups = l.k_pad / kFusedTileK;
-  if (tiles >= cluster) return 1;
+  if (tiles >= cluster || groups <= 2) return 1;
   return std::min(cluster / tiles, groups);
+}
+
+// FusedLayerParams::rank_work for layer l with `parts` in a cluster of `cluster` CTAs: rank r
+// takes tiles r, r + cluster, ... whole (parts 1), or contributor q = r % parts of tile r / parts,
+// K groups [q * G / parts, (q + 1) * G / parts); ranks past the cluster get no work.
+void FillRankWork(const FusedMlpLayer& l, int parts, int cluster, uint32_t (&work)[kFusedMaxCluster]) {
+  const int groups = l.k_pad / kFusedTileK;
+  for (int r = 0; r < kFusedMaxCluster; ++r) {
+    int tile = 0xff, g0 = 0, g1 = 0;
+    if (r < cluster && parts == 1) {
+      tile = r, g0 = 0, g1 = groups;
+    } else if (r < cluster) {
+      const int q = r % parts;
+      tile = r / parts, g0 = q * groups / parts, g1 = (q + 1) * groups / parts;
+    }
+    work[r] = static_cast<uint32_t>(tile) | (static_cast<uint32_t>(g0) << 8) | (static_cast<uint32_t>(g1) << 16);
+  }
 }
 
 FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& inst, int cluster) {
@@ -65,11 +86,17 @@ FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& in
   }
   s.red_offset = static_cast<uint32_t>(off);
   off += static_cast<size_t>(RoundUp(FusedWarpsN(inst.block_m) * inst.block_m * 4, 128));
-  // One partial-tile slot per contributor beyond the owner of the most split layer
-  int slots = 0;
-  for (int l = 0; l < a.num_layers; ++l) slots = std::max(slots, LayerParts(a.layers[l], cluster) - 1);
-  s.slot_offset = static_cast<uint32_t>(off);
-  off += static_cast<size_t>(slots) * inst.block_m * kFusedTileN * 4;
+  // Every split layer has its own partial-tile slots, one per contributor beyond the owner.
+  // NOTES: nothing orders an owner's reads of one layer's slots before a later layer's contributors
+  // store into them except a long chain of barriers; separate slots need no argument.
+  for (int l = 0; l < a.num_layers; ++l) {
+    const int parts = cluster > 1 ? LayerParts(a.layers[l], cluster) : 1;
+    if (parts == 1) continue;
+    s.slot_offset[l] = static_cast<uint32_t>(off);
+    off += static_cast<size_t>(parts - 1) * inst.block_m * kFusedTileN * 4;
+  }
+  s.bar_offset = static_cast<uint32_t>(off);  // a multiple of 128: every region above is
+  off += kFusedBarrierBytes;
   s.bytes = off;
   return s;
 }
@@ -138,8 +165,8 @@ bool ClustersAvailable(const DeviceTraits& device) { return device.cc_major == 9
 // layer (C <= its tiles x K groups), and whose partial-sum slots fit in shared memory; else 1.
 // NOTES: a small batch has few row blocks, and a CTA walks its row block's chunks one after another
 // (about 3,000 cycles each, a chain of dependent instructions); C CTAs per row block cut that chain
-// to about 1/C of the chunks, plus two cluster barriers per layer. 8 is the portable cluster size
-// limit. Off compute capability 9.0 there are no clusters in this build: 1.
+// to about 1/C of the chunks, plus a round trip through distributed shared memory per layer. 8 is
+// the portable cluster size limit. Off compute capability 9.0 there are no clusters in this build: 1.
 int SelectClusterSize(const FusedMlpArgs& a, const DeviceTraits& device, const FusedInstance& inst, long long row_blocks) {
   if (!ClustersAvailable(device)) return 1;
   int widest = 0;
@@ -264,14 +291,18 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
                                                    " bytes of shared memory per block, the device allows ",
                                                    device.smem_per_block_optin));
   }
-  for (int i = 0; i < args.num_layers; ++i) p.layers[i].parts = LayerParts(args.layers[i], cluster);
+  for (int i = 0; i < args.num_layers; ++i) {
+    p.layers[i].parts = cluster > 1 ? LayerParts(args.layers[i], cluster) : 1;
+    p.layers[i].slot_offset = smem.slot_offset[i];
+    FillRankWork(args.layers[i], p.layers[i].parts, cluster, p.layers[i].rank_work);
+  }
   p.cluster_size = cluster;
   for (int b = 0; b < 2; ++b) {
     p.act_offset[b] = smem.act_offset[b];
     p.scale_offset[b] = smem.scale_offset[b];
   }
   p.red_offset = smem.red_offset;
-  p.slot_offset = smem.slot_offset;
+  p.bar_offset = smem.bar_offset;
 
   switch (which) {
     case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages>(p, smem.bytes, stream);

@@ -8,7 +8,7 @@
 //      with 1x128 scales, straight into shared memory;
 //   2. every layer's work units are its (128-column output tile, 128-K group) chunks, dealt out to
 //      the C CTAs by rank r (FusedLayerParams::parts, chosen by the launcher):
-//        parts == 1 (tiles >= C, or a single K group): CTA r owns tiles r, r + C, ... whole;
+//        parts == 1 (tiles >= C, or at most two K groups): CTA r owns tiles r, r + C, ... whole;
 //        parts == P > 1 (tiles < C): tile j goes to the P CTAs j * P .. j * P + P - 1, contributor
 //          q = r % P takes K groups [q * G / P, (q + 1) * G / P), and q = 0 owns the tile;
 //      for each of its chunks a CTA streams the weight chunk W[tile rows, group] (16 KB) through a
@@ -16,32 +16,41 @@
 //      rows x WARP_N columns of the tile) run 4 x m16n8k32 MMAs into a fresh accumulator and
 //      promote it in FP32:  acc += (a_scale[row, group] * b_scale[tile, group]) * P_group;
 //   3. a split tile's contributors q > 0 store their FP32 partial sums into slot q - 1 of the
-//      owner's shared memory (distributed shared memory), then the cluster barrier; the owner adds
-//      the slots to its own partial in rank order, acc = ((P_0 + P_1) + P_2) + ..., a fixed order,
-//      so the result is the same bits on every run. The only difference to a single CTA is FP32
-//      summation order across K groups, which the numeric contract allows;
+//      owner's shared memory (distributed shared memory, st.async counted in bytes on the owner's
+//      partial mbarrier of the layer); only the owner waits for them. It adds the slots to its own
+//      partial in rank order, acc = ((P_0 + P_1) + P_2) + ..., a fixed order, so the result is the
+//      same bits on every run. The only difference to a single CTA is FP32 summation order across
+//      K groups, which the numeric contract allows;
 //   4. the tile's owner runs the epilogue: v = acc * col_scale + bias; hidden layers apply ReLU and
 //      requantize the tile (one 1x128 output group per row, so the amax stays inside the CTA) into
 //      the other activation buffer, then copy the tile's codes and scales into that buffer of every
-//      CTA of the cluster; a cluster barrier, and the next layer reads them. The last layer's owners
-//      write FP32 logits to global memory.
+//      CTA that works in the next layer (st.async counted on the receiver's activation mbarrier of
+//      the layer); a CTA waits for it before its first chunk of the next layer. The last layer's
+//      owners write FP32 logits to global memory.
 // A CTA's own chunk sequence (layer, tile, group) is flat, so the ring prefetches the next tile's and
-// the next layer's weights while the current tile's epilogue and the cluster barriers run. Only bytes
-// that can be nonzero are streamed: weight rows up to round_up(n, 16) of a tile and K columns up to
+// the next layer's weights while the current tile's epilogue and the waits for other CTAs run. Only
+// bytes that can be nonzero are streamed: weight rows up to round_up(n, 16) of a tile and K columns up to
 // round_up(k, 32) of a group (a 10-wide last layer loads 16 rows, not 128; a 784-wide input's last
 // group 32 columns). With C = 1 every tile is whole in one CTA, and the kernel is exactly the
 // one-CTA-per-row-block forward: each output element computed by one thread in a fixed order.
 //
-// Cluster barriers (barrier.cluster.arrive.release / wait.acquire, executed by every thread of every
-// CTA the same number of times, since every decision behind them is uniform over the cluster):
-//   start: arrive at kernel entry, wait after the input quantization: every CTA of the cluster is
-//          running before anyone stores into its shared memory;
-//   A(l):  after layer l's chunks, only in a layer with split tiles: the partial slots are written;
-//   B(l):  after layer l's epilogues, hidden layers only: the next layer's activations are complete
-//          in every CTA. B(l) also orders the owner's reads of the slots (before its B(l) arrive)
-//          before the slots' next writers (after their B(l) wait), so one set of slots serves all
-//          layers; and every store into a CTA's shared memory precedes a barrier that CTA waits on,
-//          so no CTA exits while another may still write into it.
+// Synchronization in a cluster (every decision behind it is uniform over the CTA; the tables and
+// byte counts come from the same rank_work table on the sending and on the receiving side):
+//   start barrier (barrier.cluster): arrive after thread 0 has initialized the CTA's mbarriers and
+//          announced the bytes each will receive, wait after the input quantization: every CTA of
+//          the cluster is running with its barriers set up before anyone stores into it;
+//   mbarriers, one per layer and kind, each completing once (phase 0): partial(l) in the owner of
+//          a split tile, (parts - 1) slots of bytes; activation(l) in each CTA that works in layer
+//          l + 1, BLOCK_M x (128 + 4) bytes per tile of layer l that another CTA owns. st.async's
+//          complete-tx is a release at cluster scope and the waits acquire at cluster scope, so a
+//          wait makes the data visible, and orders everything the sender did before (its reads of
+//          its own input included) before what the waiter does after;
+//   exit barrier (barrier.cluster): arrive once the CTA has issued its last store into another CTA,
+//          wait before exiting. Every byte sent to a CTA is also awaited by it (a CTA only receives
+//          what it consumes), so this is a second line: no CTA leaves while a peer may still store.
+// Partial slots are separate per split layer, so no slot is ever written twice. An activation buffer
+// is written (layer l's output) only by CTAs that have waited for all of layer l - 1's output, which
+// was sent after every reader of that buffer (layer l - 1's input) was done with it.
 //
 // NOTES: the weight format (E4M3 / E5M2) is a per-layer runtime property. The MMA loop is a
 // template on it and the kernel branches once per chunk on the layer's flag (warp-uniform, free),
@@ -52,8 +61,9 @@
 //   act[0], act[1]             E4M3 activations [BLOCK_M][width], 128-byte K groups swizzled
 //   act_scales[0], [1]         FP32 [BLOCK_M][width / 128]
 //   red                        FP32 [kWarpsN][BLOCK_M]: per-warp row amax of the tile being requantized
-//   slots                      FP32 [max parts - 1][BLOCK_M x 128] partial tiles from contributors, in
+//   slots of each split layer  FP32 [parts - 1][BLOCK_M x 128] partial tiles from contributors, in
 //                              the accumulator's register order ([mt][nt] float4, then thread)
+//   mbarriers                  partial[kFusedMaxLayers], activation[kFusedMaxLayers] (8 bytes each)
 // Layer l reads act[l % 2] and writes act[(l + 1) % 2].
 //
 // Fragment layouts of mma.m16n8k32 with 8-bit A/B (PTX ISA, "Matrix Fragments for mma.m16n8k32"),
@@ -78,6 +88,8 @@ namespace fp8serve::cuda {
 // ---- Shape constants shared by the kernel and its launcher ----------------------------------------
 
 inline constexpr int kFusedNumThreads = 256;
+inline constexpr int kFusedMaxCluster = 8;     // CTAs per row block, at most (the portable cluster size)
+inline constexpr int kFusedBarrierBytes = 2 * kFusedMaxLayers * 8;  // partial and activation mbarrier per layer
 inline constexpr int kFusedNumWarps = kFusedNumThreads / 32;
 inline constexpr int kFusedTileN = 128;  // output columns per weight tile: exactly one output 1x128 group
 inline constexpr int kFusedTileK = 128;  // K per pipeline stage: exactly one promotion group
@@ -107,6 +119,11 @@ struct FusedLayerParams {
   int tiles = 0;                       // n_pad / 128
   int e5m2 = 0;                        // weight codes are E5M2 (else E4M3)
   int parts = 1;                       // CTAs sharing one tile's K groups (1: whole tiles round-robin)
+  uint32_t slot_offset = 0;            // this layer's partial-sum slots in shared memory (parts > 1 only)
+  // Work of cluster rank r (filled by the launcher from parts, see the header comment): bits 0-7 its
+  // first tile (>= tiles: no work in this layer), 8-15 the first and 16-23 one past the last K group
+  // of its range. A table, so that the kernel never divides by parts.
+  uint32_t rank_work[kFusedMaxCluster] = {};
 };
 
 struct FusedMlpParams {
@@ -121,7 +138,7 @@ struct FusedMlpParams {
   uint32_t act_offset[2] = {0, 0};     // dynamic shared memory byte offsets
   uint32_t scale_offset[2] = {0, 0};
   uint32_t red_offset = 0;
-  uint32_t slot_offset = 0;            // partial-sum slots (cluster_size > 1 only)
+  uint32_t bar_offset = 0;             // mbarriers: [2][kFusedMaxLayers] x 8 bytes (cluster_size > 1 only)
   int cluster_size = 1;                // CTAs per row block (a cluster along x when > 1; sm_90 only)
 };
 
@@ -200,14 +217,8 @@ __device__ __forceinline__ int ClusterRank() {
 #endif
 }
 
-// Arrive with release semantics: this thread's earlier shared-memory stores (local and remote)
-// are visible to every thread of the cluster that has waited on this barrier phase.
-__device__ __forceinline__ void ClusterArrive() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-#endif
-}
-// Arrive with nothing to publish (the start barrier: "this CTA is running").
+// Arrive without publishing anything: the start barrier ("this CTA is running, its mbarriers are
+// initialized") and the exit barrier ("this CTA has issued all its stores into other CTAs").
 __device__ __forceinline__ void ClusterArriveRelaxed() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
@@ -230,23 +241,76 @@ __device__ __forceinline__ uint32_t MapToRank(uint32_t smem_addr, int rank) {
 #endif
 }
 
-__device__ __forceinline__ void StoreRemote(uint32_t cluster_addr, const uint4& v) {
+// mbarrier with an arrival count of `count` (one thread; fence before any other thread of the
+// cluster uses it).
+__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("st.shared::cluster.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(cluster_addr), "r"(v.x), "r"(v.y),
-               "r"(v.z), "r"(v.w)
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+#endif
+}
+// Makes this thread's mbarrier.inits visible to the cluster (with the start cluster barrier after it).
+__device__ __forceinline__ void MbarInitFence() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+// The barrier's one arrival of phase 0, announcing `bytes` of st.async data to come.
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+#endif
+}
+// Waits until phase `parity` of the local barrier completes. Acquire at cluster scope: the data
+// that other CTAs' st.async counted on it (whose complete-tx is a release at cluster scope) is
+// visible to this thread afterwards.
+// NOTES: a byte count that never arrives would hang the GPU until the process is killed. After
+// kFusedMbarMaxTries failed tries (seconds; no correct wait comes near it) the thread traps, so the
+// launch fails with cudaErrorLaunchFailure and the test names the case.
+inline constexpr uint32_t kFusedMbarMaxTries = 1u << 26;
+__device__ __forceinline__ void MbarWaitCluster(uint32_t bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n"
+      ".reg .pred ready, more;\n"
+      ".reg .u32 tries;\n"
+      "mov.u32 tries, 0;\n"
+      "FUSED_WAIT_RETRY:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 ready, [%0], %1;\n"
+      "@ready bra FUSED_WAIT_DONE;\n"
+      "add.u32 tries, tries, 1;\n"
+      "setp.lt.u32 more, tries, %2;\n"
+      "@more bra FUSED_WAIT_RETRY;\n"
+      "trap;\n"
+      "FUSED_WAIT_DONE:\n"
+      "}\n" ::"r"(bar),
+      "r"(parity), "n"(kFusedMbarMaxTries)
+      : "memory");
+#endif
+}
+
+// Stores into another CTA's shared memory (shared::cluster addresses of the destination and of an
+// mbarrier of the same CTA), counted in bytes on that mbarrier when they land.
+__device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, const uint4& v, uint32_t cluster_bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
+                   cluster_addr),
+               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(cluster_bar)
                : "memory");
 #endif
 }
-__device__ __forceinline__ void StoreRemote(uint32_t cluster_addr, const float (&v)[4]) {
+__device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, const float (&v)[4], uint32_t cluster_bar) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(cluster_addr), "f"(v[0]), "f"(v[1]),
-               "f"(v[2]), "f"(v[3])
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
+                   cluster_addr),
+               "f"(v[0]), "f"(v[1]), "f"(v[2]), "f"(v[3]), "r"(cluster_bar)
                : "memory");
 #endif
 }
-__device__ __forceinline__ void StoreRemote(uint32_t cluster_addr, float v) {
+__device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, float v, uint32_t cluster_bar) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(cluster_addr), "f"(v) : "memory");
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];\n" ::"r"(cluster_addr),
+               "f"(v), "r"(cluster_bar)
+               : "memory");
 #endif
 }
 
@@ -261,31 +325,33 @@ __device__ __forceinline__ float GroupScale(float amax) {
   return s > 0.0f ? s : 1.0f;
 }
 
-// Position in this CTA's chunk sequence: layer, output tile, K group, and the end of the tile's K
-// range that this CTA works on. layer == num_layers: past the end.
+// Position in this CTA's chunk sequence: layer, output tile, K group, the end of the tile's K range
+// that this CTA works on, and whether it owns the tile (runs its epilogue: its range starts at
+// group 0). layer == num_layers: past the end.
 struct ChunkCursor {
   int layer = 0;
   int tile = 0;
   int group = 0;
   int group_end = 0;
+  bool owner = false;
 };
 
-// This CTA's (rank's) first tile of `layer` and its K range (see the header comment for the
-// split); false when the CTA has no work in the layer.
+// This CTA's (rank's) first tile of `layer` and its K range (the launcher's rank_work table, see
+// the header comment for the split); false when the CTA has no work in the layer.
 __device__ __forceinline__ bool FirstOfLayer(const FusedMlpParams& p, int layer, int rank, ChunkCursor& c) {
   const FusedLayerParams& l = p.layers[layer];
+  const uint32_t w = l.rank_work[rank];
   c.layer = layer;
-  if (l.parts == 1) {
-    c.tile = rank;
-    c.group = 0;
-    c.group_end = l.groups;
-  } else {
-    const int q = rank % l.parts;
-    c.tile = rank / l.parts;
-    c.group = q * l.groups / l.parts;
-    c.group_end = (q + 1) * l.groups / l.parts;
-  }
+  c.tile = static_cast<int>(w & 0xffu);
+  c.group = static_cast<int>((w >> 8) & 0xffu);
+  c.group_end = static_cast<int>(w >> 16);
+  c.owner = c.group == 0;
   return c.tile < l.tiles;
+}
+
+// Whether cluster rank r has any chunk in layer l.
+__device__ __forceinline__ bool HasWork(const FusedLayerParams& l, int r) {
+  return static_cast<int>(l.rank_work[r] & 0xffu) < l.tiles;
 }
 
 // Moves `c` to this CTA's first chunk in `layer` or a later layer, or past the end.
@@ -310,11 +376,6 @@ __device__ __forceinline__ void Advance(ChunkCursor& c, const FusedMlpParams& p,
   SeekLayer(p, c.layer + 1, rank, c);
 }
 
-// Whether this CTA owns the tile its chunk `c` belongs to (runs its epilogue).
-__device__ __forceinline__ bool OwnsTile(const FusedLayerParams& l, int rank) {
-  return l.parts == 1 || rank % l.parts == 0;
-}
-
 // Weight rows of `tile` that hold real columns, rounded up to whole 16-row ldmatrix pairs (rows
 // past n are zero in the padded layout, so loading up to the round-up is exact).
 __device__ __forceinline__ int RowsToLoad(const FusedLayerParams& l, int tile) {
@@ -332,7 +393,7 @@ __device__ __forceinline__ int KStepsOf(const FusedLayerParams& l, int group) {
 }
 
 // Issues the cp.asyncs of one chunk into `stage` (the caller commits the group).
-__device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkCursor& c, int rank, uint8_t* stage) {
+__device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkCursor& c, uint8_t* stage) {
   const FusedLayerParams& l = p.layers[c.layer];
   const int rows = RowsToLoad(l, c.tile);
   const int chunks = KStepsOf(l, c.group) * 2;  // 16-byte chunks per row
@@ -349,7 +410,7 @@ __device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkC
   }
   // The tile's epilogue operands ride with the owner's last K group of the tile.
   const int tid = static_cast<int>(threadIdx.x);
-  if (c.group == c.group_end - 1 && OwnsTile(l, rank)) {
+  if (c.group == c.group_end - 1 && c.owner) {
     if (tid < 32) {
       if (l.col_scales != nullptr)
         CpAsync16(dst + kFusedStageColScaleOffset + tid * 16, l.col_scales + c.tile * kFusedTileN + tid * 4);
@@ -363,55 +424,72 @@ __device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkC
 
 // Quantizes K groups [group0, group0 + num_groups) of the CTA's FP32 input rows to E4M3 1x128
 // groups in act / scales (row stride k_pad; the other groups are left unwritten: this CTA's layer-0
-// chunks never read them). One warp per (row, group); each lane holds 4 consecutive columns, so it
-// writes one 32-bit word. Rows past m and columns past k_in are zeros (code 0, and scale 1 for an
-// all-zero group).
+// chunks never read them). One warp per (row, group): warp w takes rows w, w + 8, ... of every group;
+// each lane holds 4 consecutive columns, so it writes one 32-bit word. Rows past m and columns past
+// k_in are zeros (code 0, and scale 1 for an all-zero group).
 template <int BLOCK_M>
 __device__ __forceinline__ void QuantizeInput(const FusedMlpParams& p, int block_row, int group0, int num_groups,
                                               uint8_t* act, float* scales, int warp, int lane) {
-  // NOTES: kBatch tasks per warp are loaded before any is reduced: a 16-row block has at most
-  // 16 x 8 groups / 8 warps = 16 tasks per warp, so its whole input (up to 64 KB) is in flight at
-  // once and costs one memory round trip, not one per group.
+  // NOTES: up to kBatch (row, group) tasks per warp are loaded before any is reduced: a 16-row
+  // block has at most 2 rows x 8 groups = 16 tasks per warp, so its whole input (up to 64 KB) is in
+  // flight at once and costs one memory round trip, not one per group. Rows and groups of a task
+  // are compile-time offsets from two base pointers (no index division), and a warp stops at the
+  // CTA's last group, so a CTA with one or two groups runs one or two tasks' worth of code per row.
+  constexpr int kRowsPerWarp = BLOCK_M / kFusedNumWarps;
   constexpr int kBatch = 16;
+  constexpr int kGroupsPerBatch = kBatch / kRowsPerWarp;
+  static_assert(BLOCK_M % kFusedNumWarps == 0, "every warp takes the same rows of every group");
+  static_assert(kGroupsPerBatch >= 1, "a batch holds at least one group of every row of the warp");
   const int groups = p.layers[0].groups, stride = p.layers[0].k_pad, k = p.k_in;
-  const int tasks = BLOCK_M * num_groups;
-  for (int t0 = warp; t0 < tasks; t0 += kFusedNumWarps * kBatch) {
-    float v[kBatch][4];
+  for (int gb = 0; gb < num_groups; gb += kGroupsPerBatch) {
+    // Column of this lane in the batch's first group; row j's pointer to it
+    const int c0 = (group0 + gb) * kFusedTileK + lane * 4;
+    const float* xr[kRowsPerWarp];
 #pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-      const int task = t0 + j * kFusedNumWarps;
-      const int r = task / num_groups, grp = group0 + task - r * num_groups;
-      const int row = block_row + r, c = grp * 128 + lane * 4;
+    for (int j = 0; j < kRowsPerWarp; ++j)
+      xr[j] = p.x + static_cast<size_t>(block_row + warp + j * kFusedNumWarps) * k + c0;
+    float v[kGroupsPerBatch][kRowsPerWarp][4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) v[j][i] = 0.0f;
-      if (task < tasks && row < p.m) {
-        const float* src = p.x + static_cast<size_t>(row) * k + c;
-        if (p.x_vec4) {
-          if (c < k) {
-            const float4 f = __ldg(reinterpret_cast<const float4*>(src));
-            v[j][0] = f.x, v[j][1] = f.y, v[j][2] = f.z, v[j][3] = f.w;
+    for (int i = 0; i < kGroupsPerBatch; ++i) {
+      if (gb + i >= num_groups) break;  // warp-uniform
+      const int c = c0 + i * kFusedTileK;
+#pragma unroll
+      for (int j = 0; j < kRowsPerWarp; ++j) {
+        const int row = block_row + warp + j * kFusedNumWarps;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.0f;
+        if (row < p.m) {
+          const float* src = xr[j] + i * kFusedTileK;
+          if (p.x_vec4) {
+            if (c < k) {
+              const float4 f = __ldg(reinterpret_cast<const float4*>(src));
+              v[i][j][0] = f.x, v[i][j][1] = f.y, v[i][j][2] = f.z, v[i][j][3] = f.w;
+            }
+          } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (c + e < k) v[i][j][e] = __ldg(src + e);
           }
-        } else {
-#pragma unroll
-          for (int i = 0; i < 4; ++i)
-            if (c + i < k) v[j][i] = __ldg(src + i);
         }
       }
     }
 #pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-      const int task = t0 + j * kFusedNumWarps;
-      if (task >= tasks) break;  // warp-uniform
-      const int r = task / num_groups, grp = group0 + task - r * num_groups;
-      // Group amax (fmaxf ignores NaN, like the CPU), then the scale and the codes
-      float amax = fmaxf(fmaxf(fabsf(v[j][0]), fabsf(v[j][1])), fmaxf(fabsf(v[j][2]), fabsf(v[j][3])));
+    for (int i = 0; i < kGroupsPerBatch; ++i) {
+      if (gb + i >= num_groups) break;  // warp-uniform
+      const int grp = group0 + gb + i;
 #pragma unroll
-      for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-      const float s = GroupScale(amax);
-      const uint32_t lo = QuantizePair(v[j][0], v[j][1], s), hi = QuantizePair(v[j][2], v[j][3], s);
-      *reinterpret_cast<uint32_t*>(act + r * stride + grp * 128 + Swizzle(r, lane >> 2) + (lane & 3) * 4) =
-          lo | (hi << 16);
-      if (lane == 0) scales[r * groups + grp] = s;
+      for (int j = 0; j < kRowsPerWarp; ++j) {
+        const int r = warp + j * kFusedNumWarps;
+        // Group amax (fmaxf ignores NaN, like the CPU), then the scale and the codes
+        float amax = fmaxf(fmaxf(fabsf(v[i][j][0]), fabsf(v[i][j][1])), fmaxf(fabsf(v[i][j][2]), fabsf(v[i][j][3])));
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+        const float s = GroupScale(amax);
+        const uint32_t lo = QuantizePair(v[i][j][0], v[i][j][1], s), hi = QuantizePair(v[i][j][2], v[i][j][3], s);
+        *reinterpret_cast<uint32_t*>(act + r * stride + grp * kFusedTileK + Swizzle(r, lane >> 2) + (lane & 3) * 4) =
+            lo | (hi << 16);
+        if (lane == 0) scales[r * groups + grp] = s;
+      }
     }
   }
 }
@@ -499,16 +577,19 @@ __device__ __forceinline__ int PairsValid(const FusedLayerParams& l, int tile, i
   return pairs < 0 ? 0 : (pairs > kMmaN / 2 ? kMmaN / 2 : pairs);
 }
 
-// A contributor's partial tile into the owner's slot (shared::cluster address `slot`), in register
-// order: float4 (mt, nt) of thread tid at index (mt * kMmaN + nt) * kFusedNumThreads + tid, so the
-// owner's thread tid reads back exactly its own fragment positions, 16 contiguous bytes per lane.
+// A contributor's partial tile into the owner's slot (shared::cluster address `slot`, counted on
+// the owner's partial mbarrier `bar`), in register order: float4 (mt, nt) of thread tid at index
+// (mt * kMmaN + nt) * kFusedNumThreads + tid, so the owner's thread tid reads back exactly its own
+// fragment positions, 16 contiguous bytes per lane. Every thread sends its whole fragment (zeros in
+// a warp without real columns), so the owner expects exactly one slot of bytes per contributor.
 template <int kMmaM, int kMmaN>
-__device__ __forceinline__ void SendPartial(uint32_t slot, const float (&acc)[kMmaM][kMmaN][4], int tid) {
+__device__ __forceinline__ void SendPartial(uint32_t slot, uint32_t bar, const float (&acc)[kMmaM][kMmaN][4],
+                                            int tid) {
 #pragma unroll
   for (int mt = 0; mt < kMmaM; ++mt)
 #pragma unroll
     for (int nt = 0; nt < kMmaN; ++nt)
-      StoreRemote(slot + static_cast<uint32_t>(((mt * kMmaN + nt) * kFusedNumThreads + tid) * 16), acc[mt][nt]);
+      StoreAsync(slot + static_cast<uint32_t>(((mt * kMmaN + nt) * kFusedNumThreads + tid) * 16), acc[mt][nt], bar);
 }
 
 // The owner adds one contributor's partial tile (local slot, SendPartial's order) to its own.
@@ -546,7 +627,7 @@ template <int BLOCK_M, int kMmaM, int kMmaN>
 __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const FusedLayerParams& l, bool last, int tile,
                                              const uint8_t* stage, float (&acc)[kMmaM][kMmaN][4], int block_row,
                                              int warp_n, int row0, int col0, int lane, float* red, uint8_t* act_out,
-                                             float* scales_out, int cluster, int rank) {
+                                             float* scales_out, uint32_t receivers, uint32_t act_bar) {
   constexpr int kWarpsN = FusedWarpsN(BLOCK_M);
   const int g = lane >> 2, t = lane & 3;
   const float* cs = reinterpret_cast<const float*>(stage + kFusedStageColScaleOffset);
@@ -631,9 +712,11 @@ __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const Fuse
     }
   }
 
-  if (cluster > 1) {
+  if (receivers != 0) {
     // Copy the tile's codes ([BLOCK_M][128 B], 16-byte chunks at the same offsets, swizzle included)
-    // and its scale column to the other CTAs; they read them after the layer's cluster barrier
+    // and its scale column to the CTAs of the cluster that work in the next layer (bit d of
+    // receivers: rank d), counted on their activation mbarrier act_bar of this layer:
+    // BLOCK_M * (128 + 4) bytes per tile and receiver
     __syncthreads();
     const int tid = static_cast<int>(threadIdx.x);
     for (int i = tid; i < BLOCK_M * 9; i += kFusedNumThreads) {
@@ -641,21 +724,62 @@ __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const Fuse
         const int off = (i >> 3) * out_stride + tile_col + (i & 7) * 16;
         const uint4 v = *reinterpret_cast<const uint4*>(act_out + off);
         const uint32_t addr = SmemAddr(act_out + off);
-        for (int d = 1; d < cluster; ++d) {
-          const int dst_rank = rank + d < cluster ? rank + d : rank + d - cluster;
-          StoreRemote(MapToRank(addr, dst_rank), v);
+        for (uint32_t m = receivers; m != 0; m &= m - 1) {
+          const int d = __ffs(static_cast<int>(m)) - 1;
+          StoreAsync(MapToRank(addr, d), v, MapToRank(act_bar, d));
         }
       } else {
         float* src = scales_out + (i - BLOCK_M * 8) * out_groups + tile;
         const float v = *src;
         const uint32_t addr = SmemAddr(src);
-        for (int d = 1; d < cluster; ++d) {
-          const int dst_rank = rank + d < cluster ? rank + d : rank + d - cluster;
-          StoreRemote(MapToRank(addr, dst_rank), v);
+        for (uint32_t m = receivers; m != 0; m &= m - 1) {
+          const int d = __ffs(static_cast<int>(m)) - 1;
+          StoreAsync(MapToRank(addr, d), v, MapToRank(act_bar, d));
         }
       }
     }
   }
+}
+
+// ---- Cluster bookkeeping (every value below is uniform over the CTA) -------------------------------
+
+// Tiles of layer l whose epilogue rank r runs.
+__device__ __forceinline__ int OwnedTiles(const FusedLayerParams& l, int r, int cluster) {
+  const uint32_t w = l.rank_work[r];
+  const int tile = static_cast<int>(w & 0xffu);
+  if (tile >= l.tiles || ((w >> 8) & 0xffu) != 0) return 0;  // no work, or a contributor
+  if (l.parts > 1) return 1;
+  int n = 0;
+  for (int t = tile; t < l.tiles; t += cluster) ++n;
+  return n;
+}
+
+// Bytes of st.async data that rank r's partial mbarrier of layer l receives: one slot from each
+// contributor when r owns a split tile.
+template <int BLOCK_M>
+__device__ __forceinline__ uint32_t PartialBytes(const FusedLayerParams& l, int r, int cluster) {
+  if (l.parts == 1 || OwnedTiles(l, r, cluster) == 0) return 0;
+  return static_cast<uint32_t>((l.parts - 1) * BLOCK_M * kFusedTileN * 4);
+}
+
+// Ranks other than r that work in layer `next` (bit d: rank d): the receivers of r's epilogue
+// copies in the layer before it.
+__device__ __forceinline__ uint32_t Receivers(const FusedLayerParams& next, int r, int cluster) {
+  uint32_t mask = 0;
+  for (int d = 0; d < cluster; ++d) {
+    if (d != r && HasWork(next, d)) mask |= 1u << d;
+  }
+  return mask;
+}
+
+// Bytes of st.async data that rank r's activation mbarrier of hidden layer l receives: every tile
+// of the layer's output that another rank owns, when r works in the next layer (TileEpilogue's
+// copies).
+template <int BLOCK_M>
+__device__ __forceinline__ uint32_t ActBytes(const FusedLayerParams& l, const FusedLayerParams& next, int r,
+                                             int cluster) {
+  if (!HasWork(next, r)) return 0;
+  return static_cast<uint32_t>((l.tiles - OwnedTiles(l, r, cluster)) * BLOCK_M * (kFusedTileN + 4));
 }
 
 }  // namespace fused_detail
@@ -688,8 +812,37 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
   const int cluster = HasClusters() ? p.cluster_size : 1;
   const int rank = cluster > 1 ? ClusterRank() : 0;
   const int block_row = static_cast<int>(blockIdx.x) / cluster * BLOCK_M;
-  // Start barrier, first half: this CTA is running
-  if (cluster > 1) ClusterArriveRelaxed();
+  // mbarriers of this CTA: partial sums of layer l at bars + 8 l, the next layer's activations
+  // made by layer l at bars + 8 (kFusedMaxLayers + l); each completes once (phase 0)
+  const uint32_t bars = SmemAddr(smem + p.bar_offset);
+  const auto part_bar = [&](int l) { return bars + static_cast<uint32_t>(8 * l); };
+  const auto act_bar = [&](int l) { return bars + static_cast<uint32_t>(8 * (kFusedMaxLayers + l)); };
+  // The last layer in which this CTA stores into another CTA (a partial, or a hidden tile's copies);
+  // -1: never. It arrives on the exit barrier after that layer.
+  int last_send = -1;
+  if (cluster > 1) {
+    // Every barrier gets its one arrival now, with the bytes it will receive; the start barrier
+    // publishes the inits before any other CTA sends
+    if (tid == 0) {
+      for (int l = 0; l < p.num_layers; ++l) {
+        MbarInit(part_bar(l), 1);
+        MbarInit(act_bar(l), 1);
+      }
+      MbarInitFence();
+      for (int l = 0; l < p.num_layers; ++l) {
+        MbarArriveExpectTx(part_bar(l), PartialBytes<BLOCK_M>(p.layers[l], rank, cluster));
+        const uint32_t act_bytes =
+            l + 1 < p.num_layers ? ActBytes<BLOCK_M>(p.layers[l], p.layers[l + 1], rank, cluster) : 0u;
+        MbarArriveExpectTx(act_bar(l), act_bytes);
+      }
+    }
+    // Start barrier, first half: this CTA is running and its barriers are initialized
+    ClusterArriveRelaxed();
+    for (int l = 0; l < p.num_layers; ++l) {
+      ChunkCursor c;
+      if (FirstOfLayer(p, l, rank, c) && (!c.owner || l + 1 < p.num_layers)) last_send = l;
+    }
+  }
   // NOTES: buffers are picked with selects, never by indexing a local array with the layer's parity,
   // which would put the array in local memory.
   uint8_t* const act0 = smem + p.act_offset[0];
@@ -697,36 +850,34 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
   float* const act_scales0 = reinterpret_cast<float*>(smem + p.scale_offset[0]);
   float* const act_scales1 = reinterpret_cast<float*>(smem + p.scale_offset[1]);
   float* const red = reinterpret_cast<float*>(smem + p.red_offset);
-  float* const slots = reinterpret_cast<float*>(smem + p.slot_offset);
 
   // Start streaming this CTA's first kNumStages - 1 weight chunks (one commit group each, empty
   // past the end)
   ChunkCursor load_cursor;
   SeekLayer(p, 0, rank, load_cursor);
+  const ChunkCursor first = load_cursor;  // this CTA's first chunk (layer > 0: none in layer 0)
   for (int s = 0; s < kNumStages - 1; ++s) {
     if (load_cursor.layer < p.num_layers) {
-      IssueChunk(p, load_cursor, rank, smem + s * kFusedStageBytes);
+      IssueChunk(p, load_cursor, smem + s * kFusedStageBytes);
       Advance(load_cursor, p, rank, cluster);
     }
     CpAsyncCommit();
   }
 
   // Quantize the input groups this CTA's layer-0 chunks read, under those loads
-  {
-    ChunkCursor first;
-    const bool any = FirstOfLayer(p, 0, rank, first);
-    QuantizeInput<BLOCK_M>(p, block_row, first.group, any ? first.group_end - first.group : 0, act0, act_scales0,
-                           warp, lane);
+  QuantizeInput<BLOCK_M>(p, block_row, first.group, first.layer == 0 ? first.group_end - first.group : 0, act0,
+                         act_scales0, warp, lane);
+  if (cluster > 1) {
+    // Start barrier, second half: every CTA of the cluster is running with its barriers set up, so
+    // stores into its shared memory are safe from here on
+    ClusterWait();
+    if (last_send < 0) ClusterArriveRelaxed();  // exit barrier: this CTA sends nothing
   }
-  // Start barrier, second half: every CTA of the cluster is running, so stores into their shared
-  // memory are safe from here on
-  if (cluster > 1) ClusterWait();
 
   float acc[kMmaM][kMmaN][4];
   ZeroAcc(acc);
 
-  ChunkCursor cur;
-  SeekLayer(p, 0, rank, cur);
+  ChunkCursor cur = first;
   int read_stage = 0, write_stage = kNumStages - 1;
   const uint8_t* owner_stage = smem;  // the stage holding the epilogue operands of this CTA's split tile
   for (int layer = 0; layer < p.num_layers; ++layer) {
@@ -737,6 +888,12 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
     const float* const scales_in = odd ? act_scales1 : act_scales0;
     uint8_t* const act_out = odd ? act0 : act1;
     float* const scales_out = odd ? act_scales0 : act_scales1;
+    float* const slots = reinterpret_cast<float*>(smem + l.slot_offset);
+    // Ranks that take copies of this layer's output tiles (none for the last layer or without a cluster)
+    const uint32_t receivers = (cluster > 1 && !last) ? Receivers(p.layers[layer + 1], rank, cluster) : 0u;
+
+    // This layer's input tiles from the other CTAs' epilogues (when this CTA works in the layer)
+    if (cluster > 1 && layer > 0 && cur.layer == layer) MbarWaitCluster(act_bar(layer - 1), 0);
 
     // This CTA's chunks of the layer
     for (; cur.layer == layer; Advance(cur, p, rank, cluster)) {
@@ -746,7 +903,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
       CpAsyncWait<kNumStages - 2>();
       __syncthreads();
       if (load_cursor.layer < p.num_layers) {
-        IssueChunk(p, load_cursor, rank, smem + write_stage * kFusedStageBytes);
+        IssueChunk(p, load_cursor, smem + write_stage * kFusedStageBytes);
         Advance(load_cursor, p, rank, cluster);
       }
       CpAsyncCommit();
@@ -773,11 +930,13 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
         if (l.parts == 1) {
           // A whole tile: its epilogue now
           TileEpilogue<BLOCK_M>(p, l, last, cur.tile, stage, acc, block_row, warp_n, row0, col0, lane, red, act_out,
-                                scales_out, cluster, rank);
+                                scales_out, receivers, act_bar(layer));
           ZeroAcc(acc);
-        } else if (const int q = rank % l.parts; q != 0) {
-          // A contributor of a split tile: partial sums into slot q - 1 of the owner (rank - q)
-          if (pairs_valid > 0) SendPartial(MapToRank(SmemAddr(slots + (q - 1) * kSlotFloats), rank - q), acc, tid);
+        } else if (!cur.owner) {
+          // A contributor of a split tile: partial sums into slot q - 1 of the owner, rank tile * parts
+          const int owner = cur.tile * l.parts;
+          SendPartial(MapToRank(SmemAddr(slots + (rank - owner - 1) * kSlotFloats), owner),
+                      MapToRank(part_bar(layer), owner), acc, tid);
           ZeroAcc(acc);
         } else {
           // The owner of a split tile keeps its partial for the layer end. NOTES: this is its last
@@ -787,29 +946,25 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
       }
     }
 
-    if (cluster > 1) {
-      if (l.parts > 1) {
-        // Barrier A: every contributor's partial is in its owner's slots
-        ClusterArrive();
-        ClusterWait();
-        const int tile = rank / l.parts;
-        if (rank % l.parts == 0 && tile < l.tiles) {
-          // Owner: add the partials in rank order, then the tile's epilogue
-          if (PairsValid<kMmaN>(l, tile, col0) > 0) {
-            for (int q = 1; q < l.parts; ++q) AddPartial(slots + (q - 1) * kSlotFloats, acc, tid);
-          }
-          TileEpilogue<BLOCK_M>(p, l, last, tile, owner_stage, acc, block_row, warp_n, row0, col0, lane, red, act_out,
-                                scales_out, cluster, rank);
-          ZeroAcc(acc);
+    if (cluster > 1 && l.parts > 1) {
+      ChunkCursor mine;
+      if (FirstOfLayer(p, layer, rank, mine) && mine.owner) {
+        // Owner of a split tile: wait for its contributors' slots only (the other CTAs go on), add
+        // them in rank order, then the tile's epilogue
+        MbarWaitCluster(part_bar(layer), 0);
+        if (PairsValid<kMmaN>(l, mine.tile, col0) > 0) {
+          for (int q = 1; q < l.parts; ++q) AddPartial(slots + (q - 1) * kSlotFloats, acc, tid);
         }
-      }
-      // Barrier B: the next layer's input is complete in every CTA (and the slots are free again)
-      if (!last) {
-        ClusterArrive();
-        ClusterWait();
+        TileEpilogue<BLOCK_M>(p, l, last, mine.tile, owner_stage, acc, block_row, warp_n, row0, col0, lane, red,
+                              act_out, scales_out, receivers, act_bar(layer));
+        ZeroAcc(acc);
       }
     }
+    // Exit barrier, first half: this CTA's stores into other CTAs are all issued
+    if (cluster > 1 && layer == last_send) ClusterArriveRelaxed();
   }
+  // Exit barrier, second half: no CTA leaves while another may still store into it
+  if (cluster > 1) ClusterWait();
 }
 
 }  // namespace fp8serve::cuda

@@ -14,7 +14,7 @@ namespace {
 // MMAs on widened codes (64 x 16384 x 4096: 63.6 us against 30.7 us for wgmma; 1 x 16384 x 4096:
 // 31.1 against 29.8), while below 64 rows the wgmma tile's wasted M tail costs nothing in a GEMM
 // that is a weight stream. mma.sync serves Ada.
-// Split-K aims at this many CTAs per SM so that a weight-streaming GEMM keeps enough loads in
+// sm89 split-K aims at this many CTAs per SM so that a weight-streaming GEMM keeps enough loads in
 // flight to cover HBM latency.
 constexpr int kSplitKCtasPerSm = 2;
 // A split should own at least this many 128-K groups, so the fixup's extra partial-sum traffic stays
@@ -58,7 +58,22 @@ GemmConfig Sm90Config(const GemmShape& s, const DeviceTraits& d) {
   }
   c.smem_bytes = Sm90SmemBytes(c.block_m, c.block_n, c.stages);
   const int tiles_m = CeilDivInt(s.m, c.block_m);
-  c.grid = std::min(tiles_m * tiles_n, d.num_sms);
+  const int tiles = tiles_m * tiles_n;
+  // NOTES: split-K when the tiles leave at least half the SMs idle. One persistent CTA streams
+  // weights about as fast as the kernel needs to keep up with HBM only when (nearly) every SM runs
+  // one (measured on an H200: 4096 x 16384 at M <= 64, 32 tiles, took 53 us, cuBLASLt 25; 16384 x
+  // 4096, 128 tiles, ran level with it). Each (tile, split) pair is one unit of work; the split
+  // count is num_sms / tiles rounded DOWN, so that the units make one wave: one split more would
+  // need a second, mostly empty wave that costs more than the shorter splits save (32 tiles on 132
+  // SMs: 4 splits of 32 groups each in one wave, against 5 splits of 26 groups in two). Capped by
+  // kSm90MaxKSplits and by kMinGroupsPerSplit; one split (no workspace, no fixup) below 2.
+  c.k_splits = 1;
+  const int groups = s.k / kGemmBlockK;
+  if (2 * tiles <= d.num_sms && Sm90SplitKCounters(s.m, s.n, c.block_m) <= kSplitKMaxTiles) {
+    const int splits = std::min({d.num_sms / tiles, groups / kMinGroupsPerSplit, kSm90MaxKSplits});
+    if (splits >= 2) c.k_splits = splits;
+  }
+  c.grid = std::min(tiles * c.k_splits, d.num_sms);
   // Groups of M-tiles sweep N together: a group's A rows and the B tiles it shares stay in L2.
   c.raster_group = std::min(tiles_m, 8);
   return c;

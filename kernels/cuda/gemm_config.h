@@ -25,7 +25,7 @@ namespace fp8serve::cuda {
 inline constexpr int kGemmBlockK = 128;  // one 1x128 activation group / one 128x128 weight block
 
 enum class GemmKernel : uint8_t {
-  kSm90Wgmma,    // Hopper: TMA + wgmma, warp-specialized, persistent (sm90_fp8_gemm.cuh)
+  kSm90Wgmma,    // Hopper: TMA + wgmma, warp-specialized, persistent, split-K for few tiles (sm90_fp8_gemm.cuh)
   kSm89MmaSync,  // Ada and Hopper: cp.async + mma.sync, split-K for small M (sm89_fp8_gemm.cuh)
 };
 const char* GemmKernelName(GemmKernel k);  // "sm90_wgmma" / "sm89_mma_sync"
@@ -59,6 +59,7 @@ struct DeviceTraits {
 inline constexpr int kSm90BlockMs[] = {64, 128};
 inline constexpr int kSm90BlockN = 128;
 inline constexpr int kSm90MaxStages = 8;  // the deepest wgmma pipeline the heuristic picks
+inline constexpr int kSm90MaxKSplits = 8;  // the most K splits the heuristic gives the wgmma kernel
 inline constexpr int kSm89BlockMs[] = {16, 32, 64};
 inline constexpr int kSm89BlockN = 128;
 inline constexpr int kSm89Stages = 4;
@@ -69,8 +70,9 @@ struct GemmConfig {
   int block_n = 128;
   int block_k = kGemmBlockK;
   int stages = 3;        // shared-memory pipeline depth
-  int k_splits = 1;      // split-K factor (kSm89MmaSync only); each split owns whole 128-K groups
-  int grid = 1;          // CTAs launched: persistent (<= num_sms) for sm90, all tiles x splits for sm89
+  int k_splits = 1;      // split-K factor; each split owns whole 128-K groups (at least one)
+  int grid = 1;          // CTAs launched: persistent over the tiles x splits (<= num_sms) for sm90,
+                         // all tiles x splits for sm89
   int raster_group = 1;  // sm90 tile order: groups of this many M-tiles walk N together (L2 reuse)
   size_t smem_bytes = 0; // dynamic shared memory per CTA
 };
@@ -99,12 +101,19 @@ absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const Device
 absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape,
                                                const DeviceTraits& device);
 
-// Split-K workspace layout. The per-tile arrival counters come first, at the same place for every
-// launch: they must read zero at the start of each launch (zeroed once at allocation; the last CTA
-// of a tile resets its counter), and one workspace serves every layer and batch size of a model, so
-// no launch's partial sums may ever land on them. The partial sums [k_splits][m][n] follow.
-inline constexpr int kSplitKMaxTiles = 4096;  // the heuristic splits only grids of < 2 x #SMs tiles
+// Split-K workspace layout. The int32 arrival counters come first, at the same place for every
+// launch: they must read zero at the start of each launch (zeroed once at allocation; the last
+// split to arrive at a counter resets it), and one workspace serves every layer and batch size of
+// a model, so no launch's partial sums may ever land on them. The partial sums [k_splits][m][n]
+// (FP32, row stride n) follow. sm89 counts arrivals per tile; sm90 per (tile, consumer warp), since
+// each warp of its consumer warpgroups reduces and finishes its own 16 rows of the tile.
+inline constexpr int kSplitKMaxTiles = 4096;  // counters; the heuristics split only grids of < 2 x #SMs tiles
 inline constexpr size_t kSplitKCounterBytes = kSplitKMaxTiles * sizeof(int32_t);
+inline constexpr int kSm90SplitKRowsPerCounter = 16;  // one consumer warp's rows of a wgmma tile
+// Counters a split-K launch of the sm90 kernel uses (<= kSplitKMaxTiles).
+constexpr long long Sm90SplitKCounters(int m, int n, int block_m) {
+  return static_cast<long long>((m + block_m - 1) / block_m) * (n / kSm90BlockN) * (block_m / kSm90SplitKRowsPerCounter);
+}
 
 // Scratch a launch with this config needs in Fp8GemmArgs::workspace (layout above); 0 when
 // k_splits == 1.

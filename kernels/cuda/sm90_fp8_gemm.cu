@@ -1,5 +1,6 @@
 // Launchers of the Hopper FP8 GEMM (device code in sm90_fp8_gemm.cuh): argument and config checks,
-// the two TMA tensor maps, the template instance for (BLOCK_M, B format, output), and the launch.
+// the two TMA tensor maps, the split-K workspace, the template instance for (BLOCK_M, B format,
+// output), and the launch.
 //
 // Instances: BLOCK_M in kSm90BlockMs x {E4M3, E5M2} weights x {E4M3, BF16, F32} output with
 // promotion (12), plus the test-only no-promotion variant for E4M3 weights and F32 output at both
@@ -105,7 +106,10 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   if (c.kernel != GemmKernel::kSm90Wgmma) return bad("config is not for the sm90 kernel");
   if (c.block_m != kSm90BlockMs[0] && c.block_m != kSm90BlockMs[1]) return bad("block_m must be 64 or 128");
   if (c.block_n != kSm90BlockN || c.block_k != kGemmBlockK) return bad("block_n and block_k must be 128");
-  if (c.k_splits != 1) return bad("the sm90 kernel does not split K");
+  const int groups = a.k / kGemmBlockK;
+  if (c.k_splits < 1 || c.k_splits > groups) {
+    return bad(absl::StrCat("k_splits outside [1, ", groups, " groups]: every split owns a 128-K group"));
+  }
   if (c.stages < 1 || c.stages > kSm90MaxStages) return bad(absl::StrCat("stages outside [1, ", kSm90MaxStages, "]"));
   if (c.raster_group < 1) return bad("raster_group must be >= 1");
   if (c.grid < 1 || c.grid > dev.num_sms) return bad(absl::StrCat("grid outside [1, ", dev.num_sms, " SMs]"));
@@ -115,7 +119,17 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
     return bad(absl::StrCat("smem_bytes above the device's ", dev.smem_per_block_optin));
   }
   const int64_t tiles = (static_cast<int64_t>(a.m) + c.block_m - 1) / c.block_m * (a.n / kSm90BlockN);
-  if (tiles > INT32_MAX) return bad("too many tiles");
+  if (tiles * c.k_splits > INT32_MAX) return bad("too many tiles");
+  if (c.k_splits > 1) {
+    // Workspace (gemm_config.h): int32 counters at a fixed place, then float partials[splits][m][n]
+    if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0) {
+      return bad("split-K needs a 16-byte aligned workspace of GemmWorkspaceBytes()");
+    }
+    if (tiles * (c.block_m / kSm90SplitKRowsPerCounter) > kSplitKMaxTiles) {
+      return bad(absl::StrCat("split-K over ", tiles, " tiles needs more than the workspace's ", kSplitKMaxTiles,
+                              " counters"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -184,6 +198,7 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
                                                       " is ", dev->cc_major, ".", dev->cc_minor));
   }
   if (absl::Status st = CheckConfig(a, c, *dev); !st.ok()) return st;
+  if (!kPromote && c.k_splits != 1) return Invalid(a, "the no-promotion test variant does not split K");
 
   // NOTES: the tensor maps are encoded on every call (a few hundred ns of host work, no driver
   // round trip). Caching them per (pointer, shape) would be the next step if it ever shows up.
@@ -209,6 +224,11 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   p.num_stages = c.stages;
   const int tiles_m = (a.m + c.block_m - 1) / c.block_m;
   p.raster_group = c.raster_group < tiles_m ? c.raster_group : tiles_m;
+  p.k_splits = c.k_splits;
+  if (c.k_splits > 1) {
+    p.counters = static_cast<int*>(a.workspace);
+    p.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(a.workspace) + kSplitKCounterBytes);
+  }
   p.relu = a.relu;
   const size_t elem = a.output == GemmOutput::kE4M3 ? 1 : a.output == GemmOutput::kBF16 ? 2 : 4;
   p.paired_stores = a.ldd % 2 == 0 && reinterpret_cast<uintptr_t>(a.d) % (2 * elem) == 0;

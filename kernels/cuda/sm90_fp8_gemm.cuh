@@ -11,7 +11,15 @@
 //    requantization with fresh 1x128 scales (one 128-column group = one tile row).
 // Stage s has a `full` barrier (producer -> consumers: TMA bytes landed) and an `empty` barrier
 // (consumers -> producer: every consumer warp has finished reading it). Both sides walk the same
-// tile sequence with one running (stage, phase) counter, so phases carry across tiles.
+// unit sequence with one running (stage, phase) counter, so phases carry across units.
+//
+// Split-K (k_splits = S > 1, for grids of few tiles): a unit of work is a (tile, split) pair, and
+// split s owns the 128-K groups [s G / S, (s + 1) G / S). Each consumer warp stores its 16 rows of
+// the split's promoted FP32 sum in the workspace and counts its arrival on the (tile, warp)
+// counter; the warp that arrives last sums the S partials in split order (never arrival order, so
+// every run gives the same bits), resets the counter for the next launch, and runs the epilogue.
+// Every group is promoted with its own scales exactly as without splitting: only the FP32
+// summation order across groups changes.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap
@@ -43,8 +51,11 @@ struct Sm90GemmParams {
   int n_store = 0;
   int num_stages = 0;    // 1..kSm90MaxStages
   int raster_group = 1;  // 1..tiles_m
+  int k_splits = 1;      // 1..k/128
   bool relu = false;
   bool paired_stores = false;  // d and ldd keep two adjacent output columns aligned as one access
+  float* partials = nullptr;   // [k_splits][m][n] when k_splits > 1
+  int* counters = nullptr;     // [tiles][BLOCK_M / 16], zero at launch, when k_splits > 1
 };
 
 // Shared memory carve-up, from the dynamic base aligned up to 1024 bytes:
@@ -65,14 +76,31 @@ struct Sm90SmemLayout {
                 "the config heuristic sizes shared memory with Sm90SmemBytes(): keep the two equal");
 };
 
-// Persistent tile order with grouped rasterization: groups of `raster_group` M-tiles sweep all
-// N-tiles together (M fastest inside a group), so the CTAs running at one time share a few A row
-// blocks and B column blocks in L2.
+// Persistent order of the units of work, (tile, split) pairs. Tiles follow grouped rasterization:
+// groups of `raster_group` M-tiles sweep all N-tiles together (M fastest inside a group), so the
+// CTAs running at one time share a few A row blocks and B column blocks in L2. The splits of a
+// tile are adjacent units, so they run at the same time and the last finds the others' partial
+// sums still in L2.
 struct Sm90TileScheduler {
   int tiles_m;
   int tiles_n;
   int raster_group;
   int num_tiles;
+  int k_splits;
+  int num_units;     // num_tiles * k_splits
+  int num_k_groups;  // 128-K groups of the whole K
+
+  __device__ __forceinline__ void Unit(int unit, int& tile, int& split) const {
+    tile = unit / k_splits;
+    split = unit - tile * k_splits;
+  }
+
+  // The split's 128-K groups [begin, end): as even as whole groups allow, never empty (the launcher
+  // keeps k_splits <= num_k_groups).
+  __device__ __forceinline__ void GroupRange(int split, int& begin, int& end) const {
+    begin = static_cast<int>(static_cast<long long>(split) * num_k_groups / k_splits);
+    end = static_cast<int>(static_cast<long long>(split + 1) * num_k_groups / k_splits);
+  }
 
   __device__ __forceinline__ void Coords(int tile, int& m_tile, int& n_tile) const {
     const int tiles_per_group = raster_group * tiles_n;
@@ -188,6 +216,88 @@ __device__ __forceinline__ void Sm90Epilogue(float (&v)[64], const Sm90GemmParam
   }
 }
 
+// Split-K, for one consumer warp: publishes the warp's 16 rows x 128 columns of the split's promoted
+// sum `v` (thread layout as in Sm90Epilogue; rows past m are neither stored nor read) and counts the
+// arrival on `counter`. Returns whether this warp arrived last at its counter; then `v` holds the
+// sum of every split's partials, added in split order 0..S-1 so that the bits do not depend on which
+// split finished last, and the counter is zero again. The result is warp-uniform (the epilogue's
+// shuffles need the whole warp).
+__device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmParams& p, int row0, int col0,
+                                                 int split, int* counter, int lane) {
+  const size_t slice = static_cast<size_t>(p.m) * p.n;
+  // Publish the split's partial sums (L2 only: the last split may run on another SM)
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = row0 + 8 * h;
+    if (row >= p.m) continue;
+    float* dst = p.partials + split * slice + static_cast<size_t>(row) * p.n + col0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      __stcg(reinterpret_cast<float2*>(dst + 8 * j), make_float2(v[4 * j + 2 * h + 0], v[4 * j + 2 * h + 1]));
+    }
+  }
+  // Make them visible device-wide before the arrival is counted
+  __threadfence();
+  __syncwarp();
+  int last = 0;
+  if (lane == 0) {
+    const int arrived = atomicAdd(counter, 1);
+    // Acquire side: the other splits' partials are read only after their arrivals were seen
+    __threadfence();
+    last = arrived == p.k_splits - 1;
+    // Every split has arrived: leave the counter zero for the next launch / graph replay
+    if (last) atomicExch(counter, 0);
+  }
+  last = __shfl_sync(0xffffffffu, last, 0);
+  __syncwarp();
+  if (last == 0) return false;
+  __threadfence();
+
+  // Sum the partials in split order 0, 1, ..., S - 1 (L2 reads: other SMs wrote them; this split's
+  // own are read back too, so that the loop has no per-split select).
+  // NOTES: one runtime loop over the splits outside fully unrolled, branch-free (predicated) loads
+  // at immediate offsets from two row pointers. ptxas's wgmma pipeline analysis is sensitive to
+  // the control flow here: a split loop nested inside per-row branches, or an early return for
+  // warps without valid rows, made it serialize every wgmma of the kernel (C7518: a
+  // compiler-inserted wait on a divergent path); per-element addresses across the loop spilled.
+  // Check -Xptxas -v for C7518 / C7515 after any change to this function.
+  const bool ok0 = row0 < p.m, ok1 = row0 + 8 < p.m;
+  const float* src0 = p.partials + static_cast<size_t>(row0) * p.n + col0;  // dereferenced only when ok0
+  const float* src1 = src0 + static_cast<size_t>(8) * p.n;                   // and ok1
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    if (ok0) {
+      const float2 x = __ldcg(reinterpret_cast<const float2*>(src0 + 8 * j));
+      v[4 * j + 0] = x.x;
+      v[4 * j + 1] = x.y;
+    }
+    if (ok1) {
+      const float2 x = __ldcg(reinterpret_cast<const float2*>(src1 + 8 * j));
+      v[4 * j + 2] = x.x;
+      v[4 * j + 3] = x.y;
+    }
+  }
+#pragma unroll 1
+  for (int s = 1; s < p.k_splits; ++s) {
+    src0 += slice;
+    src1 += slice;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      if (ok0) {
+        const float2 x = __ldcg(reinterpret_cast<const float2*>(src0 + 8 * j));
+        v[4 * j + 0] = __fadd_rn(v[4 * j + 0], x.x);
+        v[4 * j + 1] = __fadd_rn(v[4 * j + 1], x.y);
+      }
+      if (ok1) {
+        const float2 x = __ldcg(reinterpret_cast<const float2*>(src1 + 8 * j));
+        v[4 * j + 2] = __fadd_rn(v[4 * j + 2], x.x);
+        v[4 * j + 3] = __fadd_rn(v[4 * j + 3], x.y);
+      }
+    }
+  }
+  return true;
+}
+
 // kPromote = false is the test-only variant (LaunchSm90Fp8GemmNoPromotionForTest): the wgmma
 // accumulator carries the whole K (zeroed only by the tile's first k32 step), and the scales of
 // group 0 are applied once at the end.
@@ -206,6 +316,8 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
   constexpr int kNumConsumerWarpgroups = BLOCK_M / 64;
   constexpr int kNumConsumerThreads = kNumConsumerWarpgroups * 128;
   constexpr int kNumConsumerWarps = kNumConsumerThreads / 32;
+  static_assert(kNumConsumerWarps * kSm90SplitKRowsPerCounter == BLOCK_M,
+                "split-K counts arrivals per consumer warp: Sm90SplitKCounters() must match");
   constexpr uint32_t kStageBytes = Layout::kTileABytes + Layout::kTileBBytes;
   // NOTES: setmaxnreg moves registers through a per-CTA pool. The kernel starts every thread at
   // the launch bound's 168 (65536 / 384, rounded down to 8). The producer drops to 40, freeing
@@ -239,9 +351,10 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
   }
   __syncthreads();
 
-  const Sm90TileScheduler sched{(p.m + BLOCK_M - 1) / BLOCK_M, p.n / BLOCK_N, p.raster_group,
-                                ((p.m + BLOCK_M - 1) / BLOCK_M) * (p.n / BLOCK_N)};
   const int num_k_groups = p.k / BLOCK_K;
+  const int tiles_m = (p.m + BLOCK_M - 1) / BLOCK_M, tiles_n = p.n / BLOCK_N;
+  const Sm90TileScheduler sched{tiles_m,    tiles_n,    p.raster_group, tiles_m * tiles_n, p.k_splits,
+                                tiles_m * tiles_n * p.k_splits, num_k_groups};
 
   if (warpgroup == kNumConsumerWarpgroups) {
     // ---- Producer warpgroup: one thread issues every TMA ----
@@ -251,10 +364,12 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       sm90::PrefetchTensorMap(&tmap_b);
       int stage = 0;
       uint32_t phase = 0;
-      for (int tile = static_cast<int>(blockIdx.x); tile < sched.num_tiles; tile += static_cast<int>(gridDim.x)) {
-        int m_tile, n_tile;
+      for (int unit = static_cast<int>(blockIdx.x); unit < sched.num_units; unit += static_cast<int>(gridDim.x)) {
+        int tile, split, m_tile, n_tile, g_begin, g_end;
+        sched.Unit(unit, tile, split);
         sched.Coords(tile, m_tile, n_tile);
-        for (int g = 0; g < num_k_groups; ++g) {
+        sched.GroupRange(split, g_begin, g_end);
+        for (int g = g_begin; g < g_end; ++g) {
           // Wait consumer release of the stage
           sm90::MbarWait(empty_bars + 8 * stage, phase ^ 1);
           // Issue TMA A and B
@@ -319,16 +434,19 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
     if (++release_stage == num_stages) release_stage = 0;
   };
 
-  for (int tile = static_cast<int>(blockIdx.x); tile < sched.num_tiles; tile += static_cast<int>(gridDim.x)) {
-    int m_tile, n_tile;
+  for (int unit = static_cast<int>(blockIdx.x); unit < sched.num_units; unit += static_cast<int>(gridDim.x)) {
+    int tile, split, m_tile, n_tile, g_begin, g_end;
+    sched.Unit(unit, tile, split);
     sched.Coords(tile, m_tile, n_tile);
+    sched.GroupRange(split, g_begin, g_end);
+    const int num_groups = g_end - g_begin;  // this unit's groups, >= 1
     const int row0 = m_tile * BLOCK_M + tile_row0;
     const int row1 = row0 + 8;
     const bool row0_ok = row0 < p.m, row1_ok = row1 < p.m;
-    // Scale rows (predicated: rows past m read nothing and contribute zero).
-    const float* a_scales0 = p.a_scales + static_cast<size_t>(row0_ok ? row0 : 0) * num_k_groups;
-    const float* a_scales1 = p.a_scales + static_cast<size_t>(row1_ok ? row1 : 0) * num_k_groups;
-    const float* b_scales = p.b_scales + static_cast<size_t>(n_tile) * num_k_groups;
+    // Scale rows from the split's first group (predicated: rows past m read nothing and contribute zero).
+    const float* a_scales0 = p.a_scales + static_cast<size_t>(row0_ok ? row0 : 0) * num_k_groups + g_begin;
+    const float* a_scales1 = p.a_scales + static_cast<size_t>(row1_ok ? row1 : 0) * num_k_groups + g_begin;
+    const float* b_scales = p.b_scales + static_cast<size_t>(n_tile) * num_k_groups + g_begin;
 
 #pragma unroll
     for (int i = 0; i < 64; ++i) result[i] = 0.0f;
@@ -354,9 +472,9 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       float s0_even, s1_even, s0_odd = 0.0f, s1_odd = 0.0f;
       group_scales(0, s0_even, s1_even);
       issue_group(accum0, true);
-      for (int g = 0; g < num_k_groups; g += 2) {
+      for (int g = 0; g < num_groups; g += 2) {
         // Group g (accum0) is in flight: issue g + 1 into accum1, then wait for g alone
-        if (g + 1 < num_k_groups) {
+        if (g + 1 < num_groups) {
           group_scales(g + 1, s0_odd, s1_odd);
           issue_group(accum1, true);
           sm90::WgmmaWaitGroup<1>();
@@ -366,9 +484,9 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         sm90::FenceOperands(accum0);
         release_group();
         promote(accum0, s0_even, s1_even);
-        if (g + 1 >= num_k_groups) break;
+        if (g + 1 >= num_groups) break;
         // Group g + 1 (accum1) is in flight: issue g + 2 into accum0, then wait for g + 1 alone
-        if (g + 2 < num_k_groups) {
+        if (g + 2 < num_groups) {
           group_scales(g + 2, s0_even, s1_even);
           issue_group(accum0, true);
           sm90::WgmmaWaitGroup<1>();
@@ -381,7 +499,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       }
     } else {
       // Test-only: one accumulator carries the whole K; the scales of group 0 are applied once.
-      for (int g = 0; g < num_k_groups; ++g) {
+      for (int g = 0; g < num_groups; ++g) {
         issue_group(accum0, g == 0);
         sm90::WgmmaWaitGroup<0>();
         sm90::FenceOperands(accum0);
@@ -399,7 +517,13 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       }
     }
 
-    Sm90Epilogue<kOutput>(result, p, row0, n_tile * BLOCK_N + quad_col, n_tile, lane);
+    // Split-K: only the warp that arrives last at its 16 rows finishes them, with every split's sum
+    bool finish = true;
+    if (kPromote && p.k_splits > 1) {
+      int* counter = p.counters + tile * kNumConsumerWarps + static_cast<int>(threadIdx.x / 32);
+      finish = Sm90SplitKReduce(result, p, row0, n_tile * BLOCK_N + quad_col, split, counter, lane);
+    }
+    if (finish) Sm90Epilogue<kOutput>(result, p, row0, n_tile * BLOCK_N + quad_col, n_tile, lane);
   }
 #else
   // Built for a target without wgmma/TMA (sm_89): the launcher never starts it there.

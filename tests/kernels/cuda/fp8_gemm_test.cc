@@ -523,6 +523,91 @@ TEST_F(Fp8GemmGpuSm90Pipeline, PhasesCarryAcrossTilesAndStages) {
   }
 }
 
+// Split-K in the wgmma kernel, forced: split counts that do not divide the group count (so splits
+// own different numbers of groups, down to one), M tails (rows past m are neither stored nor
+// summed), persistent grids smaller than the (tile, split) units (one CTA walks several splits,
+// sometimes of the same tile), and every output, E4M3 requantized after the reduction included.
+// Each config runs twice on one workspace: the bits must match (the reduction adds the splits in
+// split order, whichever arrives last) and the counters must be back at zero for the second run.
+TEST_F(Fp8GemmGpuSm90Pipeline, SplitKReducesInSplitOrder) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
+  struct Forced {
+    GemmCase c;
+    int block_m, k_splits, grid, stages;
+  };
+  const Forced cases[] = {
+      // 7 groups in 2 splits (3 + 4), one unit per CTA
+      {{1, 256, 784, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, true, true, 0}, 64, 2, 4, 4},
+      // 10 groups in 3 splits, 18 units on 5 CTAs
+      {{65, 384, 1280, Fp8Format::kE4M3, ScaleGranularity::kBlock128, false, true, 0}, 64, 3, 5, 3},
+      // 13 groups in 7 splits (1 or 2 groups each), two consumer warpgroups, 28 units on 11 CTAs
+      {{130, 256, 1664, Fp8Format::kE5M2, ScaleGranularity::kPerTensor, true, true, 0}, 128, 7, 11, 4},
+      // 16 groups in 3 splits, N tail and strided output rows, one unit per CTA
+      {{130, 200, 2048, Fp8Format::kE5M2, ScaleGranularity::kBlock128, false, true, 16}, 64, 3, 18, 2},
+      // one tile: 128 groups in 7 splits of 18 or 19
+      {{1, 128, 16384, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, false, 0}, 64, 7, 7, 8},
+      // one CTA walks every split of every tile in turn
+      {{65, 256, 896, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, true, true, 0}, 128, 3, 1, 3},
+  };
+  for (const Forced& f : cases) {
+    const Problem p = MakeProblem(f.c, SeedOf(f.c) + 11);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    DeviceBuffer workspace;
+    for (GemmOutput out : kOutputs) {
+      GemmConfig config;
+      config.kernel = GemmKernel::kSm90Wgmma;
+      config.block_m = f.block_m;
+      config.block_n = kSm90BlockN;
+      config.stages = f.stages;
+      config.k_splits = f.k_splits;
+      config.grid = f.grid;
+      config.raster_group = 2;
+      config.smem_bytes = Sm90SmemBytes(f.block_m, kSm90BlockN, f.stages);
+      absl::StatusOr<GemmRun> first = RunGemm(p, ops, out, config, stream_, Launcher::kDispatch, &workspace);
+      ASSERT_TRUE(first.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << first.status();
+      absl::StatusOr<GemmRun> second = RunGemm(p, ops, out, config, stream_, Launcher::kDispatch, &workspace);
+      ASSERT_TRUE(second.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << second.status();
+      const bool same = first->d == second->d && first->d_scales == second->d_scales;
+      const CheckResult cr = CheckOutput(p, out, *first), cr2 = CheckOutput(p, out, *second);
+      std::printf("%-44s sm90 split-K %-4s failures %ld/%ld  deterministic: %s  [%s]\n", CaseName(f.c).c_str(),
+                  GemmOutputName(out), cr.failures, cr2.failures, same ? "yes" : "NO", DescribeGemmConfig(config).c_str());
+      EXPECT_EQ(cr.failures, 0) << CaseName(f.c) << " " << GemmOutputName(out) << " [" << DescribeGemmConfig(config)
+                                << "]" << cr.first;
+      EXPECT_EQ(cr2.failures, 0) << CaseName(f.c) << " " << GemmOutputName(out) << " second launch" << cr2.first;
+      EXPECT_TRUE(same) << CaseName(f.c) << " " << GemmOutputName(out) << " [" << DescribeGemmConfig(config)
+                        << "]: two launches differ";
+    }
+  }
+  std::fflush(stdout);
+}
+
+// The wgmma launcher refuses split-K configs it cannot run, before any launch.
+TEST_F(Fp8GemmGpuSm90Pipeline, SplitKConfigsAreChecked) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  const GemmCase c{7, 256, 512, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0};
+  const Problem p = MakeProblem(c, SeedOf(c));
+  DeviceOperands ops;
+  FP8SERVE_ASSERT_OK(Upload(p, &ops));
+  const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kF32};
+  absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits_);
+  ASSERT_TRUE(base.ok()) << base.status();
+  GemmConfig too_many = *base;
+  too_many.k_splits = p.w.k_pad / kGemmBlockK + 1;  // a split without a group
+  absl::StatusOr<GemmRun> run = RunGemm(p, ops, GemmOutput::kF32, too_many, stream_);
+  ASSERT_FALSE(run.ok());
+  EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
+  EXPECT_NE(run.status().message().find("k_splits"), std::string_view::npos) << run.status();
+  GemmConfig split = *base;
+  split.k_splits = 2;
+  absl::StatusOr<GemmRun> unpromoted = RunGemm(p, ops, GemmOutput::kF32, split, stream_, Launcher::kNoPromotion);
+  ASSERT_FALSE(unpromoted.ok());
+  EXPECT_EQ(unpromoted.status().code(), absl::StatusCode::kInvalidArgument) << unpromoted.status();
+}
+
 // The same launch twice gives the same bits: no races, and split-K reduces in a fixed order and
 // leaves its counters ready for the next launch (the workspace is shared between the two runs).
 class Fp8GemmGpuDeterminism : public GpuFixture<::testing::Test> {};
@@ -590,6 +675,51 @@ TEST_F(Fp8GemmGpuDeterminism, OneWorkspaceServesEveryShape) {
     std::printf("%-44s shared workspace  failures %ld  [%s]\n", CaseName(c).c_str(), cr.failures,
                 DescribeGemmConfig(*config).c_str());
     EXPECT_EQ(cr.failures, 0) << CaseName(c) << " [" << DescribeGemmConfig(*config) << "]" << cr.first;
+  }
+}
+
+// The same for the wgmma kernel's split-K, with the heuristic's configs (every case splits on an
+// H100/H200) and all three outputs: larger M first, then smaller ones and other N and K.
+TEST_F(Fp8GemmGpuDeterminism, OneWorkspaceServesEveryShapeSm90) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
+  std::vector<GemmCase> cases;
+  for (int m : {130, 65, 64, 17, 1}) cases.push_back({m, 256, 784, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, true, true, 0});
+  cases.push_back({3, 1000, 4096, Fp8Format::kE5M2, ScaleGranularity::kBlock128, false, true, 0});
+  cases.push_back({2, 256, 784, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, true, true, 0});
+  size_t bytes = 0;
+  int split_cases = 0;
+  for (const GemmCase& c : cases) {
+    const int n_pad = CeilDiv(c.n, kGemmBlockK) * kGemmBlockK, k_pad = CeilDiv(c.k, kGemmBlockK) * kGemmBlockK;
+    const GemmShape shape{c.m, n_pad, k_pad, c.format, GemmOutput::kE4M3};
+    absl::StatusOr<GemmConfig> config = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits_);
+    ASSERT_TRUE(config.ok()) << config.status();
+    bytes = std::max(bytes, GemmWorkspaceBytes(shape, *config));
+    split_cases += config->k_splits > 1 ? 1 : 0;
+  }
+  ASSERT_GE(split_cases, 2) << "too few cases split K: the test would not test the shared workspace";
+  // Allocated and zeroed once, like DeviceMlp's.
+  DeviceBuffer workspace;
+  FP8SERVE_ASSERT_OK(workspace.Allocate(bytes));
+  FP8SERVE_ASSERT_OK(workspace.Fill(0));
+  for (const GemmCase& c : cases) {
+    const Problem p = MakeProblem(c, SeedOf(c) + 5);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    for (GemmOutput out : kOutputs) {
+      const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, out};
+      absl::StatusOr<GemmConfig> config = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits_);
+      ASSERT_TRUE(config.ok()) << config.status();
+      absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, *config, stream_, Launcher::kDispatch, &workspace);
+      ASSERT_TRUE(run.ok()) << CaseName(c) << ": " << run.status();
+      const CheckResult cr = CheckOutput(p, out, *run);
+      std::printf("%-44s sm90 shared workspace %-4s failures %ld  [%s]\n", CaseName(c).c_str(), GemmOutputName(out),
+                  cr.failures, DescribeGemmConfig(*config).c_str());
+      EXPECT_EQ(cr.failures, 0) << CaseName(c) << " " << GemmOutputName(out) << " [" << DescribeGemmConfig(*config)
+                                << "]" << cr.first;
+    }
   }
 }
 

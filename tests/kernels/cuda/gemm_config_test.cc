@@ -66,10 +66,32 @@ TEST(GemmConfigTest, EveryConfigIsALaunchableInstanceThatCoversTheProblem) {
             EXPECT_EQ(c->smem_bytes, Sm90SmemBytes(c->block_m, c->block_n, c->stages));
             EXPECT_GE(c->stages, 2);
             EXPECT_LE(c->stages, 8);
-            EXPECT_EQ(c->k_splits, 1);
-            EXPECT_EQ(c->grid, std::min(tiles, d.num_sms));  // persistent: never more CTAs than SMs
+            EXPECT_GE(c->k_splits, 1);
+            EXPECT_LE(c->k_splits, kSm90MaxKSplits);
+            // Persistent over (tile, split) units: never more CTAs than SMs.
+            EXPECT_EQ(c->grid, std::min(tiles * c->k_splits, d.num_sms));
             EXPECT_GE(c->raster_group, 1);
-            EXPECT_EQ(GemmWorkspaceBytes(s, *c), 0u);
+            const int groups = k / kGemmBlockK;
+            const size_t ws = GemmWorkspaceBytes(s, *c);
+            if (c->k_splits == 1) {
+              EXPECT_EQ(ws, 0u);
+              // No split although one would fit: the tiles fill more than half the SMs, or K is
+              // too short for two splits of two groups, or the counters would not fit.
+              EXPECT_TRUE(2 * tiles > d.num_sms || groups < 4 ||
+                          Sm90SplitKCounters(m, n, c->block_m) > kSplitKMaxTiles);
+            } else {
+              // Only grids that leave at least half the SMs idle split, into one wave of units.
+              EXPECT_LE(2 * tiles, d.num_sms);
+              EXPECT_LE(tiles * c->k_splits, d.num_sms);
+              // Every split owns at least two whole 128-K groups.
+              EXPECT_GE(groups / c->k_splits, 2);
+              // As many splits as the one wave, the cap and the groups allow.
+              EXPECT_TRUE(c->k_splits == kSm90MaxKSplits || c->k_splits == groups / 2 ||
+                          tiles * (c->k_splits + 1) > d.num_sms);
+              // Counters at a fixed place first (one per tile and consumer warp), then the partials.
+              EXPECT_LE(Sm90SplitKCounters(m, n, c->block_m), kSplitKMaxTiles);
+              EXPECT_EQ(ws, kSplitKCounterBytes + static_cast<size_t>(c->k_splits) * m * n * sizeof(float));
+            }
           } else {
             EXPECT_TRUE(Contains(std::begin(kSm89BlockMs), std::end(kSm89BlockMs), c->block_m));
             EXPECT_EQ(c->block_n, kSm89BlockN);
@@ -101,6 +123,7 @@ TEST(GemmConfigTest, LargeSquareGemmUsesTheDeepestWgmmaPipeline) {
   EXPECT_EQ(c->block_m, 128);
   // 7 stages of 32 KB (and their barriers) fit in 227 KB; 8 do not.
   EXPECT_EQ(c->stages, 7);
+  EXPECT_EQ(c->k_splits, 1);
   EXPECT_EQ(c->grid, 132);
   EXPECT_EQ(c->raster_group, 8);
 }
@@ -112,6 +135,7 @@ TEST(GemmConfigTest, HopperServesEveryBatchWithWgmma) {
     absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{m, 16384, 4096}, H100());
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma) << m;
+    // 128 tiles nearly fill the 132 SMs already: no split.
     EXPECT_EQ(c->k_splits, 1);
     // 128 rows: 128 tiles of 128 rows are one wave already; 64-row tiles would need two.
     EXPECT_EQ(c->block_m, m <= 64 ? 64 : 128) << m;
@@ -131,6 +155,34 @@ TEST(GemmConfigTest, SmallBatchServingShapesSplitKToFillTheGpu) {
   absl::StatusOr<GemmConfig> wide = SelectGemmConfig(GemmShape{128, 65536, 1024}, L4());
   ASSERT_TRUE(wide.ok()) << wide.status();
   EXPECT_EQ(wide->k_splits, 1);
+}
+
+TEST(GemmConfigTest, HopperDownProjectionSplitsKToFillTheGpu) {
+  // 4096 x 16384 (an FFN down-projection) at serving batch sizes: 32 or 64 output tiles alone
+  // would stream the 64 MB of weights through a quarter or half of the SMs. The splits make one
+  // wave of 128 units: 4 splits of 32 groups for 32 tiles, 2 of 64 groups for 64.
+  for (int m : {1, 16, 64, 128}) {
+    const GemmShape s{m, 4096, 16384, Fp8Format::kE4M3, GemmOutput::kBF16};
+    absl::StatusOr<GemmConfig> c = SelectGemmConfig(s, H100());
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma) << m;
+    EXPECT_EQ(c->block_m, 64) << m;
+    EXPECT_EQ(c->k_splits, m <= 64 ? 4 : 2) << m;
+    EXPECT_EQ(c->grid, 128) << m;
+    EXPECT_EQ(GemmWorkspaceBytes(s, *c), kSplitKCounterBytes + static_cast<size_t>(c->k_splits) * m * 4096 * 4) << m;
+  }
+  // 114 SMs fit 3 splits of 32 tiles in one wave (4 would need a second, mostly empty one).
+  absl::StatusOr<GemmConfig> pcie = SelectGemmConfig(GemmShape{1, 4096, 16384}, H100Pcie());
+  ASSERT_TRUE(pcie.ok()) << pcie.status();
+  EXPECT_EQ(pcie->k_splits, 3);
+  EXPECT_EQ(pcie->grid, 96);
+  // One tile: the cap. Four groups: two splits of two groups. Two groups: no split.
+  for (auto [k, splits] : {std::pair{16384, kSm90MaxKSplits}, std::pair{512, 2}, std::pair{256, 1}}) {
+    absl::StatusOr<GemmConfig> one = SelectGemmConfig(GemmShape{1, 128, k}, H100());
+    ASSERT_TRUE(one.ok()) << one.status();
+    EXPECT_EQ(one->k_splits, splits) << k;
+    EXPECT_EQ(one->grid, splits) << k;
+  }
 }
 
 TEST(GemmConfigTest, MidSizedGemmUsesShortTilesToFillOneWave) {

@@ -66,11 +66,11 @@ GemmConfig Sm90Config(const GemmShape& s, const DeviceTraits& d) {
   // count is num_sms / tiles rounded DOWN, so that the units make one wave: one split more would
   // need a second, mostly empty wave that costs more than the shorter splits save (32 tiles on 132
   // SMs: 4 splits of 32 groups each in one wave, against 5 splits of 26 groups in two). Capped by
-  // kSm90MaxKSplits and by kMinGroupsPerSplit; one split (no workspace, no fixup) below 2.
+  // kSm90MaxKSplits and by kSm90MinGroupsPerSplit; one split (no workspace, no fixup) below 2.
   c.k_splits = 1;
   const int groups = s.k / kGemmBlockK;
   if (2 * tiles <= d.num_sms && Sm90SplitKCounters(s.m, s.n, c.block_m) <= kSplitKMaxTiles) {
-    const int splits = std::min({d.num_sms / tiles, groups / kMinGroupsPerSplit, kSm90MaxKSplits});
+    const int splits = std::min({d.num_sms / tiles, groups / kSm90MinGroupsPerSplit, kSm90MaxKSplits});
     if (splits >= 2) c.k_splits = splits;
   }
   c.grid = std::min(tiles * c.k_splits, d.num_sms);

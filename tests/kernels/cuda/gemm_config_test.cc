@@ -76,17 +76,17 @@ TEST(GemmConfigTest, EveryConfigIsALaunchableInstanceThatCoversTheProblem) {
             if (c->k_splits == 1) {
               EXPECT_EQ(ws, 0u);
               // No split although one would fit: the tiles fill more than half the SMs, or K is
-              // too short for two splits of two groups, or the counters would not fit.
-              EXPECT_TRUE(2 * tiles > d.num_sms || groups < 4 ||
+              // too short for two splits of kSm90MinGroupsPerSplit groups, or the counters would not fit.
+              EXPECT_TRUE(2 * tiles > d.num_sms || groups < 2 * kSm90MinGroupsPerSplit ||
                           Sm90SplitKCounters(m, n, c->block_m) > kSplitKMaxTiles);
             } else {
               // Only grids that leave at least half the SMs idle split, into one wave of units.
               EXPECT_LE(2 * tiles, d.num_sms);
               EXPECT_LE(tiles * c->k_splits, d.num_sms);
-              // Every split owns at least two whole 128-K groups.
-              EXPECT_GE(groups / c->k_splits, 2);
+              // Every split owns at least kSm90MinGroupsPerSplit whole 128-K groups.
+              EXPECT_GE(groups / c->k_splits, kSm90MinGroupsPerSplit);
               // As many splits as the one wave, the cap and the groups allow.
-              EXPECT_TRUE(c->k_splits == kSm90MaxKSplits || c->k_splits == groups / 2 ||
+              EXPECT_TRUE(c->k_splits == kSm90MaxKSplits || c->k_splits == groups / kSm90MinGroupsPerSplit ||
                           tiles * (c->k_splits + 1) > d.num_sms);
               // Counters at a fixed place first (one per tile and consumer warp), then the partials.
               EXPECT_LE(Sm90SplitKCounters(m, n, c->block_m), kSplitKMaxTiles);
@@ -176,8 +176,9 @@ TEST(GemmConfigTest, HopperDownProjectionSplitsKToFillTheGpu) {
   ASSERT_TRUE(pcie.ok()) << pcie.status();
   EXPECT_EQ(pcie->k_splits, 3);
   EXPECT_EQ(pcie->grid, 96);
-  // One tile: the cap. Four groups: two splits of two groups. Two groups: no split.
-  for (auto [k, splits] : {std::pair{16384, kSm90MaxKSplits}, std::pair{512, 2}, std::pair{256, 1}}) {
+  // One tile: the cap. 16 groups: two splits of 8. 8 groups: no split. The bundled model's first
+  // layer (7 groups): no split.
+  for (auto [k, splits] : {std::pair{16384, kSm90MaxKSplits}, std::pair{2048, 2}, std::pair{1024, 1}, std::pair{896, 1}}) {
     absl::StatusOr<GemmConfig> one = SelectGemmConfig(GemmShape{1, 128, k}, H100());
     ASSERT_TRUE(one.ok()) << one.status();
     EXPECT_EQ(one->k_splits, splits) << k;

@@ -483,6 +483,20 @@ TEST_F(Fp8GemmGpuSmoke, SmallShapes) {
 // from TMA's zero fill in every case.
 class Fp8GemmGpuSm90Pipeline : public GpuFixture<::testing::Test> {};
 
+// A wgmma config with every choice forced (the launcher checks it like any other).
+GemmConfig ForcedSm90Config(int block_m, int stages, int grid, int raster_group, int k_splits) {
+  GemmConfig config;
+  config.kernel = GemmKernel::kSm90Wgmma;
+  config.block_m = block_m;
+  config.block_n = kSm90BlockN;
+  config.stages = stages;
+  config.k_splits = k_splits;
+  config.grid = grid;
+  config.raster_group = raster_group;
+  config.smem_bytes = Sm90SmemBytes(block_m, kSm90BlockN, stages);
+  return config;
+}
+
 TEST_F(Fp8GemmGpuSm90Pipeline, PhasesCarryAcrossTilesAndStages) {
   if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
   if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
@@ -504,14 +518,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, PhasesCarryAcrossTilesAndStages) {
     DeviceOperands ops;
     FP8SERVE_ASSERT_OK(Upload(p, &ops));
     for (GemmOutput out : kOutputs) {
-      GemmConfig config;
-      config.kernel = GemmKernel::kSm90Wgmma;
-      config.block_m = f.block_m;
-      config.block_n = kSm90BlockN;
-      config.stages = f.stages;
-      config.grid = f.grid;
-      config.raster_group = f.raster_group;
-      config.smem_bytes = Sm90SmemBytes(f.block_m, kSm90BlockN, f.stages);
+      const GemmConfig config = ForcedSm90Config(f.block_m, f.stages, f.grid, f.raster_group, 1);
       absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
       ASSERT_TRUE(run.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << run.status();
       const CheckResult cr = CheckOutput(p, out, *run);
@@ -558,15 +565,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, SplitKReducesInSplitOrder) {
     FP8SERVE_ASSERT_OK(Upload(p, &ops));
     DeviceBuffer workspace;
     for (GemmOutput out : kOutputs) {
-      GemmConfig config;
-      config.kernel = GemmKernel::kSm90Wgmma;
-      config.block_m = f.block_m;
-      config.block_n = kSm90BlockN;
-      config.stages = f.stages;
-      config.k_splits = f.k_splits;
-      config.grid = f.grid;
-      config.raster_group = 2;
-      config.smem_bytes = Sm90SmemBytes(f.block_m, kSm90BlockN, f.stages);
+      const GemmConfig config = ForcedSm90Config(f.block_m, f.stages, f.grid, 2, f.k_splits);
       absl::StatusOr<GemmRun> first = RunGemm(p, ops, out, config, stream_, Launcher::kDispatch, &workspace);
       ASSERT_TRUE(first.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << first.status();
       absl::StatusOr<GemmRun> second = RunGemm(p, ops, out, config, stream_, Launcher::kDispatch, &workspace);

@@ -10,6 +10,7 @@
 // copies and kernels on the slot's stream, and Poll() reports their completion.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +84,11 @@ struct BackendOptions {
 // CPU backend with a log line, while under kCuda it fails. Running out of memory at load is
 // RESOURCE_EXHAUSTED, with nothing left allocated.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options, const MlpWeights& weights);
+
+// What builds a model's backend. Empty means CreateBackend; tests put a backend around it that
+// fails on purpose (the server's answer to a failing backend is otherwise only reachable on a GPU).
+using BackendFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Backend>>(const BackendOptions& options, const MlpWeights& weights)>;
 
 // Threads OpenBLAS may use inside one CPU forward (process-wide). The server's default is 1: its
 // parallelism is across batches (instances) and gRPC threads, and on a few cores a BLAS thread pool

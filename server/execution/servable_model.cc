@@ -51,7 +51,8 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Create(const Optio
   bko.instance_groups = options.instance_groups;
   bko.cuda_streams_per_instance = options.cuda_streams_per_instance;
   bko.cuda_graphs = options.cuda_graphs;
-  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(bko, weights);
+  absl::StatusOr<std::unique_ptr<Backend>> backend =
+      options.backend_factory ? options.backend_factory(bko, weights) : CreateBackend(bko, weights);
   if (!backend.ok()) return backend.status();
   std::shared_ptr<ServableModel> m(new ServableModel(options, *std::move(backend)));
   const int workers = m->backend_->num_instances();

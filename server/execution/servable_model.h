@@ -47,6 +47,8 @@ class ServableModel {
     // CUDA backend only: streams (slots) per instance, and CUDA graphs (see BackendOptions).
     int cuda_streams_per_instance = 2;
     bool cuda_graphs = true;
+    // Builds the backend (empty: CreateBackend).
+    BackendFactory backend_factory;
     // This version's Prometheus series (null: none). The executor counts queue depth, batches in
     // flight, executions and rows on it; the service counts requests and their durations.
     std::shared_ptr<ModelMetrics> metrics;

@@ -190,6 +190,7 @@ absl::Status ModelRepository::LoadLocked(const std::string& name) {
     ServableModel::Options so = ServableOptionsFromConfig(*config, v, options_.backend);
     so.cuda_streams_per_instance = options_.cuda_streams_per_instance;
     so.cuda_graphs = options_.cuda_graphs;
+    so.backend_factory = options_.backend_factory;
     if (options_.metrics != nullptr) so.metrics = options_.metrics->ForModel(name, v);
     absl::StatusOr<std::shared_ptr<ServableModel>> servable = ServableModel::Create(so, model->weights);
     if (!servable.ok()) return record_failure(servable.status());

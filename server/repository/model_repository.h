@@ -45,6 +45,8 @@ class ModelRepository {
     // CUDA backend: streams per instance and CUDA graphs, for every model (see BackendOptions).
     int cuda_streams_per_instance = 2;
     bool cuda_graphs = true;
+    // Builds every model's backend (empty: CreateBackend). For tests.
+    BackendFactory backend_factory;
     // Optional, not owned, outlives the repository: every loaded version gets its series from it,
     // and the repository publishes which versions are ready after every change.
     ServerMetrics* metrics = nullptr;

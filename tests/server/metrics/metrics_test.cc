@@ -35,6 +35,7 @@
 #include "gtest/gtest.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
+#include "server/execution/backend.h"
 #include "server/metrics/gpu_metrics.h"
 #include "server/metrics/metrics.h"
 #include "tests/server/testing/test_models.h"
@@ -581,6 +582,76 @@ TEST(MetricsLifecycle, UnloadRemovesSeriesReloadKeepsCounting) {
   EXPECT_EQ(m.Value("fp8serve_model_ready", MV("m", "2")), 1);
   EXPECT_FALSE(m.Get("fp8serve_model_ready", MV("m", "")).has_value());
   EXPECT_EQ(m.Value("fp8serve_requests_total", MVO("m", "2", "success")), 0);
+}
+
+// A backend that fails: its batch's requests get the error with INTERNAL, are counted as
+// outcome="backend", and nothing else is touched (the requests before and after are answered
+// correctly by the same model). A real backend fails like this only on a GPU (a kernel or copy
+// error), so the test wraps the CPU backend and fails any batch whose first value is a marker.
+class FailingBackend : public Backend {
+ public:
+  static constexpr float kMarker = 1234.5f;
+  explicit FailingBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  const char* name() const override { return inner_->name(); }
+  int input_dim() const override { return inner_->input_dim(); }
+  int output_dim() const override { return inner_->output_dim(); }
+  int max_rows() const override { return inner_->max_rows(); }
+  int num_instances() const override { return inner_->num_instances(); }
+  int num_slots() const override { return inner_->num_slots(); }
+  float* input(int slot, int rows) override { return inner_->input(slot, rows); }
+  const float* output(int slot) const override { return inner_->output(slot); }
+  std::string Describe() const override { return "failing on a marker, around " + inner_->Describe(); }
+  std::optional<absl::Status> Launch(int slot, int rows) override {
+    if (inner_->input(slot, rows)[0] == kMarker) return absl::InternalError("injected backend failure");
+    return inner_->Launch(slot, rows);
+  }
+  std::optional<absl::Status> Poll(int slot) override { return inner_->Poll(slot); }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+};
+
+TEST(MetricsOutcomes, BackendFailureFailsItsBatchOnlyAndIsCounted) {
+  TempModelRepository repo;
+  const MlpWeights w = RandomMlp({kIn, 16, 10}, 6);
+  repo.AddModel(MakeSpec("m", 8), w);
+  ModelRepository::Options ro = RepositoryOptions(repo.root(), ModelControlMode::kExplicit, {"m"});
+  ro.backend_factory = [](const BackendOptions& o, const MlpWeights& weights) -> absl::StatusOr<std::unique_ptr<Backend>> {
+    absl::StatusOr<std::unique_ptr<Backend>> inner = CreateBackend(o, weights);
+    if (!inner.ok()) return inner.status();
+    return std::unique_ptr<Backend>(std::make_unique<FailingBackend>(*std::move(inner)));
+  };
+  TestServer::Options o;
+  o.metrics = true;
+  absl::StatusOr<std::unique_ptr<TestServer>> s = TestServer::Start(ro, o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  TestServer& server = **s;
+
+  std::mt19937 rng(9);
+  int good = 0, bad = 0;
+  inference::ModelInferResponse resp;
+  // One request at a time: each is a batch of its own.
+  for (int i = 0; i < 7; ++i) {
+    std::vector<float> x = RandomInputs(kIn, rng);
+    const bool fail = i % 3 == 1;
+    if (fail) x[0] = FailingBackend::kMarker;
+    const grpc::Status st = Infer(server.stub(), MakeInferRequest("m", "input", x, 1, kIn), &resp);
+    if (fail) {
+      ++bad;
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::INTERNAL) << st.error_message();
+      EXPECT_THAT(st.error_message(), HasSubstr("injected backend failure"));
+    } else {
+      ++good;
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      EXPECT_TRUE(RowsClose(OutputValues(resp), FastOutputs(w, x, 1), 10, kVsReference));
+    }
+  }
+  ASSERT_EQ(bad, 2);
+  absl::StatusOr<Scrape> m = ScrapeMetrics(server.metrics_port());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->Value("fp8serve_requests_total", MVO("m", "1", "backend")), bad);
+  EXPECT_EQ(m->Value("fp8serve_requests_total", MVO("m", "1", "success")), good);
+  EXPECT_EQ(m->Value("fp8serve_model_ready", MV("m", "1")), 1);
 }
 
 // ---- 3. Labels clients choose are bounded -------------------------------------------------------

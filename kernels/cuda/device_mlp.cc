@@ -211,7 +211,11 @@ absl::StatusOr<std::unique_ptr<DeviceWorkspace>> DeviceMlp::AllocateWorkspace(in
   if (st.ok()) st = DeviceAlloc(act_scales, owned, &ws->act_scales_[1], "activation scales");
   uint8_t* gemm = nullptr;
   if (st.ok() && gemm_ws > 0) st = DeviceAlloc(gemm_ws, owned, &gemm, "split-K workspace");
-  if (st.ok() && gemm_ws > 0) st = FP8SERVE_CUDA_STATUS(cudaMemset(gemm, 0, gemm_ws));
+  // NOTES: zeroed on a stream that is then synchronized: a plain cudaMemset runs on the legacy
+  // default stream, which the callers' non-blocking streams do not wait for, so a first split-K
+  // launch could otherwise find its tile counters not yet zero.
+  if (st.ok() && gemm_ws > 0) st = FP8SERVE_CUDA_STATUS(cudaMemsetAsync(gemm, 0, gemm_ws, cudaStreamPerThread));
+  if (st.ok() && gemm_ws > 0) st = FP8SERVE_CUDA_STATUS(cudaStreamSynchronize(cudaStreamPerThread));
   if (!st.ok()) {
     FreeAll(owned);
     ws->act_[0] = ws->act_[1] = nullptr;

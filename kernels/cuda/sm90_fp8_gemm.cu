@@ -110,7 +110,9 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   if (c.k_splits < 1 || c.k_splits > groups) {
     return bad(absl::StrCat("k_splits outside [1, ", groups, " groups]: every split owns a 128-K group"));
   }
-  if (c.stages < 1 || c.stages > kSm90MaxStages) return bad(absl::StrCat("stages outside [1, ", kSm90MaxStages, "]"));
+  // NOTES: at least 2: a consumer issues group g + 1 before it hands back group g's stage, so it
+  // holds two stages at once; with one the producer and the consumers would wait for each other.
+  if (c.stages < 2 || c.stages > kSm90MaxStages) return bad(absl::StrCat("stages outside [2, ", kSm90MaxStages, "]"));
   if (c.raster_group < 1) return bad("raster_group must be >= 1");
   if (c.grid < 1 || c.grid > dev.num_sms) return bad(absl::StrCat("grid outside [1, ", dev.num_sms, " SMs]"));
   const size_t need = c.block_m == 64 ? Sm90SmemLayout<64>::Bytes(c.stages) : Sm90SmemLayout<128>::Bytes(c.stages);

@@ -49,7 +49,7 @@ struct Sm90GemmParams {
   float* d_scales = nullptr;          // [m, n/128] for E4M3 output
   int ldd = 0;
   int n_store = 0;
-  int num_stages = 0;    // 1..kSm90MaxStages
+  int num_stages = 0;    // 2..kSm90MaxStages
   int raster_group = 1;  // 1..tiles_m
   int k_splits = 1;      // 1..k/128
   bool relu = false;

@@ -12,9 +12,10 @@
 #
 # Steps, each under its own timeout: nvidia-smi; every GPU test binary (--gtest_brief); compute-
 # sanitizer memcheck then racecheck over the GEMM and fused tests' Smoke suites; fp8_gemm_bench;
-# tools/device/serving_e2e.sh when present. Logs in $OUT (at most 8 files come back): gpu_check.log
+# tools/device/serving_e2e.sh when present; with time left, tools/device/profile.sh (an ncu digest;
+# a failure there does not fail the check). Logs in $OUT (at most 8 files come back): gpu_check.log
 # (this console), tests.log, sanitizer.log, bench.log, bench.csv, e2e.tar.gz (the serving run's own
-# logs and JSON), summary.txt. The last thing printed is the summary table. Exit status 0 when
+# logs and JSON), profile.tar.gz, summary.txt. The last thing printed is the summary table. Exit status 0 when
 # every step that ran passed.
 set -u -o pipefail
 
@@ -252,6 +253,25 @@ main() {
   else
     echo "tools/device/serving_e2e.sh not present: skipped"
     add_row "serving_e2e.sh" "absent" ""
+  fi
+
+  # ---------------------------------------------------------------------------------------------
+  # With time left: an Nsight Compute digest of the kernels whose speed is being worked on
+  # (tools/device/profile.sh; its files travel back as one archive).
+  banner "profile"
+  if [ -x tools/device/profile.sh ]; then
+    to=$(step_timeout 90 0)
+    if [ "$to" -lt 45 ]; then
+      add_row "profile.sh" "SKIPPED (time)" ""
+    else
+      prof_dir=$(mktemp -d)
+      t0=$(elapsed)
+      OUT=$prof_dir BUNDLE=$B timeout -k 10 "$to" bash tools/device/profile.sh 2>&1 | tee "$prof_dir/profile-console.log"
+      rc=${PIPESTATUS[0]}
+      tar -C "$prof_dir" -czf "$OUT/profile.tar.gz" .
+      if [ "$rc" -eq 0 ]; then status=ok; else status="rc=$rc (not counted)"; fi
+      add_row "profile.sh (ncu digest)" "$status" "$(($(elapsed) - t0))s, files in profile.tar.gz"
+    fi
   fi
 
   # ---------------------------------------------------------------------------------------------

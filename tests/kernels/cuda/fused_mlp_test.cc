@@ -416,24 +416,34 @@ TEST_F(FusedMlpGpuFallback, UnsupportedModelsRunOnTheChain) {
   }
 }
 
-// FusedMlpSupported is host logic: it answers without a GPU. Pointers are never dereferenced, so
-// stand-ins do (aligned as the kernel requires).
-TEST(FusedMlpSupport, SaysWhyItRejects) {
-  alignas(16) static uint8_t codes[16];
-  alignas(16) static float scales[4];
-  auto layer = [](int n, int k) {
-    return FusedMlpLayer{n, k, gpu_test::PadTo128(n), gpu_test::PadTo128(k), codes, Fp8Format::kE4M3, scales, nullptr, scales};
-  };
-  const DeviceTraits h100;  // the defaults describe an H100/H200
+// FusedMlpSupported and the launcher's argument checks are host logic: they answer without a GPU.
+// Pointers are never dereferenced, so stand-ins do (aligned as the kernel requires).
+alignas(16) uint8_t g_stand_in_codes[16];
+alignas(16) float g_stand_in_scales[4];
+
+FusedMlpLayer StandInLayer(int n, int k) {
+  return FusedMlpLayer{n, k, gpu_test::PadTo128(n), gpu_test::PadTo128(k), g_stand_in_codes, Fp8Format::kE4M3,
+                       g_stand_in_scales, nullptr, g_stand_in_scales};
+}
+
+// The bundled model's shape (784-256-10) at batch 64, with stand-in pointers.
+FusedMlpArgs StandInBundledArgs() {
   FusedMlpArgs args;
   args.m = 64;
-  args.x = scales;
-  args.y = scales;
+  args.x = g_stand_in_scales;
+  args.y = g_stand_in_scales;
+  args.num_layers = 2;
+  args.layers[0] = StandInLayer(256, 784);
+  args.layers[1] = StandInLayer(10, 256);
+  return args;
+}
+
+TEST(FusedMlpSupport, SaysWhyItRejects) {
+  const auto layer = StandInLayer;
+  const DeviceTraits h100;  // the defaults describe an H100/H200
 
   // The bundled model's shape is what the fused kernel is for.
-  args.num_layers = 2;
-  args.layers[0] = layer(256, 784);
-  args.layers[1] = layer(10, 256);
+  FusedMlpArgs args = StandInBundledArgs();
   std::string why;
   EXPECT_TRUE(FusedMlpSupported(args, h100, &why)) << why;
 
@@ -549,18 +559,7 @@ TEST_F(FusedMlpGpuClusterBundled, ForcedSizesMatchReference) {
 
 // The cluster size argument is checked on the host, before any CUDA call: no GPU needed.
 TEST(FusedMlpSupport, RejectsBadClusterSizes) {
-  alignas(16) static uint8_t codes[16];
-  alignas(16) static float scales[4];
-  auto layer = [](int n, int k) {
-    return FusedMlpLayer{n, k, gpu_test::PadTo128(n), gpu_test::PadTo128(k), codes, Fp8Format::kE4M3, scales, nullptr, scales};
-  };
-  FusedMlpArgs args;
-  args.m = 64;
-  args.x = scales;
-  args.y = scales;
-  args.num_layers = 2;
-  args.layers[0] = layer(256, 784);
-  args.layers[1] = layer(10, 256);
+  FusedMlpArgs args = StandInBundledArgs();
   const DeviceTraits h100;
   for (int bad : {-1, 3, 16}) {
     args.cluster_size = bad;

@@ -82,6 +82,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/fused_mlp.h"
+#include "kernels/cuda/sm90_utils.cuh"
 
 namespace fp8serve::cuda {
 
@@ -263,28 +264,11 @@ __device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes)
 // Waits until phase `parity` of the local barrier completes. Acquire at cluster scope: the data
 // that other CTAs' st.async counted on it (whose complete-tx is a release at cluster scope) is
 // visible to this thread afterwards.
-// NOTES: a byte count that never arrives would hang the GPU until the process is killed. After
-// kFusedMbarMaxTries failed tries (seconds; no correct wait comes near it) the thread traps, so the
-// launch fails with cudaErrorLaunchFailure and the test names the case.
-inline constexpr uint32_t kFusedMbarMaxTries = 1u << 26;
+// A byte count that never arrives traps after sm90::kMbarMaxTries tries (the launch then fails with
+// cudaErrorLaunchFailure) instead of hanging the GPU.
 __device__ __forceinline__ void MbarWaitCluster(uint32_t bar, uint32_t parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "{\n"
-      ".reg .pred ready, more;\n"
-      ".reg .u32 tries;\n"
-      "mov.u32 tries, 0;\n"
-      "FUSED_WAIT_RETRY:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 ready, [%0], %1;\n"
-      "@ready bra FUSED_WAIT_DONE;\n"
-      "add.u32 tries, tries, 1;\n"
-      "setp.lt.u32 more, tries, %2;\n"
-      "@more bra FUSED_WAIT_RETRY;\n"
-      "trap;\n"
-      "FUSED_WAIT_DONE:\n"
-      "}\n" ::"r"(bar),
-      "r"(parity), "n"(kFusedMbarMaxTries)
-      : "memory");
+  sm90::MbarWait</*kClusterScope=*/true>(bar, parity);
 #endif
 }
 

@@ -57,24 +57,34 @@ __device__ __forceinline__ void MbarArrive(uint32_t bar) {
 // kernel spill.)
 inline constexpr uint32_t kMbarMaxTries = 1u << 26;
 
+// The bounded wait loop, with the acquire at `scope` ("cta" or "cluster").
+#define FP8SERVE_MBAR_WAIT_ASM(scope)                                               \
+  "{\n"                                                                             \
+  ".reg .pred ready, more;\n"                                                       \
+  ".reg .u32 tries;\n"                                                              \
+  "mov.u32 tries, 0;\n"                                                             \
+  "WAIT_RETRY:\n"                                                                   \
+  "mbarrier.try_wait.parity.acquire." scope ".shared::cta.b64 ready, [%0], %1;\n"   \
+  "@ready bra WAIT_DONE;\n"                                                         \
+  "add.u32 tries, tries, 1;\n"                                                      \
+  "setp.lt.u32 more, tries, %2;\n"                                                  \
+  "@more bra WAIT_RETRY;\n"                                                         \
+  "trap;\n"                                                                         \
+  "WAIT_DONE:\n"                                                                    \
+  "}\n"
+
+// kClusterScope: acquire at cluster scope, so that what other CTAs of the cluster released onto
+// this barrier (st.async complete-tx, remote arrivals) is visible after the wait.
+template <bool kClusterScope = false>
 __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred ready, more;\n"
-      ".reg .u32 tries;\n"
-      "mov.u32 tries, 0;\n"
-      "WAIT_RETRY:\n"
-      "mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 ready, [%0], %1;\n"
-      "@ready bra WAIT_DONE;\n"
-      "add.u32 tries, tries, 1;\n"
-      "setp.lt.u32 more, tries, %2;\n"
-      "@more bra WAIT_RETRY;\n"
-      "trap;\n"
-      "WAIT_DONE:\n"
-      "}\n" ::"r"(bar),
-      "r"(parity), "n"(kMbarMaxTries)
-      : "memory");
+  if constexpr (kClusterScope) {
+    asm volatile(FP8SERVE_MBAR_WAIT_ASM("cluster")::"r"(bar), "r"(parity), "n"(kMbarMaxTries) : "memory");
+  } else {
+    asm volatile(FP8SERVE_MBAR_WAIT_ASM("cta")::"r"(bar), "r"(parity), "n"(kMbarMaxTries) : "memory");
+  }
 }
+
+#undef FP8SERVE_MBAR_WAIT_ASM
 
 // ---------------------------------------------------------------------------------------------
 // TMA

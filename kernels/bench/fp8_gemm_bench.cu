@@ -739,6 +739,79 @@ class LtChain {
 
 __global__ void EmptyKernel() {}
 
+// The fused kernel's own timeline (FusedMlpArgs::trace) for one launch of `rows` rows with the
+// launcher's automatic choice, after `warm` untimed launches: the span from the first CTA's entry
+// to the last CTA's exit (%globaltimer, ns), and per cluster rank the time each event is reached,
+// the median over the row blocks, in ns since that CTA's entry (SM cycles converted with the clock
+// rate the same trace shows: its CTAs' cycles over their globaltimer spans).
+void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStream_t stream, int launches) {
+  FusedMlpArgs fa = dm.FusedArgs(x, rows, y);
+  const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(fa, dm.traits());
+  if (!plan.ok()) return;
+  const int ctas = static_cast<int>(plan->row_blocks) * plan->cluster;
+  DeviceArray<uint64_t> trace(static_cast<size_t>(ctas) * kFusedTraceSlots);
+  std::vector<double> spans;
+  std::vector<uint64_t> t;
+  for (int i = 0; i < launches; ++i) {
+    BENCH_CUDA(cudaMemsetAsync(trace.get(), 0, trace.size() * sizeof(uint64_t), stream));
+    SpinNs<<<1, 1, 0, stream>>>(50'000);
+    fa.trace = trace.get();
+    BENCH_OK(LaunchFusedMlp(fa, dm.traits(), stream));
+    BENCH_CUDA(cudaStreamSynchronize(stream));
+    t = trace.Download();
+    uint64_t first = UINT64_MAX, last = 0;
+    for (int c = 0; c < ctas; ++c) {
+      first = std::min(first, t[static_cast<size_t>(c) * kFusedTraceSlots + kFusedTraceStartNs]);
+      last = std::max(last, t[static_cast<size_t>(c) * kFusedTraceSlots + kFusedTraceEndNs]);
+    }
+    spans.push_back(static_cast<double>(last - first));
+  }
+  // Clock rate from the last launch: cycles at exit over the CTA's globaltimer span
+  double cycles = 0, ns = 0;
+  uint64_t first = UINT64_MAX;
+  for (int c = 0; c < ctas; ++c) {
+    const uint64_t* s = &t[static_cast<size_t>(c) * kFusedTraceSlots];
+    cycles += static_cast<double>(s[kFusedTraceExit]);
+    ns += static_cast<double>(s[kFusedTraceEndNs] - s[kFusedTraceStartNs]);
+    first = std::min(first, s[kFusedTraceStartNs]);
+  }
+  const double ghz = ns > 0 ? cycles / ns : 0;
+  std::sort(spans.begin(), spans.end());
+  std::printf("    fused kernel timeline, batch %d (BLOCK_M %d, %lld row blocks x cluster %d): kernel span %.2f us "
+              "(median of %d launches, min %.2f), SM clock %.2f GHz\n",
+              rows, plan->block_m, plan->row_blocks, plan->cluster, spans[spans.size() / 2] / 1000.0, launches,
+              spans.front() / 1000.0, ghz);
+  if (ghz <= 0) return;
+  // Per rank: median over row blocks of each event, ns since the CTA's entry (entry: since the
+  // earliest CTA's entry)
+  std::vector<std::pair<std::string, int>> cols = {{"setup", kFusedTraceSetup}, {"quant", kFusedTraceQuantized},
+                                                   {"start", kFusedTraceStarted}};
+  const char* const layer_events[4] = {"in", "w", "mma", "done"};
+  for (int l = 0; l < fa.num_layers; ++l) {
+    for (int e = 0; e < 4; ++e) cols.push_back({absl::StrCat("L", l, ".", layer_events[e]), kFusedTraceLayer0 + 4 * l + e});
+  }
+  cols.push_back({"exit", kFusedTraceExit});
+  std::string header = absl::StrFormat("      %-5s %7s", "rank", "entry");
+  for (const auto& c : cols) absl::StrAppend(&header, absl::StrFormat(" %7s", c.first));
+  std::printf("%s   (ns; median over row blocks)\n", header.c_str());
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? NAN : v[v.size() / 2];
+  };
+  for (int r = 0; r < plan->cluster; ++r) {
+    std::vector<double> entry;
+    std::vector<std::vector<double>> ev(cols.size());
+    for (long long b = 0; b < plan->row_blocks; ++b) {
+      const uint64_t* s = &t[static_cast<size_t>(b * plan->cluster + r) * kFusedTraceSlots];
+      entry.push_back(static_cast<double>(s[kFusedTraceStartNs] - first));
+      for (size_t c = 0; c < cols.size(); ++c) ev[c].push_back(static_cast<double>(s[cols[c].second]) / ghz);
+    }
+    std::string line = absl::StrFormat("      %-5d %7.0f", r, median(entry));
+    for (size_t c = 0; c < cols.size(); ++c) absl::StrAppend(&line, absl::StrFormat(" %7.0f", median(ev[c])));
+    std::printf("%s\n", line.c_str());
+  }
+}
+
 void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaStream_t stream, cublasLtHandle_t lt,
                   Timer& timer, DeviceArray<uint8_t>& lt_workspace, Report& report) {
   const int max_rows = *std::max_element(batches.begin(), batches.end());
@@ -814,6 +887,32 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
     std::printf("  batch %6d: fused %9s us  chain %9s us  cuBLASLt per layer %9s us  fused x%.2f vs cuBLASLt\n", rows,
                 Us(t[0]).c_str(), Us(t[1]).c_str(), Us(t[2]).c_str(), t[2] / t[0]);
     if (!by_cluster.empty()) std::printf("    fused kernel by cluster size (us):%s\n", by_cluster.c_str());
+    if ((*dm)->auto_path() == ForwardPath::kFused && rows <= kFusedAutoMaxRows) {
+      // Back to back: kFusedBackToBack forwards in one graph, so that launch latency overlaps the
+      // previous kernel (the GPU time of a forward in a busy server, closer than one replay)
+      constexpr int kFusedBackToBack = 20;
+      Graph g;
+      const absl::Status st = g.Capture(stream, [&] {
+        for (int i = 0; i < kFusedBackToBack; ++i) {
+          if (absl::Status s = (*dm)->Forward(x.get(), rows, y.get(), **ws, stream, ForwardPath::kFused); !s.ok()) return s;
+        }
+        return absl::OkStatus();
+      });
+      if (st.ok()) {
+        const double us = timer.MedianUs([&](int) { g.Launch(stream); }, false) / kFusedBackToBack;
+        std::printf("    fused, %d forwards back to back in one graph: %s us per forward\n", kFusedBackToBack,
+                    Us(us).c_str());
+        Row r;
+        r.section = "forward";
+        r.variant = "fused/back_to_back";
+        r.m = rows;
+        r.n = mlp.output_dim();
+        r.k = mlp.input_dim();
+        r.us = us;
+        report.Add(r);
+      }
+      TraceFused(**dm, x.get(), rows, y.get(), stream, 15);
+    }
     for (int p = 0; p < 3; ++p) {
       if (!notes[p].empty()) std::printf("    %s: %s\n", names[p], notes[p].c_str());
       Row r;

@@ -53,20 +53,36 @@ int LayerParts(const FusedMlpLayer& l, int cluster) {
   return std::min(cluster / tiles, groups);
 }
 
-// FusedLayerParams::rank_work for layer l with `parts` in a cluster of `cluster` CTAs: rank r
-// takes tiles r, r + cluster, ... whole (parts 1), or contributor q = r % parts of tile r / parts,
-// K groups [q * G / parts, (q + 1) * G / parts); ranks past the cluster get no work.
-void FillRankWork(const FusedMlpLayer& l, int parts, int cluster, uint32_t (&work)[kFusedMaxCluster]) {
-  const int groups = l.k_pad / kFusedTileK;
+// Rank r's work in layer l with `parts` in a cluster of `cluster` CTAs (FusedLayerPlan::work): tiles
+// r, r + cluster, ... whole (parts 1; the plan names the first), or contributor q = r % parts of
+// tile r / parts, K groups [q * G / parts, (q + 1) * G / parts); no work past the tiles.
+FusedRankWork RankWork(const FusedMlpLayer& l, int parts, int cluster, int r) {
+  const int tiles = l.n_pad / kFusedTileN, groups = l.k_pad / kFusedTileK;
+  FusedRankWork w;
+  if (r >= cluster) return w;
+  if (parts == 1) {
+    if (r < tiles) w = FusedRankWork{r, 0, groups};
+    return w;
+  }
+  const int q = r % parts, tile = r / parts;
+  if (tile < tiles) w = FusedRankWork{tile, q * groups / parts, (q + 1) * groups / parts};
+  return w;
+}
+
+// Output tiles of a layer whose epilogue rank r runs (split tiles: the contributor with group 0).
+int OwnedTiles(const FusedLayerPlan& l, int tiles, int cluster, int r) {
+  const FusedRankWork& w = l.work[r];
+  if (w.tile < 0 || w.group_begin != 0) return 0;
+  if (l.parts > 1) return 1;
+  return (tiles - w.tile + cluster - 1) / cluster;
+}
+
+// Packs the plan's work of every rank into FusedLayerParams::rank_work (tile 0xff: none).
+void PackRankWork(const FusedLayerPlan& l, uint32_t (&packed)[kFusedMaxCluster]) {
   for (int r = 0; r < kFusedMaxCluster; ++r) {
-    int tile = 0xff, g0 = 0, g1 = 0;
-    if (r < cluster && parts == 1) {
-      tile = r, g0 = 0, g1 = groups;
-    } else if (r < cluster) {
-      const int q = r % parts;
-      tile = r / parts, g0 = q * groups / parts, g1 = (q + 1) * groups / parts;
-    }
-    work[r] = static_cast<uint32_t>(tile) | (static_cast<uint32_t>(g0) << 8) | (static_cast<uint32_t>(g1) << 16);
+    const FusedRankWork& w = l.work[r];
+    const uint32_t tile = w.tile < 0 ? 0xffu : static_cast<uint32_t>(w.tile);
+    packed[r] = tile | (static_cast<uint32_t>(w.group_begin) << 8) | (static_cast<uint32_t>(w.group_end) << 16);
   }
 }
 
@@ -240,13 +256,11 @@ bool FusedMlpSupported(const FusedMlpArgs& args, const DeviceTraits& device, std
   return ok;
 }
 
-absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device, cudaStream_t stream) {
+absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device) {
   if (std::string why = UnsupportedReason(args, device); !why.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("fused MLP: ", why));
   }
   if (args.m < 0) return absl::InvalidArgumentError(absl::StrCat("fused MLP: ", args.m, " rows"));
-  if (args.m == 0) return absl::OkStatus();
-  if (args.x == nullptr || args.y == nullptr) return absl::InvalidArgumentError("fused MLP: null input or output");
   if (args.cluster_size != 0 && args.cluster_size != 1 && args.cluster_size != 2 && args.cluster_size != 4 &&
       args.cluster_size != 8) {
     return absl::InvalidArgumentError(
@@ -257,6 +271,63 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
                                                    " needs compute capability 9.0, the device has ", device.cc_major,
                                                    ".", device.cc_minor));
   }
+  const FusedInstance& inst = kInstances[SelectInstance(args, device)];
+  FusedPlan plan;
+  plan.block_m = inst.block_m;
+  plan.stages = inst.stages;
+  plan.row_blocks = (static_cast<long long>(args.m) + inst.block_m - 1) / inst.block_m;
+  const int cluster = args.cluster_size != 0 ? args.cluster_size
+                                             : SelectClusterSize(args, device, inst, std::max(1LL, plan.row_blocks));
+  plan.cluster = cluster;
+  plan.smem_bytes = ComputeSmemLayout(args, inst, cluster).bytes;
+  if (plan.smem_bytes > static_cast<size_t>(device.smem_per_block_optin)) {
+    return absl::InvalidArgumentError(absl::StrCat("fused MLP: cluster size ", cluster, " needs ", plan.smem_bytes,
+                                                   " bytes of shared memory per block, the device allows ",
+                                                   device.smem_per_block_optin));
+  }
+
+  // Who works where
+  const int num_layers = args.num_layers;
+  for (int i = 0; i < num_layers; ++i) {
+    FusedLayerPlan& l = plan.layers[i];
+    l.parts = cluster > 1 ? LayerParts(args.layers[i], cluster) : 1;
+    for (int r = 0; r < kFusedMaxCluster; ++r) l.work[r] = RankWork(args.layers[i], l.parts, cluster, r);
+  }
+  // What each rank sends and receives: every byte a barrier waits for is sent to it exactly once
+  std::fill(std::begin(plan.last_send), std::end(plan.last_send), -1);
+  if (cluster == 1) return plan;
+  const uint32_t slot_bytes = static_cast<uint32_t>(inst.block_m * kFusedTileN * 4);
+  const uint32_t tile_bytes = static_cast<uint32_t>(inst.block_m * (kFusedTileN + 4));
+  for (int i = 0; i < num_layers; ++i) {
+    FusedLayerPlan& l = plan.layers[i];
+    const int tiles = args.layers[i].n_pad / kFusedTileN;
+    const FusedLayerPlan* next = i + 1 < num_layers ? &plan.layers[i + 1] : nullptr;
+    for (int r = 0; r < cluster; ++r) {
+      const int owned = OwnedTiles(l, tiles, cluster, r);
+      // A split tile's owner receives one partial tile from each other contributor
+      if (l.parts > 1 && owned > 0) l.partial_bytes[r] = static_cast<uint32_t>(l.parts - 1) * slot_bytes;
+      if (next != nullptr) {
+        // A rank that works in the next layer receives every output tile it does not own
+        if (next->work[r].tile >= 0) l.act_bytes[r] = static_cast<uint32_t>(tiles - owned) * tile_bytes;
+        // An owner copies its tiles to every other rank that works in the next layer
+        if (owned > 0) {
+          for (int d = 0; d < cluster; ++d) {
+            if (d != r && next->work[d].tile >= 0) l.receivers[r] |= 1u << d;
+          }
+        }
+      }
+      const bool contributor = l.work[r].tile >= 0 && l.work[r].group_begin != 0;
+      if (contributor || l.receivers[r] != 0) plan.last_send[r] = i;
+    }
+  }
+  return plan;
+}
+
+absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device, cudaStream_t stream) {
+  absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, device);
+  if (!plan.ok()) return plan.status();
+  if (args.m == 0) return absl::OkStatus();
+  if (args.x == nullptr || args.y == nullptr) return absl::InvalidArgumentError("fused MLP: null input or output");
 
   FusedMlpParams p;
   p.num_layers = args.num_layers;
@@ -266,8 +337,16 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
   p.x = args.x;
   p.y = args.y;
   p.x_vec4 = (p.k_in % 4 == 0 && Aligned(args.x, 16)) ? 1 : 0;
+  p.trace = args.trace;
+  int which = -1;
+  for (int i = 0; i < kNumInstances && which < 0; ++i) {
+    if (kInstances[i].block_m == plan->block_m && kInstances[i].stages == plan->stages) which = i;
+  }
+  const FusedInstance& inst = kInstances[which];
+  const FusedSmemLayout smem = ComputeSmemLayout(args, inst, plan->cluster);
   for (int i = 0; i < args.num_layers; ++i) {
     const FusedMlpLayer& l = args.layers[i];
+    const FusedLayerPlan& lp = plan->layers[i];
     FusedLayerParams& d = p.layers[i];
     d.w = l.w;
     d.b_scales = l.b_scales;
@@ -279,24 +358,15 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
     d.groups = l.k_pad / kFusedTileK;
     d.tiles = l.n_pad / kFusedTileN;
     d.e5m2 = l.w_format == Fp8Format::kE5M2 ? 1 : 0;
+    d.parts = lp.parts;
+    d.slot_offset = smem.slot_offset[i];
+    PackRankWork(lp, d.rank_work);
+    std::copy(std::begin(lp.partial_bytes), std::end(lp.partial_bytes), d.partial_bytes);
+    std::copy(std::begin(lp.act_bytes), std::end(lp.act_bytes), d.act_bytes);
+    std::copy(std::begin(lp.receivers), std::end(lp.receivers), d.receivers);
   }
-
-  const int which = SelectInstance(args, device);
-  const FusedInstance& inst = kInstances[which];
-  const long long row_blocks = (static_cast<long long>(args.m) + inst.block_m - 1) / inst.block_m;
-  const int cluster = args.cluster_size != 0 ? args.cluster_size : SelectClusterSize(args, device, inst, row_blocks);
-  const FusedSmemLayout smem = ComputeSmemLayout(args, inst, cluster);
-  if (smem.bytes > static_cast<size_t>(device.smem_per_block_optin)) {
-    return absl::InvalidArgumentError(absl::StrCat("fused MLP: cluster size ", cluster, " needs ", smem.bytes,
-                                                   " bytes of shared memory per block, the device allows ",
-                                                   device.smem_per_block_optin));
-  }
-  for (int i = 0; i < args.num_layers; ++i) {
-    p.layers[i].parts = cluster > 1 ? LayerParts(args.layers[i], cluster) : 1;
-    p.layers[i].slot_offset = smem.slot_offset[i];
-    FillRankWork(args.layers[i], p.layers[i].parts, cluster, p.layers[i].rank_work);
-  }
-  p.cluster_size = cluster;
+  std::copy(std::begin(plan->last_send), std::end(plan->last_send), p.last_send);
+  p.cluster_size = plan->cluster;
   for (int b = 0; b < 2; ++b) {
     p.act_offset[b] = smem.act_offset[b];
     p.scale_offset[b] = smem.scale_offset[b];

@@ -34,8 +34,9 @@
 // group 32 columns). With C = 1 every tile is whole in one CTA, and the kernel is exactly the
 // one-CTA-per-row-block forward: each output element computed by one thread in a fixed order.
 //
-// Synchronization in a cluster (every decision behind it is uniform over the CTA; the tables and
-// byte counts come from the same rank_work table on the sending and on the receiving side):
+// Synchronization in a cluster (every decision behind it is uniform over the CTA; who works where,
+// who sends what to whom and how many bytes each barrier waits for all come from the launcher's
+// FusedPlan, whose sums the host tests check against the senders' side for every shape):
 //   start barrier (barrier.cluster): arrive after thread 0 has initialized the CTA's mbarriers and
 //          announced the bytes each will receive, wait after the input quantization: every CTA of
 //          the cluster is running with its barriers set up before anyone stores into it;
@@ -89,7 +90,6 @@ namespace fp8serve::cuda {
 // ---- Shape constants shared by the kernel and its launcher ----------------------------------------
 
 inline constexpr int kFusedNumThreads = 256;
-inline constexpr int kFusedMaxCluster = 8;     // CTAs per row block, at most (the portable cluster size)
 inline constexpr int kFusedBarrierBytes = 2 * kFusedMaxLayers * 8;  // partial and activation mbarrier per layer
 inline constexpr int kFusedNumWarps = kFusedNumThreads / 32;
 inline constexpr int kFusedTileN = 128;  // output columns per weight tile: exactly one output 1x128 group
@@ -125,6 +125,11 @@ struct FusedLayerParams {
   // first tile (>= tiles: no work in this layer), 8-15 the first and 16-23 one past the last K group
   // of its range. A table, so that the kernel never divides by parts.
   uint32_t rank_work[kFusedMaxCluster] = {};
+  // Per rank, from the launcher's FusedPlan (the kernel computes none of it): the bytes its partial
+  // and activation mbarriers of this layer receive, and the ranks it copies its owned output tiles to.
+  uint32_t partial_bytes[kFusedMaxCluster] = {};
+  uint32_t act_bytes[kFusedMaxCluster] = {};
+  uint32_t receivers[kFusedMaxCluster] = {};
 };
 
 struct FusedMlpParams {
@@ -141,6 +146,8 @@ struct FusedMlpParams {
   uint32_t red_offset = 0;
   uint32_t bar_offset = 0;             // mbarriers: [2][kFusedMaxLayers] x 8 bytes (cluster_size > 1 only)
   int cluster_size = 1;                // CTAs per row block (a cluster along x when > 1; sm_90 only)
+  int last_send[kFusedMaxCluster] = {};  // per rank: the last layer it stores into another CTA; -1: never
+  uint64_t* trace = nullptr;           // FusedMlpArgs::trace (nullptr: no timeline)
 };
 
 namespace fused_detail {
@@ -331,11 +338,6 @@ __device__ __forceinline__ bool FirstOfLayer(const FusedMlpParams& p, int layer,
   c.group_end = static_cast<int>(w >> 16);
   c.owner = c.group == 0;
   return c.tile < l.tiles;
-}
-
-// Whether cluster rank r has any chunk in layer l.
-__device__ __forceinline__ bool HasWork(const FusedLayerParams& l, int r) {
-  return static_cast<int>(l.rank_work[r] & 0xffu) < l.tiles;
 }
 
 // Moves `c` to this CTA's first chunk in `layer` or a later layer, or past the end.
@@ -725,46 +727,32 @@ __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const Fuse
   }
 }
 
-// ---- Cluster bookkeeping (every value below is uniform over the CTA) -------------------------------
+// ---- Timeline (FusedMlpArgs::trace; thread 0 of each CTA) --------------------------------------------
 
-// Tiles of layer l whose epilogue rank r runs.
-__device__ __forceinline__ int OwnedTiles(const FusedLayerParams& l, int r, int cluster) {
-  const uint32_t w = l.rank_work[r];
-  const int tile = static_cast<int>(w & 0xffu);
-  if (tile >= l.tiles || ((w >> 8) & 0xffu) != 0) return 0;  // no work, or a contributor
-  if (l.parts > 1) return 1;
-  int n = 0;
-  for (int t = tile; t < l.tiles; t += cluster) ++n;
-  return n;
+__device__ __forceinline__ uint64_t GlobalTimerNs() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
 }
 
-// Bytes of st.async data that rank r's partial mbarrier of layer l receives: one slot from each
-// contributor when r owns a split tile.
-template <int BLOCK_M>
-__device__ __forceinline__ uint32_t PartialBytes(const FusedLayerParams& l, int r, int cluster) {
-  if (l.parts == 1 || OwnedTiles(l, r, cluster) == 0) return 0;
-  return static_cast<uint32_t>((l.parts - 1) * BLOCK_M * kFusedTileN * 4);
+__device__ __forceinline__ uint32_t SmId() {
+  uint32_t id;
+  asm volatile("mov.u32 %0, %%smid;\n" : "=r"(id));
+  return id;
 }
 
-// Ranks other than r that work in layer `next` (bit d: rank d): the receivers of r's epilogue
-// copies in the layer before it.
-__device__ __forceinline__ uint32_t Receivers(const FusedLayerParams& next, int r, int cluster) {
-  uint32_t mask = 0;
-  for (int d = 0; d < cluster; ++d) {
-    if (d != r && HasWork(next, d)) mask |= 1u << d;
+// Writes this CTA's timeline slots (fused_mlp.h, FusedTraceSlot): events as SM cycles since entry.
+// Inactive (no buffer, or not thread 0): every call is one uniform predicated-off branch.
+struct Timeline {
+  uint64_t* slots = nullptr;
+  long long t0 = 0;
+  __device__ __forceinline__ void Mark(int slot) const {
+    if (slots != nullptr) slots[slot] = static_cast<uint64_t>(clock64() - t0);
   }
-  return mask;
-}
-
-// Bytes of st.async data that rank r's activation mbarrier of hidden layer l receives: every tile
-// of the layer's output that another rank owns, when r works in the next layer (TileEpilogue's
-// copies).
-template <int BLOCK_M>
-__device__ __forceinline__ uint32_t ActBytes(const FusedLayerParams& l, const FusedLayerParams& next, int r,
-                                             int cluster) {
-  if (!HasWork(next, r)) return 0;
-  return static_cast<uint32_t>((l.tiles - OwnedTiles(l, r, cluster)) * BLOCK_M * (kFusedTileN + 4));
-}
+  __device__ __forceinline__ void Put(int slot, uint64_t v) const {
+    if (slots != nullptr) slots[slot] = v;
+  }
+};
 
 }  // namespace fused_detail
 
@@ -801,12 +789,21 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
   const uint32_t bars = SmemAddr(smem + p.bar_offset);
   const auto part_bar = [&](int l) { return bars + static_cast<uint32_t>(8 * l); };
   const auto act_bar = [&](int l) { return bars + static_cast<uint32_t>(8 * (kFusedMaxLayers + l)); };
+  // Timeline (benchmark only): thread 0 of each CTA, when the caller passed a buffer
+  Timeline timeline;
+  if (p.trace != nullptr && tid == 0) {
+    timeline.slots = p.trace + static_cast<size_t>(blockIdx.x) * kFusedTraceSlots;
+    timeline.t0 = clock64();
+    timeline.Put(kFusedTraceStartNs, GlobalTimerNs());
+    timeline.Put(kFusedTraceSm, SmId());
+    timeline.Put(kFusedTraceRank, static_cast<uint64_t>(rank));
+  }
   // The last layer in which this CTA stores into another CTA (a partial, or a hidden tile's copies);
   // -1: never. It arrives on the exit barrier after that layer.
-  int last_send = -1;
+  const int last_send = cluster > 1 ? p.last_send[rank] : -1;
   if (cluster > 1) {
-    // Every barrier gets its one arrival now, with the bytes it will receive; the start barrier
-    // publishes the inits before any other CTA sends
+    // Every barrier gets its one arrival now, with the bytes it will receive (the launcher's plan);
+    // the start barrier publishes the inits before any other CTA sends
     if (tid == 0) {
       for (int l = 0; l < p.num_layers; ++l) {
         MbarInit(part_bar(l), 1);
@@ -814,18 +811,12 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
       }
       MbarInitFence();
       for (int l = 0; l < p.num_layers; ++l) {
-        MbarArriveExpectTx(part_bar(l), PartialBytes<BLOCK_M>(p.layers[l], rank, cluster));
-        const uint32_t act_bytes =
-            l + 1 < p.num_layers ? ActBytes<BLOCK_M>(p.layers[l], p.layers[l + 1], rank, cluster) : 0u;
-        MbarArriveExpectTx(act_bar(l), act_bytes);
+        MbarArriveExpectTx(part_bar(l), p.layers[l].partial_bytes[rank]);
+        MbarArriveExpectTx(act_bar(l), p.layers[l].act_bytes[rank]);
       }
     }
     // Start barrier, first half: this CTA is running and its barriers are initialized
     ClusterArriveRelaxed();
-    for (int l = 0; l < p.num_layers; ++l) {
-      ChunkCursor c;
-      if (FirstOfLayer(p, l, rank, c) && (!c.owner || l + 1 < p.num_layers)) last_send = l;
-    }
   }
   // NOTES: buffers are picked with selects, never by indexing a local array with the layer's parity,
   // which would put the array in local memory.
@@ -847,16 +838,19 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
     }
     CpAsyncCommit();
   }
+  timeline.Mark(kFusedTraceSetup);
 
   // Quantize the input groups this CTA's layer-0 chunks read, under those loads
   QuantizeInput<BLOCK_M>(p, block_row, first.group, first.layer == 0 ? first.group_end - first.group : 0, act0,
                          act_scales0, warp, lane);
+  timeline.Mark(kFusedTraceQuantized);
   if (cluster > 1) {
     // Start barrier, second half: every CTA of the cluster is running with its barriers set up, so
     // stores into its shared memory are safe from here on
     ClusterWait();
     if (last_send < 0) ClusterArriveRelaxed();  // exit barrier: this CTA sends nothing
   }
+  timeline.Mark(kFusedTraceStarted);
 
   float acc[kMmaM][kMmaN][4];
   ZeroAcc(acc);
@@ -874,18 +868,22 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
     float* const scales_out = odd ? act_scales0 : act_scales1;
     float* const slots = reinterpret_cast<float*>(smem + l.slot_offset);
     // Ranks that take copies of this layer's output tiles (none for the last layer or without a cluster)
-    const uint32_t receivers = (cluster > 1 && !last) ? Receivers(p.layers[layer + 1], rank, cluster) : 0u;
+    const uint32_t receivers = cluster > 1 ? l.receivers[rank] : 0u;
+    const int trace_at = kFusedTraceLayer0 + 4 * layer;
 
     // This layer's input tiles from the other CTAs' epilogues (when this CTA works in the layer)
     if (cluster > 1 && layer > 0 && cur.layer == layer) MbarWaitCluster(act_bar(layer - 1), 0);
+    timeline.Mark(trace_at);
 
     // This CTA's chunks of the layer
+    const int first_tile = cur.tile, first_group = cur.group;  // (for the timeline)
     for (; cur.layer == layer; Advance(cur, p, rank, cluster)) {
       // Wait for the chunk's group (this thread's copies), then for every thread's: after this
       // barrier the chunk is visible to all, and every warp is done with the previous chunk, whose
       // stage is refilled next
       CpAsyncWait<kNumStages - 2>();
       __syncthreads();
+      if (cur.group == first_group && cur.tile == first_tile) timeline.Mark(trace_at + 1);
       if (load_cursor.layer < p.num_layers) {
         IssueChunk(p, load_cursor, smem + write_stage * kFusedStageBytes);
         Advance(load_cursor, p, rank, cluster);
@@ -929,6 +927,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
         }
       }
     }
+    timeline.Mark(trace_at + 2);
 
     if (cluster > 1 && l.parts > 1) {
       ChunkCursor mine;
@@ -944,11 +943,14 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
         ZeroAcc(acc);
       }
     }
+    timeline.Mark(trace_at + 3);
     // Exit barrier, first half: this CTA's stores into other CTAs are all issued
     if (cluster > 1 && layer == last_send) ClusterArriveRelaxed();
   }
   // Exit barrier, second half: no CTA leaves while another may still store into it
   if (cluster > 1) ClusterWait();
+  timeline.Mark(kFusedTraceExit);
+  timeline.Put(kFusedTraceEndNs, GlobalTimerNs());
 }
 
 }  // namespace fp8serve::cuda

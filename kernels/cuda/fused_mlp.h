@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/cuda/gemm_config.h"
 
 namespace fp8serve::cuda {
@@ -43,7 +44,71 @@ struct FusedMlpArgs {
   // the launcher choose (1 off Hopper); 1, 2, 4 or 8 forces that size (tests). Any size gives the
   // same logits up to FP32 summation order across K groups, and the same bits on every run.
   int cluster_size = 0;
+  // Optional per-CTA timeline of the launch (benchmark and profiling only; nullptr in serving):
+  // grid CTAs x kFusedTraceSlots values, see FusedTraceSlot. Thread 0 of each CTA writes its slots
+  // as it passes each point; a slot it never passes keeps what the caller put there.
+  uint64_t* trace = nullptr;
 };
+
+inline constexpr int kFusedMaxCluster = 8;  // CTAs per row block, at most (the portable cluster size)
+
+// What one launch's trace holds per CTA (CTA i at trace + i * kFusedTraceSlots). kStartNs and kEndNs
+// are %globaltimer readings (ns, comparable across SMs); kSm and kRank say where the CTA ran and
+// which part of its row block it took; every other slot is SM clock cycles since the CTA's entry.
+// Layer l's four events are at kLayer0 + 4 l + {0: its input activations have arrived from the other
+// CTAs, 1: its first weight chunk is in shared memory, 2: its last chunk's MMAs are done (and the
+// partial sums sent, for a contributor), 3: its tiles' epilogues are done}.
+enum FusedTraceSlot : int {
+  kFusedTraceStartNs = 0,
+  kFusedTraceEndNs = 1,
+  kFusedTraceSm = 2,
+  kFusedTraceRank = 3,
+  kFusedTraceSetup = 4,       // mbarriers set up, the first weight chunks issued
+  kFusedTraceQuantized = 5,   // this CTA's input groups quantized into shared memory
+  kFusedTraceStarted = 6,     // the cluster's start barrier passed
+  kFusedTraceExit = 7,        // the cluster's exit barrier passed
+  kFusedTraceLayer0 = 8,
+  kFusedTraceSlots = kFusedTraceLayer0 + 4 * kFusedMaxLayers,
+};
+
+// How the launcher spreads one row block's work over a cluster of CTAs (FusedMlpArgs::cluster_size
+// or its own choice), for every layer and cluster rank r. Exposed so that host tests check the
+// byte accounting of the hand-overs between CTAs, which the kernel trusts: an mbarrier that waits
+// for more bytes than are sent would never complete.
+struct FusedRankWork {
+  int tile = -1;         // first output tile of the layer that rank r works on; -1: no work in it
+  int group_begin = 0;   // its K groups of that tile: [group_begin, group_end)
+  int group_end = 0;
+};
+struct FusedLayerPlan {
+  // CTAs sharing one tile's K groups. 1: rank r takes tiles r, r + cluster, ... whole and runs their
+  // epilogues. P > 1 (fewer tiles than CTAs): tile j goes to ranks j P .. j P + P - 1; contributor
+  // q = r % P takes a contiguous range of the K groups, q = 0 owns the tile (group_begin == 0), the
+  // others send it their FP32 partial tile (block_m x 128 x 4 bytes each).
+  int parts = 1;
+  FusedRankWork work[kFusedMaxCluster];
+  // Bytes that rank r's mbarriers of this layer receive: partial tiles from its contributors, and
+  // the requantized output tiles (block_m x (128 + 4) bytes each) that other ranks own, when r works
+  // in the next layer.
+  uint32_t partial_bytes[kFusedMaxCluster] = {};
+  uint32_t act_bytes[kFusedMaxCluster] = {};
+  // Ranks (bit d: rank d) that rank r copies each output tile it owns to: every other rank that
+  // works in the next layer. 0 for the last layer.
+  uint32_t receivers[kFusedMaxCluster] = {};
+};
+struct FusedPlan {
+  int block_m = 0;       // rows per row block (one cluster each)
+  int stages = 0;        // weight-chunk ring depth
+  int cluster = 1;       // CTAs per row block
+  long long row_blocks = 0;
+  size_t smem_bytes = 0;  // dynamic shared memory per CTA
+  FusedLayerPlan layers[kFusedMaxLayers];
+  // The last layer in which rank r stores into another CTA's shared memory; -1: never.
+  int last_send[kFusedMaxCluster] = {};
+};
+
+// The plan LaunchFusedMlp would run these arguments with (INVALID_ARGUMENT where it would refuse).
+absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device);
 
 // Whether the fused kernel takes this model on this device; when not, `why` says which limit (too
 // many layers, a layer too wide, shared memory, compute capability).

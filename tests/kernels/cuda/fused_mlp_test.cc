@@ -473,6 +473,175 @@ TEST(FusedMlpSupport, SaysWhyItRejects) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The cluster plan (no GPU needed): the kernel trusts the launcher's byte counts. An mbarrier that
+// expects more bytes than are sent never completes (the launch traps), one that expects fewer
+// completes early (a race). So every plan the launcher would run is replayed here against the
+// protocol as fused_mlp.h documents it, computed independently of the launcher's own code: each
+// (tile, K group) worked by exactly one rank, each tile owned by exactly one rank (the one the
+// kernel sends partial sums to, tile x parts), each partial and each requantized tile sent to
+// exactly the barriers that wait for it, and every rank's exit-barrier arrival after its last send.
+
+// One layer's checks; sent[r] is set for every rank that stores into another CTA in this layer.
+void CheckLayerPlan(const FusedMlpArgs& args, const FusedPlan& plan, int i, std::vector<bool>& sent,
+                    const std::string& what) {
+  const int cluster = plan.cluster, tiles = args.layers[i].n_pad / 128, groups = args.layers[i].k_pad / 128;
+  const FusedLayerPlan& l = plan.layers[i];
+  const FusedLayerPlan* next = i + 1 < args.num_layers ? &plan.layers[i + 1] : nullptr;
+  const std::string at = absl::StrCat(what, " layer ", i, " (", tiles, " tiles, ", groups, " groups, parts ", l.parts, ")");
+  ASSERT_GE(l.parts, 1) << at;
+  std::vector<int> worked(static_cast<size_t>(tiles) * groups, 0), owner(tiles, -1);
+  for (int r = 0; r < kFusedMaxCluster; ++r) {
+    const FusedRankWork& w = l.work[r];
+    if (w.tile < 0) continue;
+    ASSERT_LT(r, cluster) << at << ": rank " << r << " is outside the cluster";
+    ASSERT_LT(w.tile, tiles) << at << ": rank " << r;
+    ASSERT_TRUE(0 <= w.group_begin && w.group_begin < w.group_end && w.group_end <= groups) << at << ": rank " << r;
+    // parts == 1: whole tiles tile, tile + cluster, ...; else one range of one tile
+    for (int t = w.tile; t < tiles; t += (l.parts == 1 ? cluster : tiles)) {
+      if (l.parts == 1) {
+        ASSERT_TRUE(w.group_begin == 0 && w.group_end == groups) << at << ": rank " << r;
+      }
+      for (int g = w.group_begin; g < w.group_end; ++g) ++worked[static_cast<size_t>(t) * groups + g];
+      if (w.group_begin == 0) {
+        EXPECT_EQ(owner[t], -1) << at << ": tile " << t << " has two owners";
+        owner[t] = r;
+      }
+    }
+  }
+  for (int t = 0; t < tiles; ++t) {
+    ASSERT_GE(owner[t], 0) << at << ": tile " << t << " has no owner";
+    if (l.parts > 1) {
+      ASSERT_EQ(owner[t], t * l.parts) << at << ": the kernel sends tile " << t << "'s partials to rank tile x parts";
+    }
+    for (int g = 0; g < groups; ++g) EXPECT_EQ(worked[static_cast<size_t>(t) * groups + g], 1) << at << ": tile " << t << " group " << g;
+  }
+
+  // What arrives where, from the senders' side
+  const uint64_t slot_bytes = static_cast<uint64_t>(plan.block_m) * 128 * 4;
+  const uint64_t tile_bytes = static_cast<uint64_t>(plan.block_m) * (128 + 4);
+  std::vector<uint64_t> partial_in(kFusedMaxCluster, 0), act_in(kFusedMaxCluster, 0);
+  std::vector<uint32_t> expect_receivers(kFusedMaxCluster, 0);
+  for (int r = 0; r < cluster; ++r) {
+    const FusedRankWork& w = l.work[r];
+    if (w.tile < 0 || w.group_begin == 0) continue;
+    // A contributor: one slot into its owner, index r - owner - 1 of the owner's parts - 1 slots
+    const int o = owner[w.tile];
+    ASSERT_TRUE(r > o && r - o - 1 < l.parts - 1) << at << ": contributor " << r << " of owner " << o;
+    partial_in[o] += slot_bytes;
+    sent[r] = true;
+  }
+  if (next != nullptr) {
+    for (int t = 0; t < tiles; ++t) {
+      for (int d = 0; d < cluster; ++d) {
+        if (d == owner[t] || next->work[d].tile < 0) continue;
+        act_in[d] += tile_bytes;
+        expect_receivers[owner[t]] |= 1u << d;
+      }
+    }
+  }
+  for (int r = 0; r < kFusedMaxCluster; ++r) {
+    EXPECT_EQ(l.partial_bytes[r], partial_in[r]) << at << ": rank " << r << "'s partial barrier";
+    EXPECT_EQ(l.act_bytes[r], act_in[r]) << at << ": rank " << r << "'s activation barrier";
+    EXPECT_EQ(l.receivers[r], expect_receivers[r]) << at << ": rank " << r << "'s receivers";
+    if (expect_receivers[r] != 0) sent[r] = true;
+  }
+}
+
+void CheckPlan(const FusedMlpArgs& args, const FusedPlan& plan, const DeviceTraits& device, const std::string& what) {
+  ASSERT_TRUE(plan.cluster == 1 || plan.cluster == 2 || plan.cluster == 4 || plan.cluster == 8) << what;
+  ASSERT_TRUE(plan.block_m == 16 || plan.block_m == 32 || plan.block_m == 64) << what;
+  EXPECT_EQ(plan.row_blocks, (args.m + plan.block_m - 1) / plan.block_m) << what;
+  EXPECT_LE(plan.smem_bytes, static_cast<size_t>(device.smem_per_block_optin)) << what;
+  if (args.cluster_size != 0) {
+    EXPECT_EQ(plan.cluster, args.cluster_size) << what;
+  } else if (plan.cluster > 1) {
+    EXPECT_LE(plan.row_blocks * plan.cluster, device.num_sms) << what;  // one CTA per SM
+  }
+  int last_send[kFusedMaxCluster];
+  std::fill(std::begin(last_send), std::end(last_send), -1);
+  for (int i = 0; i < args.num_layers; ++i) {
+    std::vector<bool> sent(kFusedMaxCluster, false);
+    CheckLayerPlan(args, plan, i, sent, what);
+    if (::testing::Test::HasFatalFailure()) return;
+    for (int r = 0; r < kFusedMaxCluster; ++r) {
+      if (sent[r]) last_send[r] = i;
+    }
+  }
+  for (int r = 0; r < kFusedMaxCluster; ++r) {
+    EXPECT_EQ(plan.last_send[r], last_send[r]) << what << ": rank " << r << " arrives on the exit barrier after layer "
+                                               << plan.last_send[r] << ", its last send is in layer " << last_send[r];
+  }
+  if (plan.cluster == 1) {
+    for (int i = 0; i < args.num_layers; ++i) EXPECT_EQ(plan.layers[i].parts, 1) << what;
+  }
+}
+
+TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
+  const std::vector<std::vector<int>> models = {
+      {784, 256, 10}, {784, 512, 256, 10}, {300, 200, 10}, {100, 200, 72, 10}, {784, 2048 / 2, 10},
+      {1024, 1024, 1024, 1024, 1024}, {128, 10}, {1000, 300, 700, 129}, {200, 900, 10},
+  };
+  const DeviceTraits h100;
+  DeviceTraits small = h100;  // fewer SMs: the automatic cluster size shrinks with the row blocks
+  small.num_sms = 16;
+  int checked = 0, refused = 0;
+  for (const std::vector<int>& widths : models) {
+    FusedMlpArgs args;
+    args.x = g_stand_in_scales;
+    args.y = g_stand_in_scales;
+    args.num_layers = static_cast<int>(widths.size()) - 1;
+    for (int i = 0; i < args.num_layers; ++i) args.layers[i] = StandInLayer(widths[i + 1], widths[i]);
+    for (const DeviceTraits* device : {&h100, static_cast<const DeviceTraits*>(&small)}) {
+      for (int m : {1, 7, 16, 64, 65, 1000, 2048}) {
+        for (int cluster : {0, 1, 2, 4, 8}) {
+          args.m = m;
+          args.cluster_size = cluster;
+          std::string what = absl::StrCat(widths[0]);
+          for (size_t i = 1; i < widths.size(); ++i) absl::StrAppend(&what, "-", widths[i]);
+          absl::StrAppend(&what, " m ", m, " cluster ", cluster, " on ", device->num_sms, " SMs");
+          const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, *device);
+          if (!plan.ok()) {
+            // Only a shared-memory limit may refuse a supported model
+            EXPECT_NE(plan.status().message().find("shared memory"), std::string::npos) << what << ": " << plan.status();
+            ++refused;
+            continue;
+          }
+          CheckPlan(args, *plan, *device, what);
+          if (::testing::Test::HasFatalFailure()) return;
+          ++checked;
+        }
+      }
+    }
+  }
+  std::printf("%d plans checked, %d refused for shared memory\n", checked, refused);
+  EXPECT_GT(checked, 500);
+}
+
+// The bundled model at batch 64 on an H100/H200: what the launcher runs (printed for the reader).
+TEST(FusedMlpPlan, BundledModelAtBatch64) {
+  const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(StandInBundledArgs(), DeviceTraits{});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->cluster, 8);
+  EXPECT_EQ(plan->block_m, 16);
+  EXPECT_EQ(plan->row_blocks, 4);
+  std::printf("784-256-10, batch 64: BLOCK_M %d, %d stages, %lld row blocks x cluster %d, %zu bytes of shared memory\n",
+              plan->block_m, plan->stages, plan->row_blocks, plan->cluster, plan->smem_bytes);
+  for (int i = 0; i < 2; ++i) {
+    const FusedLayerPlan& l = plan->layers[i];
+    std::printf("  layer %d, parts %d:", i, l.parts);
+    for (int r = 0; r < plan->cluster; ++r) {
+      if (l.work[r].tile < 0) {
+        std::printf("  r%d -", r);
+      } else {
+        std::printf("  r%d t%d g%d-%d", r, l.work[r].tile, l.work[r].group_begin, l.work[r].group_end);
+      }
+    }
+    std::printf("\n");
+  }
+  CheckPlan(StandInBundledArgs(), *plan, DeviceTraits{}, "bundled 784-256-10 m 64");
+}
+
+// ---------------------------------------------------------------------------------------------
 // The cluster variant (compute capability 9.0): LaunchFusedMlp with the cluster size forced to 1,
 // 2, 4 and 8 (the tests above run the launcher's automatic choice), on every batch, each against
 // the bounded reference; and every launch twice: the owner adds the partial sums in a fixed order,

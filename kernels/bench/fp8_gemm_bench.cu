@@ -739,13 +739,16 @@ class LtChain {
 
 __global__ void EmptyKernel() {}
 
-// The fused kernel's own timeline (FusedMlpArgs::trace) for one launch of `rows` rows with the
-// launcher's automatic choice, after `warm` untimed launches: the span from the first CTA's entry
-// to the last CTA's exit (%globaltimer, ns), and per cluster rank the time each event is reached,
-// the median over the row blocks, in ns since that CTA's entry (SM cycles converted with the clock
-// rate the same trace shows: its CTAs' cycles over their globaltimer spans).
-void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStream_t stream, int launches) {
+// The fused kernel's own timeline (FusedMlpArgs::trace) over `launches` launches of `rows` rows
+// with cluster size `cluster` (0: the launcher's choice): the span from the first CTA's entry to the
+// last CTA's exit (%globaltimer, ns), median and minimum, and for the last launch, per cluster rank,
+// the time each event is reached, the median over the row blocks, in ns since that CTA's entry (SM
+// cycles converted with the clock rate the same trace shows: its CTAs' cycles over their
+// globaltimer spans), and its layer-0 time per weight chunk.
+void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStream_t stream, int launches,
+                int cluster) {
   FusedMlpArgs fa = dm.FusedArgs(x, rows, y);
+  fa.cluster_size = cluster;
   const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(fa, dm.traits());
   if (!plan.ok()) return;
   const int ctas = static_cast<int>(plan->row_blocks) * plan->cluster;
@@ -793,6 +796,7 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   cols.push_back({"exit", kFusedTraceExit});
   std::string header = absl::StrFormat("      %-5s %7s", "rank", "entry");
   for (const auto& c : cols) absl::StrAppend(&header, absl::StrFormat(" %7s", c.first));
+  absl::StrAppend(&header, absl::StrFormat(" %9s", "L0/chunk"));
   std::printf("%s   (ns; median over row blocks)\n", header.c_str());
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -808,6 +812,20 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
     }
     std::string line = absl::StrFormat("      %-5d %7.0f", r, median(entry));
     for (size_t c = 0; c < cols.size(); ++c) absl::StrAppend(&line, absl::StrFormat(" %7.0f", median(ev[c])));
+    // Layer 0's chunks of this rank (whole tiles r, r + C, ... or one K range)
+    const FusedRankWork& w = plan->layers[0].work[r];
+    const int tiles = fa.layers[0].n_pad / 128;
+    int chunks = 0;
+    if (w.tile >= 0) {
+      const int my_tiles = plan->layers[0].parts == 1 ? (tiles - w.tile + plan->cluster - 1) / plan->cluster : 1;
+      chunks = my_tiles * (w.group_end - w.group_begin);
+    }
+    if (chunks > 0) {
+      // From the first chunk's weights in shared memory to the last chunk's MMAs (and whole tiles'
+      // epilogues) done: columns L0.w and L0.mma
+      const double per = (median(ev[5]) - median(ev[4])) / chunks;
+      absl::StrAppend(&line, absl::StrFormat(" %9.0f", per));
+    }
     std::printf("%s\n", line.c_str());
   }
 }
@@ -911,7 +929,9 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
         r.us = us;
         report.Add(r);
       }
-      TraceFused(**dm, x.get(), rows, y.get(), stream, 15);
+      TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0);
+      // One CTA per row block: every chunk of the model in one CTA, the per-chunk cost in isolation
+      if ((*dm)->traits().cc_major == 9) TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 1);
     }
     for (int p = 0; p < 3; ++p) {
       if (!notes[p].empty()) std::printf("    %s: %s\n", names[p], notes[p].c_str());

@@ -7,6 +7,8 @@
 #include <cuda_fp8.h>
 #include <cstdint>
 
+#include "kernels/cuda/requant.cuh"
+
 namespace fp8serve::cuda {
 
 // NOTES: fmaxf ignores NaN exactly like the CPU's `a > m ? a : m`, so the scale of a group that
@@ -35,16 +37,18 @@ __global__ void quantize_act_1x128_kernel(const float* __restrict__ x, int rows,
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
 
-  // IEEE division on both sides (nvcc's default -prec-div=true), so s and x / s match the CPU bit for bit.
+  // An IEEE division for the scale (nvcc's default -prec-div=true) and the division's codes
+  // (requant.cuh), so s and the codes of x / s match the CPU bit for bit.
   float s = amax / 448.0f;
   s = s > 0.0f ? s : 1.0f;
   if (lane == 0) scales[static_cast<size_t>(row) * groups + g] = s;
+  uint16_t codes[2];
+  E4M3Requant(s).Pairs<2>(v, codes);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int c = c0 + i * 32 + lane;
     if (c < cols) {
-      q[static_cast<size_t>(row) * ldq + c] =
-          static_cast<uint8_t>(__nv_cvt_float_to_fp8(v[i] / s, __NV_SATFINITE, __NV_E4M3));
+      q[static_cast<size_t>(row) * ldq + c] = static_cast<uint8_t>(codes[i / 2] >> (8 * (i % 2)));
     } else if (c < ldq) {
       q[static_cast<size_t>(row) * ldq + c] = 0;
     }

@@ -83,6 +83,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/fused_mlp.h"
+#include "kernels/cuda/requant.cuh"
 #include "kernels/cuda/sm90_utils.cuh"
 
 namespace fp8serve::cuda {
@@ -305,11 +306,6 @@ __device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, float v, uint3
 #endif
 }
 
-// E4M3 code of v / s, exactly as the CPU's QuantizeActivations (IEEE division, RNE, satfinite).
-__device__ __forceinline__ uint16_t QuantizePair(float v0, float v1, float s) {
-  return static_cast<uint16_t>(__nv_cvt_float2_to_fp8x2(make_float2(v0 / s, v1 / s), __NV_SATFINITE, __NV_E4M3));
-}
-
 // The contract's 1x128 scale of a group with this amax.
 __device__ __forceinline__ float GroupScale(float amax) {
   const float s = amax / 448.0f;
@@ -471,9 +467,10 @@ __device__ __forceinline__ void QuantizeInput(const FusedMlpParams& p, int block
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
         const float s = GroupScale(amax);
-        const uint32_t lo = QuantizePair(v[i][j][0], v[i][j][1], s), hi = QuantizePair(v[i][j][2], v[i][j][3], s);
+        uint16_t codes[2];
+        E4M3Requant(s).Pairs<2>(v[i][j], codes);
         *reinterpret_cast<uint32_t*>(act + r * stride + grp * kFusedTileK + Swizzle(r, lane >> 2) + (lane & 3) * 4) =
-            lo | (hi << 16);
+            codes[0] | (static_cast<uint32_t>(codes[1]) << 16);
         if (lane == 0) scales[r * groups + grp] = s;
       }
     }
@@ -688,11 +685,15 @@ __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const Fuse
       for (int w = 0; w < kWarpsN; ++w) amax = fmaxf(amax, red[w * BLOCK_M + r]);
       const float s = GroupScale(amax);
       uint8_t* dst = act_out + r * out_stride + tile_col;
+      float v[2 * kMmaN];
+#pragma unroll
+      for (int nt = 0; nt < kMmaN; ++nt) v[2 * nt] = acc[mt][nt][2 * h], v[2 * nt + 1] = acc[mt][nt][2 * h + 1];
+      uint16_t codes[kMmaN];
+      E4M3Requant(s).Pairs<kMmaN>(v, codes);
 #pragma unroll
       for (int nt = 0; nt < kMmaN; ++nt) {
         const int col = col0 + nt * 8 + t * 2;
-        *reinterpret_cast<uint16_t*>(dst + Swizzle(r, col >> 4) + (col & 15)) =
-            QuantizePair(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1], s);
+        *reinterpret_cast<uint16_t*>(dst + Swizzle(r, col >> 4) + (col & 15)) = codes[nt];
       }
       if (warp_n == 0 && t == 0) scales_out[r * out_groups + tile] = s;
     }

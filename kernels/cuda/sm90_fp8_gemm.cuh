@@ -30,11 +30,14 @@
 #include <type_traits>
 
 #include "kernels/cuda/gemm_config.h"
+#include "kernels/cuda/requant.cuh"
 #include "kernels/cuda/sm90_utils.cuh"
 
 namespace fp8serve::cuda {
 
 inline constexpr int kSm90MaxThreads = 384;  // BLOCK_M 128: producer + 2 consumer warpgroups
+// Column pairs an E4M3 epilogue requantizes per E4M3Requant call (one fallback branch each).
+inline constexpr int kRequantPairs = 4;
 
 // Everything the kernel reads besides the two tensor maps (A and B go through TMA only).
 struct Sm90GemmParams {
@@ -165,21 +168,32 @@ __device__ __forceinline__ void Sm90Epilogue(float (&v)[64], const Sm90GemmParam
     for (int h = 0; h < 2; ++h) {
       const int row = row0 + 8 * h;
       if (row >= p.m) continue;
-      // IEEE divisions (not reciprocals), so scale and codes match the CPU quantizer bit for bit.
+      // An IEEE division for the scale, and the division's codes (requant.cuh), so scale and codes
+      // match the CPU quantizer bit for bit.
       float s = __fdiv_rn(amax[h], kE4M3Max);
       s = s > 0.0f ? s : 1.0f;
+      const E4M3Requant requant(s);
       uint8_t* out = d + static_cast<size_t>(row) * p.ldd;
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        const int c = col0 + 8 * j;
-        const float2 q = make_float2(__fdiv_rn(v[4 * j + 2 * h + 0], s), __fdiv_rn(v[4 * j + 2 * h + 1], s));
-        // The pair conversion puts q.x's code in the low byte: column c at the lower address.
-        const __nv_fp8x2_storage_t codes = __nv_cvt_float2_to_fp8x2(q, __NV_SATFINITE, __NV_E4M3);
-        if (p.paired_stores) {
-          *reinterpret_cast<__nv_fp8x2_storage_t*>(out + c) = codes;
-        } else {
-          out[c] = static_cast<uint8_t>(codes & 0xFFu);
-          out[c + 1] = static_cast<uint8_t>(codes >> 8);
+      for (int j0 = 0; j0 < 16; j0 += kRequantPairs) {
+        float q[2 * kRequantPairs];
+#pragma unroll
+        for (int i = 0; i < kRequantPairs; ++i) {
+          q[2 * i] = v[4 * (j0 + i) + 2 * h + 0];
+          q[2 * i + 1] = v[4 * (j0 + i) + 2 * h + 1];
+        }
+        uint16_t codes[kRequantPairs];
+        requant.Pairs<kRequantPairs>(q, codes);
+#pragma unroll
+        for (int i = 0; i < kRequantPairs; ++i) {
+          // A pair's first code is in the low byte: column c at the lower address.
+          const int c = col0 + 8 * (j0 + i);
+          if (p.paired_stores) {
+            *reinterpret_cast<uint16_t*>(out + c) = codes[i];
+          } else {
+            out[c] = static_cast<uint8_t>(codes[i] & 0xFFu);
+            out[c + 1] = static_cast<uint8_t>(codes[i] >> 8);
+          }
         }
       }
       if ((lane & 3) == 0) p.d_scales[static_cast<size_t>(row) * groups_n + n_tile] = s;

@@ -280,6 +280,12 @@ main() {
     if [ -s "$OUT/bench.log" ]; then
       echo
       sed -n '/==== SUMMARY/,$p' "$OUT/bench.log"
+      # The fused kernel's own timelines (where its time goes, per cluster rank) and back-to-back times
+      if grep -q 'fused kernel timeline' "$OUT/bench.log"; then
+        echo
+        awk '/back to back in one graph|fused kernel timeline/ {keep = 1; print; next}
+             keep && /^      / {print; next} {keep = 0}' "$OUT/bench.log"
+      fi
     fi
     if [ -s "${digest:-}" ]; then
       echo

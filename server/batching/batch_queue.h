@@ -136,8 +136,15 @@ class BatchQueue {
   PollResult Poll(absl::Time now, bool flush = false);
 
   // Whether Poll(now) would form a batch from the tasks queued now. Expired tasks still queued
-  // count, since only Poll() removes them.
+  // count, since only Poll() and TakeExpired() remove them.
   bool ShouldDispatch(absl::Time now) const;
+
+  // Removes and returns every task whose deadline is <= now, as Poll(now) would, without forming a
+  // batch: for a watcher that answers expired requests while every consumer is busy.
+  std::vector<Expired> TakeExpired(absl::Time now) { return RemoveExpired(now); }
+
+  // The earliest deadline of a queued task; InfiniteFuture() when no queued task has one.
+  absl::Time EarliestDeadline() const { return deadlines_.empty() ? absl::InfiniteFuture() : *deadlines_.begin(); }
 
   // When the decision can next change without a new Enqueue(): the oldest task's enqueue time plus
   // max_queue_delay, or the earliest deadline, whichever comes first. InfiniteFuture() when empty.

@@ -44,10 +44,13 @@ namespace fp8serve {
 //    oldest request or the earliest deadline) or until Schedule() makes a batch due earlier. No
 //    busy waiting; Schedule() wakes a worker only when that changes what the worker should do.
 //  - A request whose deadline passes while it is queued goes to expired_fn with
-//    DEADLINE_EXCEEDED "request timed out in the queue after N us", and never into a batch. It is
-//    noticed by the next free worker, so with every worker busy the answer waits for one to finish.
-//  - Callbacks run on worker threads (on the caller's thread in manual mode), without the batcher's
-//    lock held. They may call Schedule() but must not call Shutdown() or destroy the batcher.
+//    DEADLINE_EXCEEDED "request timed out in the queue after N us", and never into a batch. With
+//    worker threads, a deadline thread sleeps until the earliest queued deadline and answers the
+//    request then, even while every worker is busy with a long batch (a client that gave up is
+//    told at once, not when a worker frees); in manual mode the next RunOnce() does.
+//  - Callbacks run on worker threads (expired_fn also on the deadline thread; both on the caller's
+//    thread in manual mode), without the batcher's lock held. They may call Schedule() but must
+//    not call Shutdown() or destroy the batcher.
 //  - Shutdown() (and the destructor) stops accepting (Schedule() then returns UNAVAILABLE
 //    "shutting down"), lets the workers drain every queued request into batches regardless of
 //    delay and preferred sizes (expired ones still go to expired_fn), and joins the workers.
@@ -111,6 +114,8 @@ class DynamicBatcher {
                  ProcessBatchFn process_batch_fn, ExpiredFn expired_fn);
 
   void WorkerLoop();
+  // The deadline thread (worker mode only): answers queued requests as their deadlines pass.
+  void DeadlineLoop();
   // Hands what a Poll() removed to the callbacks. Called without mu_ held.
   size_t Deliver(typename Queue::PollResult result);
 
@@ -123,6 +128,9 @@ class DynamicBatcher {
   // Signalled when a sleeping worker should look at the queue again: a batch became due or the
   // next wake-up moved earlier (Schedule), work remains after a worker took a batch, or shutdown.
   absl::CondVar work_cv_;
+  // Signalled when the deadline thread should look again: the earliest deadline moved earlier
+  // (Schedule), or shutdown.
+  absl::CondVar deadline_cv_;
   Queue queue_ ABSL_GUARDED_BY(mu_);
   // Set once by the first Shutdown() and never cleared: from then on Schedule() refuses, and
   // workers flush the queue instead of waiting for batches to fill.
@@ -131,6 +139,7 @@ class DynamicBatcher {
   bool shutdown_done_ ABSL_GUARDED_BY(mu_) = false;
   // Started by the constructor; joined only by the first Shutdown() caller, so no lock is needed.
   std::vector<std::thread> workers_;
+  std::thread deadline_thread_;  // started with the workers, joined with them
 };
 
 // Implementation details follow.
@@ -163,6 +172,7 @@ DynamicBatcher<TaskT>::DynamicBatcher(Queue queue, int num_batch_threads, const 
   // Every member is initialized before the first worker can touch one.
   workers_.reserve(static_cast<size_t>(num_batch_threads_));
   for (int i = 0; i < num_batch_threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  if (num_batch_threads_ > 0) deadline_thread_ = std::thread([this] { DeadlineLoop(); });
 }
 
 template <typename TaskT>
@@ -171,10 +181,13 @@ absl::Status DynamicBatcher<TaskT>::Schedule(std::unique_ptr<TaskT>& task) {
   if (shutting_down_) return absl::UnavailableError("batcher is shutting down");
   const absl::Time now = clock_->Now();
   const absl::Time wake_before = queue_.NextWakeup();
+  const absl::Time deadline_before = queue_.EarliestDeadline();
   if (absl::Status s = queue_.Enqueue(task, now); !s.ok()) return s;
   // A sleeping worker already wakes at wake_before; disturb one only if it must act sooner. Under
   // load with a queue delay this skips a context switch for most requests.
   if (queue_.ShouldDispatch(now) || queue_.NextWakeup() < wake_before) work_cv_.Signal();
+  // Likewise the deadline thread, only for a deadline earlier than every queued one.
+  if (queue_.EarliestDeadline() < deadline_before) deadline_cv_.Signal();
   return absl::OkStatus();
 }
 
@@ -188,6 +201,7 @@ void DynamicBatcher<TaskT>::Shutdown() {
     }
     shutting_down_ = true;
     work_cv_.SignalAll();
+    deadline_cv_.SignalAll();
   }
   if (num_batch_threads_ == 0) {
     // Manual mode: no worker will drain the queue, so this thread does.
@@ -202,6 +216,7 @@ void DynamicBatcher<TaskT>::Shutdown() {
     }
   }
   for (std::thread& worker : workers_) worker.join();
+  if (deadline_thread_.joinable()) deadline_thread_.join();
   absl::MutexLock lock(&mu_);
   shutdown_done_ = true;
 }
@@ -241,6 +256,34 @@ void DynamicBatcher<TaskT>::WorkerLoop() {
       // The wake-up time is on the injected clock; the wait is in real time. With RealClock the
       // two agree. Poll() left nothing due at `now`, so wake > now and this cannot spin.
       work_cv_.WaitWithTimeout(&mu_, wake - now);
+    }
+  }
+  mu_.Unlock();
+}
+
+template <typename TaskT>
+void DynamicBatcher<TaskT>::DeadlineLoop() {
+  mu_.Lock();
+  // At shutdown the workers flush the queue, expiring what is due on the way: this thread stops.
+  while (!shutting_down_) {
+    const absl::Time now = clock_->Now();
+    typename Queue::PollResult result;
+    result.expired = queue_.TakeExpired(now);
+    if (!result.expired.empty()) {
+      // Fewer queued rows can complete a preferred batch size: let a sleeping worker look.
+      if (queue_.ShouldDispatch(now)) work_cv_.Signal();
+      mu_.Unlock();
+      Deliver(std::move(result));
+      mu_.Lock();
+      continue;
+    }
+    const absl::Time deadline = queue_.EarliestDeadline();
+    if (deadline == absl::InfiniteFuture()) {
+      deadline_cv_.Wait(&mu_);
+    } else {
+      // As in WorkerLoop: the deadline is on the injected clock, the wait in real time; TakeExpired()
+      // left every deadline after `now`, so this cannot spin.
+      deadline_cv_.WaitWithTimeout(&mu_, deadline - now);
     }
   }
   mu_.Unlock();

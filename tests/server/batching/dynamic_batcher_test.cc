@@ -1,12 +1,13 @@
 // Tests for server/batching: BatchQueue's policy and DynamicBatcher in manual mode run on a
-// FakeClock, so every timing rule is checked exactly with no sleeps. Two threaded tests on the real
+// FakeClock, so every timing rule is checked exactly with no sleeps. Threaded tests on the real
 // clock check the concurrency: nothing lost or duplicated, batches bounded, batches grow under
-// load.
+// load, idle workers wake in time, and deadlines are answered while every worker is busy.
 #include "server/batching/dynamic_batcher.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -597,6 +598,60 @@ TEST(ThreadedBatcherTest, IdleWorkerWakesForTheDelayAndForDeadlines) {
   std::unique_ptr<TestTask> t1 = Task(1, 1, 0, absl::Now() + absl::Milliseconds(20));
   ASSERT_TRUE(b->Schedule(t1).ok());
   EXPECT_TRUE(expired.WaitForNotificationWithTimeout(absl::Seconds(2)));
+}
+
+// The only worker is stuck in a long batch; a queued request's deadline passes meanwhile. It is
+// answered DEADLINE_EXCEEDED then, by the deadline thread, not when the worker comes back; the
+// request without a deadline queued beside it waits for the worker and is batched.
+TEST(ThreadedBatcherTest, DeadlineIsAnsweredWhileEveryWorkerIsBusy) {
+  absl::Notification first_running, release_first, expired;
+  absl::Mutex mu;
+  std::vector<std::vector<int>> batches;
+  absl::Time expired_at;
+  BatchingOptions o;
+  o.max_batch_size = 4;
+  o.max_queue_delay = absl::ZeroDuration();
+  o.num_batch_threads = 1;
+  std::unique_ptr<DynamicBatcher<TestTask>> b;
+  ASSERT_TRUE(DynamicBatcher<TestTask>::Create(
+                  o, nullptr,
+                  [&](DynamicBatcher<TestTask>::Batch batch) {
+                    {
+                      absl::MutexLock lock(&mu);
+                      batches.push_back(Ids(batch));
+                    }
+                    if (batch.front()->id == 0) {
+                      first_running.Notify();
+                      release_first.WaitForNotification();  // the "GPU" is busy until told
+                    }
+                  },
+                  [&](std::unique_ptr<TestTask> t, absl::Status s) {
+                    EXPECT_EQ(t->id, 1);
+                    EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+                    EXPECT_THAT(s.message(), HasSubstr("timed out in the queue"));
+                    expired_at = absl::Now();
+                    expired.Notify();
+                  },
+                  &b)
+                  .ok());
+  std::unique_ptr<TestTask> t0 = Task(0, 1);
+  ASSERT_TRUE(b->Schedule(t0).ok());
+  ASSERT_TRUE(first_running.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(30);
+  std::unique_ptr<TestTask> t1 = Task(1, 1, 0, deadline);
+  std::unique_ptr<TestTask> t2 = Task(2, 1);
+  ASSERT_TRUE(b->Schedule(t1).ok());
+  ASSERT_TRUE(b->Schedule(t2).ok());
+  // The worker is held until the expiry has been answered (or 5 s have passed: then it never was)
+  const bool answered_while_busy = expired.WaitForNotificationWithTimeout(absl::Seconds(5));
+  release_first.Notify();
+  b.reset();  // drains and joins
+  ASSERT_TRUE(answered_while_busy) << "the expired request waited for the busy worker";
+  EXPECT_GE(expired_at, deadline);
+  std::printf("answered %.1f ms after its deadline, with the only worker busy\n",
+              absl::ToDoubleMilliseconds(expired_at - deadline));
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(batches, ElementsAre(ElementsAre(0), ElementsAre(2)));
 }
 
 }  // namespace

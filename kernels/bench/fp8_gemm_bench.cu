@@ -746,9 +746,10 @@ __global__ void EmptyKernel() {}
 // cycles converted with the clock rate the same trace shows: its CTAs' cycles over their
 // globaltimer spans), and its layer-0 time per weight chunk.
 void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStream_t stream, int launches,
-                int cluster) {
+                int cluster, FusedMma mma) {
   FusedMlpArgs fa = dm.FusedArgs(x, rows, y);
   fa.cluster_size = cluster;
+  fa.mma = mma;
   const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(fa, dm.traits());
   if (!plan.ok()) return;
   const int ctas = static_cast<int>(plan->row_blocks) * plan->cluster;
@@ -780,10 +781,10 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   }
   const double ghz = ns > 0 ? cycles / ns : 0;
   std::sort(spans.begin(), spans.end());
-  std::printf("    fused kernel timeline, batch %d (BLOCK_M %d, %lld row blocks x cluster %d): kernel span %.2f us "
+  std::printf("    fused kernel timeline, batch %d (%s, BLOCK_M %d, %lld row blocks x cluster %d): kernel span %.2f us "
               "(median of %d launches, min %.2f), SM clock %.2f GHz\n",
-              rows, plan->block_m, plan->row_blocks, plan->cluster, spans[spans.size() / 2] / 1000.0, launches,
-              spans.front() / 1000.0, ghz);
+              rows, plan->wgmma ? "wgmma" : "mma.sync", plan->block_m, plan->row_blocks, plan->cluster,
+              spans[spans.size() / 2] / 1000.0, launches, spans.front() / 1000.0, ghz);
   if (ghz <= 0) return;
   // Per rank: median over row blocks of each event, ns since the CTA's entry (entry: since the
   // earliest CTA's entry)
@@ -882,20 +883,26 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
       }
       t[p] = timer.MedianUs([&](int) { g.Launch(stream); }, false);
     }
-    // The fused kernel with each cluster size forced (Hopper; 0 = the launcher's choice above).
+    // The fused kernel with each MMA kind and cluster size forced (Hopper; cluster 0 = the
+    // launcher's choice; the auto path above is mma.sync)
     std::string by_cluster;
-    for (int cluster : {1, 2, 4, 8}) {
+    for (int combo = 0; combo < 10; ++combo) {
+      constexpr int kClusters[] = {0, 1, 2, 4, 8};
+      const int cluster = kClusters[combo % 5];
+      const FusedMma mma = combo < 5 ? FusedMma::kMmaSync : FusedMma::kWgmma;
+      if ((*dm)->traits().cc_major != 9 && (cluster > 1 || mma == FusedMma::kWgmma)) continue;
       FusedMlpArgs fa = (*dm)->FusedArgs(x.get(), rows, y.get());
       fa.cluster_size = cluster;
-      std::string why;
-      if (!FusedMlpSupported(fa, (*dm)->traits(), &why)) continue;
+      fa.mma = mma;
+      if (!PlanFusedMlp(fa, (*dm)->traits()).ok()) continue;
       Graph g;
       if (!g.Capture(stream, [&] { return LaunchFusedMlp(fa, (*dm)->traits(), stream); }).ok()) continue;
       const double us = timer.MedianUs([&](int) { g.Launch(stream); }, false);
-      by_cluster += absl::StrFormat("  C=%d %s", cluster, Us(us).c_str());
+      if (combo % 5 == 0) absl::StrAppend(&by_cluster, combo == 0 ? "" : "\n     ", " ", FusedMmaName(mma), ":");
+      by_cluster += absl::StrFormat("  C=%s %s", cluster == 0 ? "auto" : std::to_string(cluster), Us(us).c_str());
       Row r;
       r.section = "forward";
-      r.variant = absl::StrCat("fused/cluster", cluster);
+      r.variant = absl::StrCat("fused/", FusedMmaName(mma), "/cluster", cluster == 0 ? "auto" : std::to_string(cluster));
       r.m = rows;
       r.n = mlp.output_dim();
       r.k = mlp.input_dim();
@@ -929,9 +936,14 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
         r.us = us;
         report.Add(r);
       }
-      TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0);
-      // One CTA per row block: every chunk of the model in one CTA, the per-chunk cost in isolation
-      if ((*dm)->traits().cc_major == 9) TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 1);
+      TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kMmaSync);
+      if ((*dm)->traits().cc_major == 9) {
+        // One CTA per row block: every chunk of the model in one CTA, the per-chunk cost in isolation;
+        // and Hopper's wgmma
+        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 1, FusedMma::kMmaSync);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kWgmma);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 1, FusedMma::kWgmma);
+      }
     }
     for (int p = 0; p < 3; ++p) {
       if (!notes[p].empty()) std::printf("    %s: %s\n", names[p], notes[p].c_str());
@@ -978,17 +990,20 @@ void PrintSummary(const Report& report) {
   for (size_t i = 0; i < rows.size(); ++i) {
     if (rows[i].section != "forward" || rows[i].variant != "fused") continue;
     if (!header) {
-      std::printf("Forward %-21s %10s %10s %10s %9s\n", "(batch)", "fused", "chain", "lt/layer", "fused_vs");
+      std::printf("Forward %-21s %10s %10s %10s %10s %9s\n", "(batch)", "fused", "wgmma", "chain", "lt/layer",
+                  "fused_vs");
       header = true;
     }
     const Row& f = rows[i];
-    double chain = NAN, lt = NAN;
+    double chain = NAN, lt = NAN, wgmma = NAN;
     for (const Row& o : rows) {
       if (o.section != "forward" || o.m != f.m) continue;
       if (o.variant == "chain") chain = o.us;
       if (o.variant == "cublaslt_per_layer") lt = o.us;
+      if (o.variant == "fused/wgmma/clusterauto") wgmma = o.us;  // the fused kernel with wgmma (Hopper)
     }
-    std::printf("batch %-23d %10s %10s %10s %9.2f\n", f.m, Us(f.us).c_str(), Us(chain).c_str(), Us(lt).c_str(), lt / f.us);
+    std::printf("batch %-23d %10s %10s %10s %10s %9.2f\n", f.m, Us(f.us).c_str(), Us(wgmma).c_str(), Us(chain).c_str(),
+                Us(lt).c_str(), lt / f.us);
   }
 }
 

@@ -86,7 +86,8 @@ void PackRankWork(const FusedLayerPlan& l, uint32_t (&packed)[kFusedMaxCluster])
   }
 }
 
-FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& inst, int cluster) {
+// wgmma: kFusedSmemAlign bytes more, for the kernel's hand alignment of the base.
+FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& inst, int cluster, bool wgmma) {
   // Layer l reads act[l % 2]; a hidden layer writes its output (the next layer's input) to the other.
   int width[2] = {0, 0};
   for (int l = 0; l < a.num_layers; ++l) width[l & 1] = std::max(width[l & 1], a.layers[l].k_pad);
@@ -113,7 +114,7 @@ FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& in
   }
   s.bar_offset = static_cast<uint32_t>(off);  // a multiple of 128: every region above is
   off += kFusedBarrierBytes;
-  s.bytes = off;
+  s.bytes = off + (wgmma ? kFusedSmemAlign : 0);
   return s;
 }
 
@@ -148,7 +149,7 @@ std::string UnsupportedReason(const FusedMlpArgs& a, const DeviceTraits& device)
       return absl::StrCat(at, "weights, column scales and bias must be 16-byte aligned, block scales 4-byte");
     }
   }
-  const FusedSmemLayout smem = ComputeSmemLayout(a, kInstances[kFallbackInstance], 1);
+  const FusedSmemLayout smem = ComputeSmemLayout(a, kInstances[kFallbackInstance], 1, false);
   if (smem.bytes > static_cast<size_t>(device.smem_per_block_optin)) {
     return absl::StrCat("needs ", smem.bytes, " bytes of shared memory per block, the device allows ",
                         device.smem_per_block_optin);
@@ -160,7 +161,7 @@ std::string UnsupportedReason(const FusedMlpArgs& a, const DeviceTraits& device)
 // blocks read the weights from L2 fewer times and feed the tensor cores better; small blocks spread
 // small batches over more SMs, since a CTA's weight stream is bound by its SM's L2 bandwidth),
 // among those whose shared memory fits the device.
-int SelectInstance(const FusedMlpArgs& a, const DeviceTraits& device) {
+int SelectInstance(const FusedMlpArgs& a, const DeviceTraits& device, bool wgmma) {
   const long long target_ctas = std::max(1, device.num_sms * 3 / 4);
   int preferred = 0;  // BLOCK_M 16
   if ((static_cast<long long>(a.m) + 63) / 64 >= target_ctas) {
@@ -169,7 +170,9 @@ int SelectInstance(const FusedMlpArgs& a, const DeviceTraits& device) {
     preferred = 1;
   }
   for (int i = preferred; i >= 0; --i) {
-    if (ComputeSmemLayout(a, kInstances[i], 1).bytes <= static_cast<size_t>(device.smem_per_block_optin)) return i;
+    if (ComputeSmemLayout(a, kInstances[i], 1, wgmma).bytes <= static_cast<size_t>(device.smem_per_block_optin)) {
+      return i;
+    }
   }
   return kFallbackInstance;
 }
@@ -183,7 +186,8 @@ bool ClustersAvailable(const DeviceTraits& device) { return device.cc_major == 9
 // (about 3,000 cycles each, a chain of dependent instructions); C CTAs per row block cut that chain
 // to about 1/C of the chunks, plus a round trip through distributed shared memory per layer. 8 is
 // the portable cluster size limit. Off compute capability 9.0 there are no clusters in this build: 1.
-int SelectClusterSize(const FusedMlpArgs& a, const DeviceTraits& device, const FusedInstance& inst, long long row_blocks) {
+int SelectClusterSize(const FusedMlpArgs& a, const DeviceTraits& device, const FusedInstance& inst, long long row_blocks,
+                      bool wgmma) {
   if (!ClustersAvailable(device)) return 1;
   int widest = 0;
   for (int l = 0; l < a.num_layers; ++l) {
@@ -191,7 +195,7 @@ int SelectClusterSize(const FusedMlpArgs& a, const DeviceTraits& device, const F
   }
   for (int c : {8, 4, 2}) {
     if (row_blocks * c <= device.num_sms && c <= widest &&
-        ComputeSmemLayout(a, inst, c).bytes <= static_cast<size_t>(device.smem_per_block_optin)) {
+        ComputeSmemLayout(a, inst, c, wgmma).bytes <= static_cast<size_t>(device.smem_per_block_optin)) {
       return c;
     }
   }
@@ -214,19 +218,19 @@ absl::Status EnsureDynamicSmem(const void* kernel, int bytes, std::mutex& mu, st
   return absl::OkStatus();
 }
 
-template <int BLOCK_M, int kNumStages>
+template <int BLOCK_M, int kNumStages, bool kWgmma>
 absl::Status LaunchInstance(const FusedMlpParams& params, size_t smem_bytes, cudaStream_t stream) {
   constexpr int kMaxDevices = 64;
   static std::mutex mu;
   static std::atomic<int> configured[kMaxDevices] = {};
-  const void* kernel = reinterpret_cast<const void*>(&fused_mlp_kernel<BLOCK_M, kNumStages>);
+  const void* kernel = reinterpret_cast<const void*>(&fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma>);
   if (absl::Status st = EnsureDynamicSmem(kernel, static_cast<int>(smem_bytes), mu, configured, kMaxDevices);
       !st.ok()) {
     return st;
   }
   const unsigned row_blocks = static_cast<unsigned>((params.m + BLOCK_M - 1) / BLOCK_M);
   if (params.cluster_size == 1) {
-    fused_mlp_kernel<BLOCK_M, kNumStages><<<row_blocks, kFusedNumThreads, smem_bytes, stream>>>(params);
+    fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma><<<row_blocks, kFusedNumThreads, smem_bytes, stream>>>(params);
     FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
     return absl::OkStatus();
   }
@@ -243,11 +247,20 @@ absl::Status LaunchInstance(const FusedMlpParams& params, size_t smem_bytes, cud
   attr[0].val.clusterDim.z = 1;
   config.attrs = attr;
   config.numAttrs = 1;
-  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, fused_mlp_kernel<BLOCK_M, kNumStages>, params));
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma>, params));
   return absl::OkStatus();
 }
 
 }  // namespace
+
+const char* FusedMmaName(FusedMma m) {
+  switch (m) {
+    case FusedMma::kAuto: return "auto";
+    case FusedMma::kMmaSync: return "mma_sync";
+    case FusedMma::kWgmma: return "wgmma";
+  }
+  return "unknown";
+}
 
 bool FusedMlpSupported(const FusedMlpArgs& args, const DeviceTraits& device, std::string* why) {
   std::string reason = UnsupportedReason(args, device);
@@ -271,15 +284,26 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
                                                    " needs compute capability 9.0, the device has ", device.cc_major,
                                                    ".", device.cc_minor));
   }
-  const FusedInstance& inst = kInstances[SelectInstance(args, device)];
+  if (args.mma != FusedMma::kAuto && args.mma != FusedMma::kMmaSync && args.mma != FusedMma::kWgmma) {
+    return absl::InvalidArgumentError("fused MLP: unknown MMA kind");
+  }
+  // NOTES: kAuto is mma.sync until wgmma has been measured against it on a GPU.
+  const bool wgmma = args.mma == FusedMma::kWgmma;
+  if (wgmma && !ClustersAvailable(device)) {
+    return absl::InvalidArgumentError(absl::StrCat("fused MLP: wgmma needs compute capability 9.0, the device has ",
+                                                   device.cc_major, ".", device.cc_minor));
+  }
+  const FusedInstance& inst = kInstances[SelectInstance(args, device, wgmma)];
   FusedPlan plan;
   plan.block_m = inst.block_m;
   plan.stages = inst.stages;
+  plan.wgmma = wgmma;
   plan.row_blocks = (static_cast<long long>(args.m) + inst.block_m - 1) / inst.block_m;
-  const int cluster = args.cluster_size != 0 ? args.cluster_size
-                                             : SelectClusterSize(args, device, inst, std::max(1LL, plan.row_blocks));
+  const int cluster = args.cluster_size != 0
+                          ? args.cluster_size
+                          : SelectClusterSize(args, device, inst, std::max(1LL, plan.row_blocks), wgmma);
   plan.cluster = cluster;
-  plan.smem_bytes = ComputeSmemLayout(args, inst, cluster).bytes;
+  plan.smem_bytes = ComputeSmemLayout(args, inst, cluster, wgmma).bytes;
   if (plan.smem_bytes > static_cast<size_t>(device.smem_per_block_optin)) {
     return absl::InvalidArgumentError(absl::StrCat("fused MLP: cluster size ", cluster, " needs ", plan.smem_bytes,
                                                    " bytes of shared memory per block, the device allows ",
@@ -343,7 +367,7 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
     if (kInstances[i].block_m == plan->block_m && kInstances[i].stages == plan->stages) which = i;
   }
   const FusedInstance& inst = kInstances[which];
-  const FusedSmemLayout smem = ComputeSmemLayout(args, inst, plan->cluster);
+  const FusedSmemLayout smem = ComputeSmemLayout(args, inst, plan->cluster, plan->wgmma);
   for (int i = 0; i < args.num_layers; ++i) {
     const FusedMlpLayer& l = args.layers[i];
     const FusedLayerPlan& lp = plan->layers[i];
@@ -374,11 +398,19 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
   p.red_offset = smem.red_offset;
   p.bar_offset = smem.bar_offset;
 
+  if (plan->wgmma) {
+    switch (which) {
+      case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages, true>(p, smem.bytes, stream);
+      case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages, true>(p, smem.bytes, stream);
+      case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages, true>(p, smem.bytes, stream);
+      case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages, true>(p, smem.bytes, stream);
+    }
+  }
   switch (which) {
-    case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages>(p, smem.bytes, stream);
-    case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages>(p, smem.bytes, stream);
-    case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages>(p, smem.bytes, stream);
-    case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages>(p, smem.bytes, stream);
+    case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages, false>(p, smem.bytes, stream);
+    case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages, false>(p, smem.bytes, stream);
+    case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages, false>(p, smem.bytes, stream);
+    case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages, false>(p, smem.bytes, stream);
   }
   return absl::InternalError("fused MLP: no kernel instance");
 }

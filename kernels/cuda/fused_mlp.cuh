@@ -1,6 +1,11 @@
 // Device code of the fused MLP: the whole forward of a small FP8 MLP in one launch (host API in
 // fused_mlp.h, launcher in fused_mlp.cu). Works on sm_89 and sm_90: cp.async + ldmatrix + mma.sync;
-// on sm_90 a row block can be shared by a thread-block cluster (below).
+// on sm_90 a row block can be shared by a thread-block cluster (below), and the MMAs can be wgmma
+// instead (kWgmma): the two warpgroups each multiply the row block (A, from the same ldmatrix
+// fragments, in registers) by 64 of the tile's weight rows (B, the stage itself, through a
+// 128-byte-swizzle descriptor), with the same accumulator layout, so everything else is shared.
+// NOTES: on sm_90 ptxas widens FP8 mma.sync to FP16 (two HMMA.16816 and a dozen unpacks per
+// m16n8k32); wgmma is Hopper's native FP8 instruction.
 //
 // A row block of BLOCK_M rows is owned by a cluster of C CTAs (C = 1, 2, 4 or 8; C = 1 is a plain
 // launch, the only one on sm_89):
@@ -99,8 +104,12 @@ inline constexpr int kFusedStageWeightBytes = kFusedTileN * kFusedTileK;
 inline constexpr int kFusedStageColScaleOffset = kFusedStageWeightBytes;
 inline constexpr int kFusedStageBiasOffset = kFusedStageColScaleOffset + kFusedTileN * 4;
 inline constexpr int kFusedStageBScaleOffset = kFusedStageBiasOffset + kFusedTileN * 4;
-inline constexpr int kFusedStageBytes = kFusedStageBScaleOffset + 128;  // stays a multiple of 128
-static_assert(kFusedStageBytes % 128 == 0, "stages must keep 128-byte alignment for the swizzle");
+// NOTES: a stage's weight chunk is also wgmma's B operand (Hopper): a 128-byte-swizzle tile whose
+// 8-row x 128-byte atoms must start 1024-byte aligned, so stages are padded to 1 KB multiples and
+// the wgmma kernel aligns the dynamic shared memory base by hand (kFusedSmemAlign more bytes).
+inline constexpr int kFusedSmemAlign = 1024;
+inline constexpr int kFusedStageBytes = (kFusedStageBScaleOffset + 128 + kFusedSmemAlign - 1) / kFusedSmemAlign * kFusedSmemAlign;
+static_assert(kFusedStageBytes % kFusedSmemAlign == 0, "stages must keep 1024-byte alignment for the swizzle atoms");
 static_assert(kFusedTileK == 128, "one stage is one promotion group of the numeric contract");
 
 // Warp grid of a CTA: BLOCK_M 16 -> 1 x 8 warps of 16 x 16; 32 -> 2 x 4 of 16 x 32; 64 -> 2 x 4 of 32 x 32.
@@ -374,11 +383,14 @@ __device__ __forceinline__ int KStepsOf(const FusedLayerParams& l, int group) {
   return steps < kFusedTileK / 32 ? steps : kFusedTileK / 32;
 }
 
-// Issues the cp.asyncs of one chunk into `stage` (the caller commits the group).
+// Issues the cp.asyncs of one chunk into `stage` (the caller commits the group). kFullK: every
+// 16-byte chunk of the group's 128 K bytes (the wgmma kernel runs all four k32 steps, so the zero
+// padding past k must be in shared memory, not stale bytes), else only the k32 steps KStepsOf runs.
+template <bool kFullK>
 __device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkCursor& c, uint8_t* stage) {
   const FusedLayerParams& l = p.layers[c.layer];
   const int rows = RowsToLoad(l, c.tile);
-  const int chunks = KStepsOf(l, c.group) * 2;  // 16-byte chunks per row
+  const int chunks = kFullK ? kFusedTileK / 16 : KStepsOf(l, c.group) * 2;  // 16-byte chunks per row
   const uint8_t* src = l.w + static_cast<size_t>(c.tile) * kFusedTileN * l.k_pad + c.group * kFusedTileK;
   const uint32_t dst = SmemAddr(stage);
   // Weights: rows x 8 chunks of 16 bytes, 4 per thread at most.
@@ -553,6 +565,66 @@ __device__ __forceinline__ void MmaGroup(uint32_t a_group, int a_stride, uint32_
   }
 }
 
+// The same K group with wgmma (Hopper): the warpgroup of this warp computes rows 0..63 x its 64
+// columns col0.. of the tile with 4 x m64n64k32, A (the activations) from registers, B (the
+// stage's weight rows col0..col0 + 63) from shared memory. Warp w of the warpgroup supplies and gets
+// rows row0 = 16 w ..: its A fragment is mma.sync's (the same ldmatrix), and its accumulator is
+// mma.sync's C fragments for n-tiles j = 0..7, so acc is [1][8][4] in the same order and the
+// epilogue and the partial-sum exchange are shared. A warp past the row block (`active` false:
+// row0 >= BLOCK_M) feeds zero rows and keeps a zero acc.
+// All four k32 steps run, unconditionally: K past the layer's k is zero codes in both operands
+// (the activations' padding, and the weights' which IssueChunk<true> loads), so they add nothing.
+// NOTES: a wgmma under a data-dependent branch makes ptxas serialize the warpgroup's wgmmas.
+// NOTES: weight columns past the layer's n (rows of the chunk that were never loaded) give garbage
+// in those columns only; the epilogue forces them to zero before anything reads them.
+template <bool kE5M2>
+__device__ __forceinline__ void MmaGroupWgmma(uint32_t a_group, int a_stride, uint32_t w_stage, const float* a_scales,
+                                              int a_scale_stride, int group, float b_scale, int row0, int col0,
+                                              bool active, int lane, float (&acc)[1][8][4]) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr Fp8Format kBFormat = kE5M2 ? Fp8Format::kE5M2 : Fp8Format::kE4M3;
+  // A fragments of the group's k32 steps
+  uint32_t a[kFusedTileK / 32][4];
+#pragma unroll
+  for (int ks = 0; ks < kFusedTileK / 32; ++ks) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) a[ks][i] = 0u;
+    if (active) {
+      const int r = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+      LdMatrixX4(a_group + r * a_stride + Swizzle(r, ks * 2 + (lane >> 4)), a[ks]);
+    }
+  }
+  // P = the group's partial sum, fresh (the first k32 step overwrites)
+  float part[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) part[i] = 0.0f;
+  const uint64_t desc_b = sm90::MakeSmemDescSw128(w_stage + static_cast<uint32_t>(col0 * kFusedTileK));
+  sm90::WgmmaFence();
+#pragma unroll
+  for (int ks = 0; ks < kFusedTileK / 32; ++ks) {
+    sm90::WgmmaM64N64K32RS<kBFormat>(part, a[ks], desc_b + 2 * ks, ks == 0 ? 0u : 1u);
+  }
+  sm90::WgmmaCommitGroup();
+  sm90::WgmmaWaitGroup<0>();
+  sm90::FenceOperands(part);
+  if (!active) return;
+  // Promote: scale product first, then one FMA per element (the numeric contract)
+  const int g = lane >> 2;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = row0 + g + h * 8;
+    const float s = a_scales[r * a_scale_stride + group] * b_scale;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      acc[0][j][2 * h] = fmaf(s, part[4 * j + 2 * h], acc[0][j][2 * h]);
+      acc[0][j][2 * h + 1] = fmaf(s, part[4 * j + 2 * h + 1], acc[0][j][2 * h + 1]);
+    }
+  }
+#else
+  __trap();  // the launcher runs the wgmma kernel on compute capability 9.0 only
+#endif
+}
+
 // 16-column pairs of the warp at column col0 of `tile` that hold real output columns (warp-uniform).
 template <int kMmaN>
 __device__ __forceinline__ int PairsValid(const FusedLayerParams& l, int tile, int col0) {
@@ -561,28 +633,31 @@ __device__ __forceinline__ int PairsValid(const FusedLayerParams& l, int tile, i
 }
 
 // A contributor's partial tile into the owner's slot (shared::cluster address `slot`, counted on
-// the owner's partial mbarrier `bar`), in register order: float4 (mt, nt) of thread tid at index
-// (mt * kMmaN + nt) * kFusedNumThreads + tid, so the owner's thread tid reads back exactly its own
-// fragment positions, 16 contiguous bytes per lane. Every thread sends its whole fragment (zeros in
-// a warp without real columns), so the owner expects exactly one slot of bytes per contributor.
-template <int kMmaM, int kMmaN>
+// the owner's partial mbarrier `bar`), in register order: float4 (mt, nt) of slot thread i at index
+// (mt * kMmaN + nt) * kSlotThreads + i, so the owner's thread with the same slot index reads back
+// exactly its own fragment positions, 16 contiguous bytes per lane. Every slot thread sends its
+// whole fragment (zeros in a warp without real columns), so the owner expects exactly one slot of
+// bytes (BLOCK_M x 128 floats) per contributor.
+// slot_tid / kSlotThreads: the thread's index among the kSlotThreads threads that hold rows of the
+// block (all 256 with mma.sync; with wgmma only the warps whose 16 rows are inside the block).
+template <int kMmaM, int kMmaN, int kSlotThreads>
 __device__ __forceinline__ void SendPartial(uint32_t slot, uint32_t bar, const float (&acc)[kMmaM][kMmaN][4],
-                                            int tid) {
+                                            int slot_tid) {
 #pragma unroll
   for (int mt = 0; mt < kMmaM; ++mt)
 #pragma unroll
     for (int nt = 0; nt < kMmaN; ++nt)
-      StoreAsync(slot + static_cast<uint32_t>(((mt * kMmaN + nt) * kFusedNumThreads + tid) * 16), acc[mt][nt], bar);
+      StoreAsync(slot + static_cast<uint32_t>(((mt * kMmaN + nt) * kSlotThreads + slot_tid) * 16), acc[mt][nt], bar);
 }
 
 // The owner adds one contributor's partial tile (local slot, SendPartial's order) to its own.
-template <int kMmaM, int kMmaN>
-__device__ __forceinline__ void AddPartial(const float* slot, float (&acc)[kMmaM][kMmaN][4], int tid) {
+template <int kMmaM, int kMmaN, int kSlotThreads>
+__device__ __forceinline__ void AddPartial(const float* slot, float (&acc)[kMmaM][kMmaN][4], int slot_tid) {
 #pragma unroll
   for (int mt = 0; mt < kMmaM; ++mt) {
 #pragma unroll
     for (int nt = 0; nt < kMmaN; ++nt) {
-      const float4 v = reinterpret_cast<const float4*>(slot)[(mt * kMmaN + nt) * kFusedNumThreads + tid];
+      const float4 v = reinterpret_cast<const float4*>(slot)[(mt * kMmaN + nt) * kSlotThreads + slot_tid];
       acc[mt][nt][0] += v.x;
       acc[mt][nt][1] += v.y;
       acc[mt][nt][2] += v.z;
@@ -605,13 +680,14 @@ __device__ __forceinline__ void ZeroAcc(float (&acc)[kMmaM][kMmaN][4]) {
 // col_scale + bias (from `stage`), columns past n forced to zero; the last layer writes FP32 logits
 // to y, a hidden layer applies ReLU and requantizes the tile (one 1x128 group per row) into
 // act_out / scales_out and copies it into the same place in every other CTA of the cluster.
-// Contains __syncthreads: call it CTA-uniformly.
-template <int BLOCK_M, int kMmaM, int kMmaN>
+// kWarpsN warps share a row's 128 columns; a warp that is not `active` (its rows lie past the row
+// block: wgmma's idle warps) writes nothing. Contains __syncthreads: call it CTA-uniformly.
+template <int BLOCK_M, int kMmaM, int kMmaN, int kWarpsN>
 __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const FusedLayerParams& l, bool last, int tile,
                                              const uint8_t* stage, float (&acc)[kMmaM][kMmaN][4], int block_row,
-                                             int warp_n, int row0, int col0, int lane, float* red, uint8_t* act_out,
-                                             float* scales_out, uint32_t receivers, uint32_t act_bar) {
-  constexpr int kWarpsN = FusedWarpsN(BLOCK_M);
+                                             int warp_n, int row0, int col0, bool active, int lane, float* red,
+                                             uint8_t* act_out, float* scales_out, uint32_t receivers,
+                                             uint32_t act_bar) {
   const int g = lane >> 2, t = lane & 3;
   const float* cs = reinterpret_cast<const float*>(stage + kFusedStageColScaleOffset);
   const float* bias = reinterpret_cast<const float*>(stage + kFusedStageBiasOffset);
@@ -639,6 +715,7 @@ __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const Fuse
 
   if (last) {
     // Logits: FP32, real rows and columns only
+    if (!active) return;
 #pragma unroll
     for (int mt = 0; mt < kMmaM; ++mt) {
 #pragma unroll
@@ -663,6 +740,7 @@ __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const Fuse
   for (int mt = 0; mt < kMmaM; ++mt) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
+      if (!active) break;
       float amax = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < kMmaN; ++nt)
@@ -679,6 +757,7 @@ __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const Fuse
   for (int mt = 0; mt < kMmaM; ++mt) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
+      if (!active) break;
       const int r = row0 + mt * 16 + g + h * 8;
       float amax = 0.0f;
 #pragma unroll
@@ -759,28 +838,45 @@ struct Timeline {
 
 // The fused forward. Grid: ceil(m / BLOCK_M) * cluster_size CTAs of kFusedNumThreads (clusters of
 // cluster_size consecutive CTAs along x share a row block); dynamic shared memory as the launcher's
-// FusedSmemLayout says.
-template <int BLOCK_M, int kNumStages>
-__global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
+// FusedSmemLayout says (kFusedSmemAlign bytes more with kWgmma).
+// kWgmma (sm_90a only): the MMAs are wgmma (MmaGroupWgmma) and the warp grid is the two
+// warpgroups' (4 x 2 warps of 16 rows x 64 columns; warps whose rows lie past BLOCK_M idle through
+// the epilogue); else mma.sync on FusedWarpsM x FusedWarpsN warps.
+template <int BLOCK_M, int kNumStages, bool kWgmma>
+__global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2 : 1)
     fused_mlp_kernel(const __grid_constant__ FusedMlpParams p) {
   using namespace fused_detail;
-  constexpr int kWarpsM = FusedWarpsM(BLOCK_M), kWarpsN = FusedWarpsN(BLOCK_M);
-  constexpr int WARP_M = BLOCK_M / kWarpsM, WARP_N = kFusedTileN / kWarpsN;
+  constexpr int kWarpsM = kWgmma ? 4 : FusedWarpsM(BLOCK_M), kWarpsN = kWgmma ? 2 : FusedWarpsN(BLOCK_M);
+  constexpr int WARP_M = kWgmma ? 16 : BLOCK_M / kWarpsM, WARP_N = kFusedTileN / kWarpsN;
   constexpr int kMmaM = WARP_M / 16, kMmaN = WARP_N / 8;
   constexpr int kParts = kMmaM * kMmaN <= 2 ? 2 : 1;  // see MmaGroup
   constexpr int kSlotFloats = BLOCK_M * kFusedTileN;   // one partial tile
+  // Warps (per warp column) that hold rows of the block, and the threads that send partial sums
+  constexpr int kActiveWarpsM = kWgmma ? BLOCK_M / 16 : kWarpsM;
+  constexpr int kSlotThreads = kActiveWarpsM * kWarpsN * 32;
   static_assert(BLOCK_M == 16 || BLOCK_M == 32 || BLOCK_M == 64, "BLOCK_M must be 16, 32 or 64");
   static_assert(kWarpsM * kWarpsN == kFusedNumWarps, "the warp grid must use every warp");
   static_assert(WARP_M % 16 == 0, "a warp covers whole m16 MMA tiles");
   static_assert(WARP_N % 16 == 0, "B fragments are loaded as pairs of n8 tiles (ldmatrix.x4)");
+  static_assert(!kWgmma || (kMmaM == 1 && kMmaN == 8), "wgmma: each warp holds 16 rows x 64 columns");
   static_assert(kNumStages >= 2, "the ring needs at least two stages");
-  static_assert(kMmaM * kMmaN * 4 * kFusedNumThreads == kSlotFloats, "a slot holds every thread's accumulators");
+  static_assert(kMmaM * kMmaN * 4 * kSlotThreads == kSlotFloats, "a slot holds every active thread's accumulators");
+  static_assert(kWarpsN <= FusedWarpsN(BLOCK_M), "the launcher sizes the amax table for FusedWarpsN warps");
 
-  extern __shared__ __align__(128) uint8_t smem[];
+  extern __shared__ __align__(128) uint8_t smem_raw[];
+  // NOTES: wgmma's B tiles need 1024-byte aligned atoms; the runtime promises less, so the base is
+  // aligned by hand (the same pad in every CTA of a cluster, so offsets still match across CTAs).
+  const uint32_t smem_pad =
+      kWgmma ? (kFusedSmemAlign - (SmemAddr(smem_raw) & (kFusedSmemAlign - 1))) & (kFusedSmemAlign - 1) : 0u;
+  uint8_t* const smem = smem_raw + smem_pad;
   const int tid = static_cast<int>(threadIdx.x);
   const int warp = tid / 32, lane = tid % 32;
-  const int warp_m = warp / kWarpsN, warp_n = warp % kWarpsN;
+  // wgmma: warp w of warpgroup q takes rows 16 w.., columns 64 q..
+  const int warp_m = kWgmma ? warp % 4 : warp / kWarpsN, warp_n = kWgmma ? warp / 4 : warp % kWarpsN;
   const int row0 = warp_m * WARP_M, col0 = warp_n * WARP_N;
+  const bool active = !kWgmma || row0 < BLOCK_M;  // (every mma.sync warp holds rows of the block)
+  // This thread's index in a partial-sum slot (the active threads, numbered warp column-major)
+  const int slot_tid = kWgmma ? (warp_n * kActiveWarpsM + warp_m) * 32 + lane : tid;
   // The cluster: the launcher sets cluster_size > 1 only for a cluster launch on sm_90
   const int cluster = HasClusters() ? p.cluster_size : 1;
   const int rank = cluster > 1 ? ClusterRank() : 0;
@@ -834,7 +930,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
   const ChunkCursor first = load_cursor;  // this CTA's first chunk (layer > 0: none in layer 0)
   for (int s = 0; s < kNumStages - 1; ++s) {
     if (load_cursor.layer < p.num_layers) {
-      IssueChunk(p, load_cursor, smem + s * kFusedStageBytes);
+      IssueChunk<kWgmma>(p, load_cursor, smem + s * kFusedStageBytes);
       Advance(load_cursor, p, rank, cluster);
     }
     CpAsyncCommit();
@@ -883,10 +979,13 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
       // barrier the chunk is visible to all, and every warp is done with the previous chunk, whose
       // stage is refilled next
       CpAsyncWait<kNumStages - 2>();
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      if constexpr (kWgmma) sm90::FenceProxyAsyncShared();  // cp.async wrote it; wgmma reads it (async proxy)
+#endif
       __syncthreads();
       if (cur.group == first_group && cur.tile == first_tile) timeline.Mark(trace_at + 1);
       if (load_cursor.layer < p.num_layers) {
-        IssueChunk(p, load_cursor, smem + write_stage * kFusedStageBytes);
+        IssueChunk<kWgmma>(p, load_cursor, smem + write_stage * kFusedStageBytes);
         Advance(load_cursor, p, rank, cluster);
       }
       CpAsyncCommit();
@@ -900,7 +999,16 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
         const uint32_t a_group = SmemAddr(act_in) + cur.group * kFusedTileK;
         const float b_scale = *reinterpret_cast<const float*>(stage + kFusedStageBScaleOffset);
         const int ksteps = KStepsOf(l, cur.group);
-        if (l.e5m2) {
+        if constexpr (kWgmma) {
+          // pairs_valid is uniform over the warpgroup (its four warps share col0)
+          if (l.e5m2) {
+            MmaGroupWgmma<true>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group, b_scale, row0, col0,
+                                active, lane, acc);
+          } else {
+            MmaGroupWgmma<false>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group, b_scale, row0,
+                                 col0, active, lane, acc);
+          }
+        } else if (l.e5m2) {
           MmaGroup<kMmaM, kMmaN, kParts, true>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
                                                b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
         } else {
@@ -912,14 +1020,17 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
       if (cur.group == cur.group_end - 1) {
         if (l.parts == 1) {
           // A whole tile: its epilogue now
-          TileEpilogue<BLOCK_M>(p, l, last, cur.tile, stage, acc, block_row, warp_n, row0, col0, lane, red, act_out,
-                                scales_out, receivers, act_bar(layer));
+          TileEpilogue<BLOCK_M, kMmaM, kMmaN, kWarpsN>(p, l, last, cur.tile, stage, acc, block_row, warp_n, row0, col0,
+                                                       active, lane, red, act_out, scales_out, receivers,
+                                                       act_bar(layer));
           ZeroAcc(acc);
         } else if (!cur.owner) {
           // A contributor of a split tile: partial sums into slot q - 1 of the owner, rank tile * parts
           const int owner = cur.tile * l.parts;
-          SendPartial(MapToRank(SmemAddr(slots + (rank - owner - 1) * kSlotFloats), owner),
-                      MapToRank(part_bar(layer), owner), acc, tid);
+          if (active) {
+            SendPartial<kMmaM, kMmaN, kSlotThreads>(MapToRank(SmemAddr(slots + (rank - owner - 1) * kSlotFloats), owner),
+                                                    MapToRank(part_bar(layer), owner), acc, slot_tid);
+          }
           ZeroAcc(acc);
         } else {
           // The owner of a split tile keeps its partial for the layer end. NOTES: this is its last
@@ -936,11 +1047,14 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 ? 2 : 1)
         // Owner of a split tile: wait for its contributors' slots only (the other CTAs go on), add
         // them in rank order, then the tile's epilogue
         MbarWaitCluster(part_bar(layer), 0);
-        if (PairsValid<kMmaN>(l, mine.tile, col0) > 0) {
-          for (int q = 1; q < l.parts; ++q) AddPartial(slots + (q - 1) * kSlotFloats, acc, tid);
+        if (active && PairsValid<kMmaN>(l, mine.tile, col0) > 0) {
+          for (int q = 1; q < l.parts; ++q) {
+            AddPartial<kMmaM, kMmaN, kSlotThreads>(slots + (q - 1) * kSlotFloats, acc, slot_tid);
+          }
         }
-        TileEpilogue<BLOCK_M>(p, l, last, mine.tile, owner_stage, acc, block_row, warp_n, row0, col0, lane, red,
-                              act_out, scales_out, receivers, act_bar(layer));
+        TileEpilogue<BLOCK_M, kMmaM, kMmaN, kWarpsN>(p, l, last, mine.tile, owner_stage, acc, block_row, warp_n, row0,
+                                                     col0, active, lane, red, act_out, scales_out, receivers,
+                                                     act_bar(layer));
         ZeroAcc(acc);
       }
     }

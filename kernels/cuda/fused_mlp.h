@@ -33,6 +33,16 @@ struct FusedMlpLayer {
   const float* bias = nullptr;        // [n_pad] or nullptr
 };
 
+// The tensor-core instructions of the fused kernel's MMAs. mma.sync (m16n8k32) is native FP8 on Ada;
+// on Hopper ptxas widens it to FP16 (two HMMA.16816 and unpacks per instruction), and wgmma
+// (m64n64k32, A from registers, B from shared memory) is Hopper's own FP8 path.
+enum class FusedMma : uint8_t {
+  kAuto,      // the launcher's choice: mma.sync (wgmma is new and not yet measured against it)
+  kMmaSync,   // any device
+  kWgmma,     // compute capability 9.0 only
+};
+const char* FusedMmaName(FusedMma m);  // "auto" / "mma_sync" / "wgmma"
+
 struct FusedMlpArgs {
   int m = 0;                   // rows
   const float* x = nullptr;    // [m, layers[0].k] FP32
@@ -44,6 +54,7 @@ struct FusedMlpArgs {
   // the launcher choose (1 off Hopper); 1, 2, 4 or 8 forces that size (tests). Any size gives the
   // same logits up to FP32 summation order across K groups, and the same bits on every run.
   int cluster_size = 0;
+  FusedMma mma = FusedMma::kAuto;  // any choice gives the same logits up to FP32 summation order
   // Optional per-CTA timeline of the launch (benchmark and profiling only; nullptr in serving):
   // grid CTAs x kFusedTraceSlots values, see FusedTraceSlot. Thread 0 of each CTA writes its slots
   // as it passes each point; a slot it never passes keeps what the caller put there.
@@ -100,6 +111,7 @@ struct FusedPlan {
   int block_m = 0;       // rows per row block (one cluster each)
   int stages = 0;        // weight-chunk ring depth
   int cluster = 1;       // CTAs per row block
+  bool wgmma = false;    // the MMAs are wgmma (else mma.sync)
   long long row_blocks = 0;
   size_t smem_bytes = 0;  // dynamic shared memory per CTA
   FusedLayerPlan layers[kFusedMaxLayers];

@@ -210,4 +210,53 @@ __device__ __forceinline__ void WgmmaM64N128K32(float (&d)[64], uint64_t desc_a,
 #undef FP8SERVE_WGMMA_N128_DREGS
 #undef FP8SERVE_WGMMA_N128_OUTS
 
+#define FP8SERVE_WGMMA_N64_DREGS                                                                                \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+  "%24, %25, %26, %27, %28, %29, %30, %31}"
+#define FP8SERVE_WGMMA_N64_OUTS(d)                                                                           \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),            \
+      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),  \
+      "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+
+// D[64 x 64] (+)= A[64 x 32] . B[64 x 32]^T with A (E4M3) in registers and B (E4M3 or E5M2) in
+// shared memory (descriptor), FP32 accumulators. scale_d == 0 starts from zero.
+// A's registers (thread t, warp w = t / 32 of the warpgroup, lane l, g = l / 4, q = l % 4): a[0] =
+// row 16w + g, k 4q..4q+3; a[1] = row 16w + g + 8, the same k; a[2], a[3] = the same rows, k 16 + 4q..
+// (byte i of a register = k + i): per warp, exactly mma.m16n8k32's A fragment, which ldmatrix.x4
+// gives. D: as WgmmaM64N128K32's, for j = 0..7.
+template <Fp8Format kBFormat>
+__device__ __forceinline__ void WgmmaM64N64K32RS(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,
+                                                 uint32_t scale_d) {
+  if constexpr (kBFormat == Fp8Format::kE4M3) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 " FP8SERVE_WGMMA_N64_DREGS
+        ", {%32, %33, %34, %35}, %36, p, 1, 1;\n"
+        "}\n"
+        : FP8SERVE_WGMMA_N64_OUTS(d)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+  } else {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e5m2 " FP8SERVE_WGMMA_N64_DREGS
+        ", {%32, %33, %34, %35}, %36, p, 1, 1;\n"
+        "}\n"
+        : FP8SERVE_WGMMA_N64_OUTS(d)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+  }
+}
+
+#undef FP8SERVE_WGMMA_N64_DREGS
+#undef FP8SERVE_WGMMA_N64_OUTS
+
+// Makes this thread's completed generic-proxy writes to shared memory (st.shared, cp.async) visible
+// to the async proxy, which wgmma reads its shared-memory operands through; a barrier after it
+// extends that to the other threads' wgmmas.
+__device__ __forceinline__ void FenceProxyAsyncShared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
 }  // namespace fp8serve::cuda::sm90

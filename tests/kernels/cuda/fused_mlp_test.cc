@@ -593,12 +593,16 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
     for (int i = 0; i < args.num_layers; ++i) args.layers[i] = StandInLayer(widths[i + 1], widths[i]);
     for (const DeviceTraits* device : {&h100, static_cast<const DeviceTraits*>(&small)}) {
       for (int m : {1, 7, 16, 64, 65, 1000, 2048}) {
-        for (int cluster : {0, 1, 2, 4, 8}) {
+        for (int combo = 0; combo < 10; ++combo) {
+          constexpr int kClusterChoices[] = {0, 1, 2, 4, 8};
+          const int cluster = kClusterChoices[combo % 5];
           args.m = m;
           args.cluster_size = cluster;
+          args.mma = combo < 5 ? FusedMma::kAuto : FusedMma::kWgmma;
           std::string what = absl::StrCat(widths[0]);
           for (size_t i = 1; i < widths.size(); ++i) absl::StrAppend(&what, "-", widths[i]);
-          absl::StrAppend(&what, " m ", m, " cluster ", cluster, " on ", device->num_sms, " SMs");
+          absl::StrAppend(&what, " m ", m, " cluster ", cluster, " ", FusedMmaName(args.mma), " on ", device->num_sms,
+                          " SMs");
           const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, *device);
           if (!plan.ok()) {
             // Only a shared-memory limit may refuse a supported model
@@ -606,6 +610,7 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
             ++refused;
             continue;
           }
+          EXPECT_EQ(plan->wgmma, args.mma == FusedMma::kWgmma) << what;
           CheckPlan(args, *plan, *device, what);
           if (::testing::Test::HasFatalFailure()) return;
           ++checked;
@@ -614,7 +619,7 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
     }
   }
   std::printf("%d plans checked, %d refused for shared memory\n", checked, refused);
-  EXPECT_GT(checked, 500);
+  EXPECT_GT(checked, 1000);
 }
 
 // The bundled model at batch 64 on an H100/H200: what the launcher runs (printed for the reader).
@@ -646,7 +651,9 @@ TEST(FusedMlpPlan, BundledModelAtBatch64) {
 // 2, 4 and 8 (the tests above run the launcher's automatic choice), on every batch, each against
 // the bounded reference; and every launch twice: the owner adds the partial sums in a fixed order,
 // so a cluster gives the same bits on every run. The forced sizes cover split layers (a tile's K
-// groups over 2 to 8 CTAs), round-robin layers (tiles >= cluster) and CTAs idle in a layer.
+// groups over 2 to 8 CTAs), round-robin layers (tiles >= cluster) and CTAs idle in a layer. Each
+// runs with both MMA kinds: mma.sync and wgmma (whose warpgroups cover 64 rows: at BLOCK_M 16 and
+// 32 some of its warps hold no rows of the block and must write nothing).
 
 void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const DeviceTraits& traits, cudaStream_t stream,
                        const std::vector<int>& clusters, bool pixels) {
@@ -662,9 +669,13 @@ void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const Dev
     const BoundedForward ref = ReferenceWithBounds(mlp, x, rows);
     FP8SERVE_ASSERT_OK(
         FP8SERVE_CUDA_STATUS(cudaMemcpy(dx.get(), x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice)));
-    for (int cluster : clusters) {
+    for (int combo = 0; combo < 2 * static_cast<int>(clusters.size()); ++combo) {
+      // Every cluster size with each MMA kind: mma.sync, and Hopper's wgmma
+      const int cluster = clusters[static_cast<size_t>(combo) / 2];
+      const FusedMma mma = combo % 2 == 0 ? FusedMma::kMmaSync : FusedMma::kWgmma;
       FusedMlpArgs args = FusedArgsFor(mlp, layers, dx.get<float>(), rows, dy.get<float>());
       args.cluster_size = cluster;
+      args.mma = mma;
       std::vector<float> first;
       for (int run = 0; run < 2; ++run) {
         FP8SERVE_ASSERT_OK(dy.Fill(run == 0 ? 0xFF : 0x7F));  // a different poison each run
@@ -675,14 +686,15 @@ void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const Dev
             FP8SERVE_CUDA_STATUS(cudaMemcpy(y.data(), dy.get(), y.size() * sizeof(float), cudaMemcpyDeviceToHost)));
         if (run == 0) {
           const CheckResult cr = CheckLogits(ref, y, rows, mlp.output_dim());
-          std::printf("%-28s batch %4d  cluster %d        max|d|/L1 %.3e  bound used %5.3f  argmax rows %4d  %s\n",
-                      name.c_str(), rows, cluster, cr.max_rel_l1, cr.worst, cr.argmax_checked,
+          std::printf("%-28s batch %4d  cluster %d %-8s max|d|/L1 %.3e  bound used %5.3f  argmax rows %4d  %s\n",
+                      name.c_str(), rows, cluster, FusedMmaName(mma), cr.max_rel_l1, cr.worst, cr.argmax_checked,
                       cr.failures == 0 ? "ok" : "FAIL");
-          EXPECT_EQ(cr.failures, 0) << name << " batch " << rows << " cluster " << cluster << cr.first;
+          EXPECT_EQ(cr.failures, 0) << name << " batch " << rows << " cluster " << cluster << " " << FusedMmaName(mma)
+                                    << cr.first;
           first = std::move(y);
         } else {
           EXPECT_EQ(0, std::memcmp(first.data(), y.data(), y.size() * sizeof(float)))
-              << name << " batch " << rows << " cluster " << cluster << ": two runs differ";
+              << name << " batch " << rows << " cluster " << cluster << " " << FusedMmaName(mma) << ": two runs differ";
         }
       }
     }
@@ -742,6 +754,11 @@ TEST(FusedMlpSupport, RejectsBadClusterSizes) {
   const absl::Status st = LaunchFusedMlp(args, ada, nullptr);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
   std::printf("cluster size 2 on 8.9: %s\n", st.ToString().c_str());
+  args.cluster_size = 1;  // wgmma is Hopper's
+  args.mma = FusedMma::kWgmma;
+  const absl::Status wg = LaunchFusedMlp(args, ada, nullptr);
+  EXPECT_EQ(wg.code(), absl::StatusCode::kInvalidArgument) << wg;
+  std::printf("wgmma on 8.9: %s\n", wg.ToString().c_str());
 }
 
 }  // namespace

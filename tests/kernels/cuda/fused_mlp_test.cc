@@ -656,14 +656,15 @@ TEST(FusedMlpPlan, BundledModelAtBatch64) {
 // 32 some of its warps hold no rows of the block and must write nothing).
 
 void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const DeviceTraits& traits, cudaStream_t stream,
-                       const std::vector<int>& clusters, bool pixels) {
-  const int max_rows = *std::max_element(std::begin(kBatches), std::end(kBatches));
+                       const std::vector<int>& clusters, bool pixels,
+                       const std::vector<int>& batches = std::vector<int>(std::begin(kBatches), std::end(kBatches))) {
+  const int max_rows = *std::max_element(batches.begin(), batches.end());
   DeviceLayers layers;
   FP8SERVE_ASSERT_OK(UploadLayers(mlp, &layers));
   DeviceBuffer dx, dy;
   FP8SERVE_ASSERT_OK(dx.Allocate(static_cast<size_t>(max_rows) * mlp.input_dim() * sizeof(float)));
   FP8SERVE_ASSERT_OK(dy.Allocate(static_cast<size_t>(max_rows) * mlp.output_dim() * sizeof(float)));
-  for (int rows : kBatches) {
+  for (int rows : batches) {
     const std::vector<float> x = pixels ? PixelInputs(rows, mlp.input_dim(), 7 * rows + 1)
                                         : RandomInputs(rows, mlp.input_dim(), 11 * rows + 3);
     const BoundedForward ref = ReferenceWithBounds(mlp, x, rows);
@@ -703,6 +704,18 @@ void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const Dev
 }
 
 const std::vector<int> kClusterSizes = {1, 2, 4, 8};
+
+// The cluster hand-overs and the wgmma kernel on two small batches: cheap enough for the
+// compute-sanitizer runs of gpu_check.sh, which take the Smoke suites.
+TEST_F(FusedMlpGpuSmoke, ClustersAndWgmma) {
+  if (!IsSm90()) {
+    std::fprintf(stderr, "*** CLUSTER TEST SKIPPED: compute capability %d.%d has no thread-block clusters here\n",
+                 traits_.cc_major, traits_.cc_minor);
+    GTEST_SKIP() << "clusters need compute capability 9.0";
+  }
+  const MlpCase c = ModelCases()[1];  // three layers: a split layer, then round-robin ones
+  CheckClusterSizes(c.name, MakeMlp(c, 3), traits_, stream_, {1, 4}, false, {7, 65});
+}
 
 class FusedMlpGpuCluster : public GpuFixture<::testing::TestWithParam<MlpCase>> {};
 

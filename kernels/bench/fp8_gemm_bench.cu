@@ -746,10 +746,11 @@ __global__ void EmptyKernel() {}
 // cycles converted with the clock rate the same trace shows: its CTAs' cycles over their
 // globaltimer spans), and its layer-0 time per weight chunk.
 void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStream_t stream, int launches,
-                int cluster, FusedMma mma) {
+                int cluster, FusedMma mma, int block_m = 0) {
   FusedMlpArgs fa = dm.FusedArgs(x, rows, y);
   fa.cluster_size = cluster;
   fa.mma = mma;
+  fa.block_m = block_m;
   const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(fa, dm.traits());
   if (!plan.ok()) return;
   const int ctas = static_cast<int>(plan->row_blocks) * plan->cluster;
@@ -885,24 +886,28 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
     }
     // The fused kernel with each MMA kind and cluster size forced (Hopper; cluster 0 = the
     // launcher's choice; the auto path above is mma.sync)
+    // (and, with wgmma, BLOCK_M 64: every warp of its warpgroups then holds rows)
     std::string by_cluster;
-    for (int combo = 0; combo < 10; ++combo) {
+    for (int combo = 0; combo < 15; ++combo) {
       constexpr int kClusters[] = {0, 1, 2, 4, 8};
       const int cluster = kClusters[combo % 5];
       const FusedMma mma = combo < 5 ? FusedMma::kMmaSync : FusedMma::kWgmma;
+      const int block_m = combo < 10 ? 0 : 64;
       if ((*dm)->traits().cc_major != 9 && (cluster > 1 || mma == FusedMma::kWgmma)) continue;
       FusedMlpArgs fa = (*dm)->FusedArgs(x.get(), rows, y.get());
       fa.cluster_size = cluster;
       fa.mma = mma;
+      fa.block_m = block_m;
       if (!PlanFusedMlp(fa, (*dm)->traits()).ok()) continue;
       Graph g;
       if (!g.Capture(stream, [&] { return LaunchFusedMlp(fa, (*dm)->traits(), stream); }).ok()) continue;
       const double us = timer.MedianUs([&](int) { g.Launch(stream); }, false);
-      if (combo % 5 == 0) absl::StrAppend(&by_cluster, combo == 0 ? "" : "\n     ", " ", FusedMmaName(mma), ":");
+      const std::string kind = absl::StrCat(FusedMmaName(mma), block_m == 0 ? "" : absl::StrCat("/bm", block_m));
+      if (combo % 5 == 0) absl::StrAppend(&by_cluster, combo == 0 ? "" : "\n     ", " ", kind, ":");
       by_cluster += absl::StrFormat("  C=%s %s", cluster == 0 ? "auto" : std::to_string(cluster), Us(us).c_str());
       Row r;
       r.section = "forward";
-      r.variant = absl::StrCat("fused/", FusedMmaName(mma), "/cluster", cluster == 0 ? "auto" : std::to_string(cluster));
+      r.variant = absl::StrCat("fused/", kind, "/cluster", cluster == 0 ? "auto" : std::to_string(cluster));
       r.m = rows;
       r.n = mlp.output_dim();
       r.k = mlp.input_dim();
@@ -943,6 +948,7 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
         TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 1, FusedMma::kMmaSync);
         TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kWgmma);
         TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 1, FusedMma::kWgmma);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kWgmma, 64);
       }
     }
     for (int p = 0; p < 3; ++p) {

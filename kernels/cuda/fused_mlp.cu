@@ -161,7 +161,18 @@ std::string UnsupportedReason(const FusedMlpArgs& a, const DeviceTraits& device)
 // blocks read the weights from L2 fewer times and feed the tensor cores better; small blocks spread
 // small batches over more SMs, since a CTA's weight stream is bound by its SM's L2 bandwidth),
 // among those whose shared memory fits the device.
+// A forced FusedMlpArgs::block_m takes its instance (or the fallback for 16), or -1 when its shared
+// memory does not fit.
 int SelectInstance(const FusedMlpArgs& a, const DeviceTraits& device, bool wgmma) {
+  const auto fits = [&](int i) {
+    return ComputeSmemLayout(a, kInstances[i], 1, wgmma).bytes <= static_cast<size_t>(device.smem_per_block_optin);
+  };
+  if (a.block_m != 0) {
+    for (int i = 0; i < kNumInstances; ++i) {
+      if (kInstances[i].block_m == a.block_m && fits(i)) return i;
+    }
+    return -1;
+  }
   const long long target_ctas = std::max(1, device.num_sms * 3 / 4);
   int preferred = 0;  // BLOCK_M 16
   if ((static_cast<long long>(a.m) + 63) / 64 >= target_ctas) {
@@ -287,13 +298,23 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
   if (args.mma != FusedMma::kAuto && args.mma != FusedMma::kMmaSync && args.mma != FusedMma::kWgmma) {
     return absl::InvalidArgumentError("fused MLP: unknown MMA kind");
   }
+  if (args.block_m != 0 && args.block_m != 16 && args.block_m != 32 && args.block_m != 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fused MLP: row block ", args.block_m, " (0 for automatic, or 16, 32, 64)"));
+  }
   // NOTES: kAuto is mma.sync until wgmma has been measured against it on a GPU.
   const bool wgmma = args.mma == FusedMma::kWgmma;
   if (wgmma && !ClustersAvailable(device)) {
     return absl::InvalidArgumentError(absl::StrCat("fused MLP: wgmma needs compute capability 9.0, the device has ",
                                                    device.cc_major, ".", device.cc_minor));
   }
-  const FusedInstance& inst = kInstances[SelectInstance(args, device, wgmma)];
+  const int which = SelectInstance(args, device, wgmma);
+  if (which < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("fused MLP: row block ", args.block_m,
+                                                   ": its shared memory does not fit the device's ",
+                                                   device.smem_per_block_optin, " bytes"));
+  }
+  const FusedInstance& inst = kInstances[which];
   FusedPlan plan;
   plan.block_m = inst.block_m;
   plan.stages = inst.stages;

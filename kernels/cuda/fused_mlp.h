@@ -55,6 +55,8 @@ struct FusedMlpArgs {
   // same logits up to FP32 summation order across K groups, and the same bits on every run.
   int cluster_size = 0;
   FusedMma mma = FusedMma::kAuto;  // any choice gives the same logits up to FP32 summation order
+  // Rows per row block: 0 lets the launcher choose; 16, 32 or 64 forces it (tests, benchmarks).
+  int block_m = 0;
   // Optional per-CTA timeline of the launch (benchmark and profiling only; nullptr in serving):
   // grid CTAs x kFusedTraceSlots values, see FusedTraceSlot. Thread 0 of each CTA writes its slots
   // as it passes each point; a slot it never passes keeps what the caller put there.

@@ -599,10 +599,11 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
           args.m = m;
           args.cluster_size = cluster;
           args.mma = combo < 5 ? FusedMma::kAuto : FusedMma::kWgmma;
+          args.block_m = (m + combo) % 4 == 0 ? 0 : 16 << ((m + combo) % 3);  // auto, and each row block forced
           std::string what = absl::StrCat(widths[0]);
           for (size_t i = 1; i < widths.size(); ++i) absl::StrAppend(&what, "-", widths[i]);
-          absl::StrAppend(&what, " m ", m, " cluster ", cluster, " ", FusedMmaName(args.mma), " on ", device->num_sms,
-                          " SMs");
+          absl::StrAppend(&what, " m ", m, " cluster ", cluster, " ", FusedMmaName(args.mma), " BLOCK_M ",
+                          args.block_m, " on ", device->num_sms, " SMs");
           const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, *device);
           if (!plan.ok()) {
             // Only a shared-memory limit may refuse a supported model
@@ -611,6 +612,9 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
             continue;
           }
           EXPECT_EQ(plan->wgmma, args.mma == FusedMma::kWgmma) << what;
+          if (args.block_m != 0) {
+            EXPECT_EQ(plan->block_m, args.block_m) << what;
+          }
           CheckPlan(args, *plan, *device, what);
           if (::testing::Test::HasFatalFailure()) return;
           ++checked;
@@ -657,7 +661,8 @@ TEST(FusedMlpPlan, BundledModelAtBatch64) {
 
 void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const DeviceTraits& traits, cudaStream_t stream,
                        const std::vector<int>& clusters, bool pixels,
-                       const std::vector<int>& batches = std::vector<int>(std::begin(kBatches), std::end(kBatches))) {
+                       const std::vector<int>& batches = std::vector<int>(std::begin(kBatches), std::end(kBatches)),
+                       const std::vector<int>& block_ms = {16, 32, 64}) {
   const int max_rows = *std::max_element(batches.begin(), batches.end());
   DeviceLayers layers;
   FP8SERVE_ASSERT_OK(UploadLayers(mlp, &layers));
@@ -670,32 +675,41 @@ void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const Dev
     const BoundedForward ref = ReferenceWithBounds(mlp, x, rows);
     FP8SERVE_ASSERT_OK(
         FP8SERVE_CUDA_STATUS(cudaMemcpy(dx.get(), x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice)));
-    for (int combo = 0; combo < 2 * static_cast<int>(clusters.size()); ++combo) {
-      // Every cluster size with each MMA kind: mma.sync, and Hopper's wgmma
-      const int cluster = clusters[static_cast<size_t>(combo) / 2];
-      const FusedMma mma = combo % 2 == 0 ? FusedMma::kMmaSync : FusedMma::kWgmma;
-      FusedMlpArgs args = FusedArgsFor(mlp, layers, dx.get<float>(), rows, dy.get<float>());
-      args.cluster_size = cluster;
-      args.mma = mma;
-      std::vector<float> first;
-      for (int run = 0; run < 2; ++run) {
-        FP8SERVE_ASSERT_OK(dy.Fill(run == 0 ? 0xFF : 0x7F));  // a different poison each run
-        FP8SERVE_ASSERT_OK(LaunchFusedMlp(args, traits, stream));
-        FP8SERVE_ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaStreamSynchronize(stream)));
-        std::vector<float> y(static_cast<size_t>(rows) * mlp.output_dim());
-        FP8SERVE_ASSERT_OK(
-            FP8SERVE_CUDA_STATUS(cudaMemcpy(y.data(), dy.get(), y.size() * sizeof(float), cudaMemcpyDeviceToHost)));
-        if (run == 0) {
-          const CheckResult cr = CheckLogits(ref, y, rows, mlp.output_dim());
-          std::printf("%-28s batch %4d  cluster %d %-8s max|d|/L1 %.3e  bound used %5.3f  argmax rows %4d  %s\n",
-                      name.c_str(), rows, cluster, FusedMmaName(mma), cr.max_rel_l1, cr.worst, cr.argmax_checked,
-                      cr.failures == 0 ? "ok" : "FAIL");
-          EXPECT_EQ(cr.failures, 0) << name << " batch " << rows << " cluster " << cluster << " " << FusedMmaName(mma)
-                                    << cr.first;
-          first = std::move(y);
-        } else {
-          EXPECT_EQ(0, std::memcmp(first.data(), y.data(), y.size() * sizeof(float)))
-              << name << " batch " << rows << " cluster " << cluster << " " << FusedMmaName(mma) << ": two runs differ";
+    // Every cluster size with each MMA kind (mma.sync, and Hopper's wgmma) and each row block (the
+    // launcher would pick 16 for all of these batches on an H100)
+    for (int cluster : clusters) {
+      for (FusedMma mma : {FusedMma::kMmaSync, FusedMma::kWgmma}) {
+        for (int block_m : block_ms) {
+          FusedMlpArgs args = FusedArgsFor(mlp, layers, dx.get<float>(), rows, dy.get<float>());
+          args.cluster_size = cluster;
+          args.mma = mma;
+          args.block_m = block_m;
+          const std::string what = absl::StrFormat("%s batch %d cluster %d %s BLOCK_M %d", name, rows, cluster,
+                                                   FusedMmaName(mma), block_m);
+          if (const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, traits); !plan.ok()) {
+            // Only shared memory may refuse a combination (a wide model with a big row block)
+            EXPECT_NE(plan.status().message().find("shared memory"), std::string::npos) << what << ": " << plan.status();
+            std::printf("%s: not run (%s)\n", what.c_str(), std::string(plan.status().message()).c_str());
+            continue;
+          }
+          std::vector<float> first;
+          for (int run = 0; run < 2; ++run) {
+            FP8SERVE_ASSERT_OK(dy.Fill(run == 0 ? 0xFF : 0x7F));  // a different poison each run
+            FP8SERVE_ASSERT_OK(LaunchFusedMlp(args, traits, stream));
+            FP8SERVE_ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaStreamSynchronize(stream)));
+            std::vector<float> y(static_cast<size_t>(rows) * mlp.output_dim());
+            FP8SERVE_ASSERT_OK(
+                FP8SERVE_CUDA_STATUS(cudaMemcpy(y.data(), dy.get(), y.size() * sizeof(float), cudaMemcpyDeviceToHost)));
+            if (run == 0) {
+              const CheckResult cr = CheckLogits(ref, y, rows, mlp.output_dim());
+              std::printf("%-60s max|d|/L1 %.3e  bound used %5.3f  argmax rows %4d  %s\n", what.c_str(),
+                          cr.max_rel_l1, cr.worst, cr.argmax_checked, cr.failures == 0 ? "ok" : "FAIL");
+              EXPECT_EQ(cr.failures, 0) << what << cr.first;
+              first = std::move(y);
+            } else {
+              EXPECT_EQ(0, std::memcmp(first.data(), y.data(), y.size() * sizeof(float))) << what << ": two runs differ";
+            }
+          }
         }
       }
     }
@@ -714,7 +728,8 @@ TEST_F(FusedMlpGpuSmoke, ClustersAndWgmma) {
     GTEST_SKIP() << "clusters need compute capability 9.0";
   }
   const MlpCase c = ModelCases()[1];  // three layers: a split layer, then round-robin ones
-  CheckClusterSizes(c.name, MakeMlp(c, 3), traits_, stream_, {1, 4}, false, {65});  // 5 row blocks, the last partial
+  // 65 rows: 5 row blocks of 16 (the last partial), 2 of 64 (the second partial)
+  CheckClusterSizes(c.name, MakeMlp(c, 3), traits_, stream_, {1, 4}, false, {65}, {16, 64});
 }
 
 class FusedMlpGpuCluster : public GpuFixture<::testing::TestWithParam<MlpCase>> {};
@@ -772,6 +787,11 @@ TEST(FusedMlpSupport, RejectsBadClusterSizes) {
   const absl::Status wg = LaunchFusedMlp(args, ada, nullptr);
   EXPECT_EQ(wg.code(), absl::StatusCode::kInvalidArgument) << wg;
   std::printf("wgmma on 8.9: %s\n", wg.ToString().c_str());
+  args.mma = FusedMma::kAuto;
+  args.block_m = 48;  // row blocks are 16, 32 or 64
+  const absl::Status bm = LaunchFusedMlp(args, h100, nullptr);
+  EXPECT_EQ(bm.code(), absl::StatusCode::kInvalidArgument) << bm;
+  std::printf("row block 48: %s\n", bm.ToString().c_str());
 }
 
 }  // namespace

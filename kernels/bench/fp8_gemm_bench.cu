@@ -505,6 +505,13 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
                                 SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, ctx.traits)},
                                {absl::StrFormat("ours/%s", GemmKernelName(GemmKernel::kSm89MmaSync)),
                                 SelectGemmConfigFor(GemmKernel::kSm89MmaSync, shape, ctx.traits)}};
+  // The wgmma config with paired loads (two K groups' TMAs back to back: the same weight rows'
+  // adjacent 128-byte segments reach DRAM together), to compare with the plain one
+  if (ours[1].config.ok() && ours[1].config->stages >= 3) {
+    GemmConfig paired = *ours[1].config;
+    paired.pair_loads = true;
+    ours.push_back({absl::StrFormat("ours/%s+paired", GemmKernelName(GemmKernel::kSm90Wgmma)), paired});
+  }
   BENCH_OK(ours[0].config.status());
   size_t ws_bytes = 0;
   for (const Variant& v : ours) {
@@ -972,20 +979,21 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
 
 void PrintSummary(const Report& report) {
   std::printf("\n==================== SUMMARY (median us; speedup = cuBLASLt time / ours) ====================\n");
-  std::printf("GEMM E4M3 x E4M3 -> BF16      %10s %10s %10s %8s %9s %9s\n", "ours", "lt_tensor", "lt_block", "TFLOP/s",
-              "vs_tensor", "vs_block");
+  std::printf("GEMM E4M3 x E4M3 -> BF16      %10s %10s %10s %10s %8s %9s %9s\n", "ours", "paired", "lt_tensor",
+              "lt_block", "TFLOP/s", "vs_tensor", "vs_block");
   const auto& rows = report.rows();
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     if (r.section != "gemm" || r.variant != "ours") continue;
-    double lt_t = NAN, lt_b = NAN;
+    double lt_t = NAN, lt_b = NAN, paired = NAN;
     for (const Row& o : rows) {
       if (o.section != "gemm" || o.m != r.m || o.n != r.n || o.k != r.k) continue;
       if (o.variant == "cublaslt/tensor") lt_t = o.us;
       if (o.variant == "cublaslt/block") lt_b = o.us;
+      if (o.variant.size() > 7 && o.variant.compare(o.variant.size() - 7, 7, "+paired") == 0) paired = o.us;
     }
-    std::printf("%6d x %5d x %5d         %10s %10s %10s %8.1f %9.2f %9.2f\n", r.m, r.n, r.k, Us(r.us).c_str(), Us(lt_t).c_str(),
-                Us(lt_b).c_str(), r.tflops, lt_t / r.us, lt_b / r.us);
+    std::printf("%6d x %5d x %5d         %10s %10s %10s %10s %8.1f %9.2f %9.2f\n", r.m, r.n, r.k, Us(r.us).c_str(),
+                Us(paired).c_str(), Us(lt_t).c_str(), Us(lt_b).c_str(), r.tflops, lt_t / r.us, lt_b / r.us);
   }
   bool header = false;
   for (const Row& r : rows) {

@@ -132,7 +132,7 @@ const char* GemmOutputName(GemmOutput o) {
 std::string DescribeGemmConfig(const GemmConfig& c) {
   return absl::StrCat(GemmKernelName(c.kernel), " block ", c.block_m, "x", c.block_n, "x", c.block_k, " stages ",
                       c.stages, " splits ", c.k_splits, " grid ", c.grid, " raster ", c.raster_group, " smem ",
-                      c.smem_bytes);
+                      c.smem_bytes, c.pair_loads ? " paired loads" : "");
 }
 
 absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape, const DeviceTraits& device) {

@@ -79,6 +79,10 @@ struct GemmConfig {
   int grid = 1;          // CTAs launched: persistent over the tiles x splits (<= num_sms) for sm90,
                          // all tiles x splits for sm89
   int raster_group = 1;  // sm90 tile order: groups of this many M-tiles walk N together (L2 reuse)
+  // sm90: the producer issues two consecutive K groups' loads back to back (waiting until two stages
+  // are free), so the same weight rows' adjacent 128-byte segments reach DRAM together. Needs
+  // stages >= 3. Off in the heuristic until measured (the benchmark times both).
+  bool pair_loads = false;
   size_t smem_bytes = 0; // dynamic shared memory per CTA
 };
 

@@ -113,6 +113,8 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   // NOTES: at least 2: a consumer issues group g + 1 before it hands back group g's stage, so it
   // holds two stages at once; with one the producer and the consumers would wait for each other.
   if (c.stages < 2 || c.stages > kSm90MaxStages) return bad(absl::StrCat("stages outside [2, ", kSm90MaxStages, "]"));
+  // Two stages filled together while a consumer holds two: three at least
+  if (c.pair_loads && c.stages < 3) return bad("paired loads need 3 or more stages");
   if (c.raster_group < 1) return bad("raster_group must be >= 1");
   if (c.grid < 1 || c.grid > dev.num_sms) return bad(absl::StrCat("grid outside [1, ", dev.num_sms, " SMs]"));
   const size_t need = c.block_m == 64 ? Sm90SmemLayout<64>::Bytes(c.stages) : Sm90SmemLayout<128>::Bytes(c.stages);
@@ -227,6 +229,7 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   const int tiles_m = (a.m + c.block_m - 1) / c.block_m;
   p.raster_group = c.raster_group < tiles_m ? c.raster_group : tiles_m;
   p.k_splits = c.k_splits;
+  p.pair_loads = c.pair_loads;
   if (c.k_splits > 1) {
     p.counters = static_cast<int*>(a.workspace);
     p.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(a.workspace) + kSplitKCounterBytes);

@@ -59,6 +59,9 @@ struct Sm90GemmParams {
   bool paired_stores = false;  // d and ldd keep two adjacent output columns aligned as one access
   float* partials = nullptr;   // [k_splits][m][n] when k_splits > 1
   int* counters = nullptr;     // [tiles][BLOCK_M / 16], zero at launch, when k_splits > 1
+  // GemmConfig::pair_loads (num_stages >= 3). NOTES: last, so the fields above keep their offsets:
+  // inserting it before them made ptxas spill 8 bytes in the BLOCK_M 128 split-K epilogue.
+  bool pair_loads = false;
 };
 
 // Shared memory carve-up, from the dynamic base aligned up to 1024 bytes:
@@ -383,17 +386,28 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         sched.Unit(unit, tile, split);
         sched.Coords(tile, m_tile, n_tile);
         sched.GroupRange(split, g_begin, g_end);
-        for (int g = g_begin; g < g_end; ++g) {
-          // Wait consumer release of the stage
-          sm90::MbarWait(empty_bars + 8 * stage, phase ^ 1);
-          // Issue TMA A and B
-          const uint32_t full = full_bars + 8 * stage;
-          sm90::MbarArriveExpectTx(full, kStageBytes);
-          sm90::TmaLoad2d(smem_a + stage * Layout::kTileABytes, &tmap_a, full, g * BLOCK_K, m_tile * BLOCK_M);
-          sm90::TmaLoad2d(smem_b + stage * Layout::kTileBBytes, &tmap_b, full, g * BLOCK_K, n_tile * BLOCK_N);
-          if (++stage == num_stages) {
-            stage = 0;
-            phase ^= 1;
+        // With pair_loads, groups go in pairs: both stages are waited for, then both groups' loads
+        // are issued back to back. NOTES: a consumer holds two stages (it issues group g + 1 before
+        // it releases g), so waiting for two free stages needs three or more (the launcher checks):
+        // the second stage's previous group, g + 1 - num_stages, is released once
+        // g + 2 - num_stages < g has arrived.
+        const int step = p.pair_loads ? 2 : 1;
+        for (int g0 = g_begin; g0 < g_end; g0 += step) {
+          const int n = g_end - g0 < step ? g_end - g0 : step;
+          // Wait consumer release of the step's stages
+          for (int i = 0, s = stage; i < n; ++i, s = s + 1 == num_stages ? 0 : s + 1) {
+            sm90::MbarWait(empty_bars + 8 * s, (s < stage ? phase ^ 1 : phase) ^ 1);
+          }
+          // Issue TMA A and B of each
+          for (int g = g0; g < g0 + n; ++g) {
+            const uint32_t full = full_bars + 8 * stage;
+            sm90::MbarArriveExpectTx(full, kStageBytes);
+            sm90::TmaLoad2d(smem_a + stage * Layout::kTileABytes, &tmap_a, full, g * BLOCK_K, m_tile * BLOCK_M);
+            sm90::TmaLoad2d(smem_b + stage * Layout::kTileBBytes, &tmap_b, full, g * BLOCK_K, n_tile * BLOCK_N);
+            if (++stage == num_stages) {
+              stage = 0;
+              phase ^= 1;
+            }
           }
         }
       }

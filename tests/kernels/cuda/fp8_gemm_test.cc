@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <iterator>
 #include <cstring>
 #include <ostream>
 #include <random>
@@ -484,8 +485,10 @@ TEST_F(Fp8GemmGpuSmoke, SmallShapes) {
 class Fp8GemmGpuSm90Pipeline : public GpuFixture<::testing::Test> {};
 
 // A wgmma config with every choice forced (the launcher checks it like any other).
-GemmConfig ForcedSm90Config(int block_m, int stages, int grid, int raster_group, int k_splits) {
+GemmConfig ForcedSm90Config(int block_m, int stages, int grid, int raster_group, int k_splits,
+                            bool pair_loads = false) {
   GemmConfig config;
+  config.pair_loads = pair_loads;
   config.kernel = GemmKernel::kSm90Wgmma;
   config.block_m = block_m;
   config.block_n = kSm90BlockN;
@@ -517,8 +520,12 @@ TEST_F(Fp8GemmGpuSm90Pipeline, PhasesCarryAcrossTilesAndStages) {
     const Problem p = MakeProblem(f.c, SeedOf(f.c) + 7);
     DeviceOperands ops;
     FP8SERVE_ASSERT_OK(Upload(p, &ops));
-    for (GemmOutput out : kOutputs) {
-      const GemmConfig config = ForcedSm90Config(f.block_m, f.stages, f.grid, f.raster_group, 1);
+    // Each config also with paired loads (3 stages or more; odd group counts end on a single one)
+    for (int pass = 0; pass < 2 * static_cast<int>(std::size(kOutputs)); ++pass) {
+      const GemmOutput out = kOutputs[pass / 2];
+      const bool pair = pass % 2 == 1;
+      if (pair && f.stages < 3) continue;
+      const GemmConfig config = ForcedSm90Config(f.block_m, f.stages, f.grid, f.raster_group, 1, pair);
       absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
       ASSERT_TRUE(run.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << run.status();
       const CheckResult cr = CheckOutput(p, out, *run);
@@ -564,8 +571,11 @@ TEST_F(Fp8GemmGpuSm90Pipeline, SplitKReducesInSplitOrder) {
     DeviceOperands ops;
     FP8SERVE_ASSERT_OK(Upload(p, &ops));
     DeviceBuffer workspace;
-    for (GemmOutput out : kOutputs) {
-      const GemmConfig config = ForcedSm90Config(f.block_m, f.stages, f.grid, 2, f.k_splits);
+    for (int pass = 0; pass < 2 * static_cast<int>(std::size(kOutputs)); ++pass) {
+      const GemmOutput out = kOutputs[pass / 2];
+      const bool pair = pass % 2 == 1;  // paired loads too (3 stages or more)
+      if (pair && f.stages < 3) continue;
+      const GemmConfig config = ForcedSm90Config(f.block_m, f.stages, f.grid, 2, f.k_splits, pair);
       absl::StatusOr<GemmRun> first = RunGemm(p, ops, out, config, stream_, Launcher::kDispatch, &workspace);
       ASSERT_TRUE(first.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << first.status();
       absl::StatusOr<GemmRun> second = RunGemm(p, ops, out, config, stream_, Launcher::kDispatch, &workspace);
@@ -605,6 +615,12 @@ TEST_F(Fp8GemmGpuSm90Pipeline, SplitKConfigsAreChecked) {
   absl::StatusOr<GemmRun> unpromoted = RunGemm(p, ops, GemmOutput::kF32, split, stream_, Launcher::kNoPromotion);
   ASSERT_FALSE(unpromoted.ok());
   EXPECT_EQ(unpromoted.status().code(), absl::StatusCode::kInvalidArgument) << unpromoted.status();
+  // Paired loads with two stages would deadlock (a consumer holds both): refused
+  GemmConfig paired = ForcedSm90Config(64, 2, 1, 1, 1, true);
+  absl::StatusOr<GemmRun> two = RunGemm(p, ops, GemmOutput::kF32, paired, stream_);
+  ASSERT_FALSE(two.ok());
+  EXPECT_EQ(two.status().code(), absl::StatusCode::kInvalidArgument) << two.status();
+  EXPECT_NE(two.status().message().find("paired"), std::string_view::npos) << two.status();
 }
 
 // The same launch twice gives the same bits: no races, and split-K reduces in a fixed order and

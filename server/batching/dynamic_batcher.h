@@ -116,6 +116,8 @@ class DynamicBatcher {
   void WorkerLoop();
   // The deadline thread (worker mode only): answers queued requests as their deadlines pass.
   void DeadlineLoop();
+  // Sleeps on `cv` until `wake` (InfiniteFuture: until signalled); `now` is the clock's time.
+  void WaitUntil(absl::CondVar& cv, absl::Time wake, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands what a Poll() removed to the callbacks. Called without mu_ held.
   size_t Deliver(typename Queue::PollResult result);
 
@@ -249,14 +251,8 @@ void DynamicBatcher<TaskT>::WorkerLoop() {
     }
     // Poll() with flush takes a batch whenever the queue is not empty, so here it is empty.
     if (shutting_down_) break;
-    const absl::Time wake = queue_.NextWakeup();
-    if (wake == absl::InfiniteFuture()) {
-      work_cv_.Wait(&mu_);
-    } else {
-      // The wake-up time is on the injected clock; the wait is in real time. With RealClock the
-      // two agree. Poll() left nothing due at `now`, so wake > now and this cannot spin.
-      work_cv_.WaitWithTimeout(&mu_, wake - now);
-    }
+    // Poll() left nothing due at `now`, so the wake-up lies after it and this cannot spin.
+    WaitUntil(work_cv_, queue_.NextWakeup(), now);
   }
   mu_.Unlock();
 }
@@ -277,16 +273,21 @@ void DynamicBatcher<TaskT>::DeadlineLoop() {
       mu_.Lock();
       continue;
     }
-    const absl::Time deadline = queue_.EarliestDeadline();
-    if (deadline == absl::InfiniteFuture()) {
-      deadline_cv_.Wait(&mu_);
-    } else {
-      // As in WorkerLoop: the deadline is on the injected clock, the wait in real time; TakeExpired()
-      // left every deadline after `now`, so this cannot spin.
-      deadline_cv_.WaitWithTimeout(&mu_, deadline - now);
-    }
+    // TakeExpired() left every deadline after `now`, so this cannot spin.
+    WaitUntil(deadline_cv_, queue_.EarliestDeadline(), now);
   }
   mu_.Unlock();
+}
+
+template <typename TaskT>
+void DynamicBatcher<TaskT>::WaitUntil(absl::CondVar& cv, absl::Time wake, absl::Time now) {
+  if (wake == absl::InfiniteFuture()) {
+    cv.Wait(&mu_);
+  } else {
+    // The wake-up time is on the injected clock; the wait is in real time. With RealClock the two
+    // agree.
+    cv.WaitWithTimeout(&mu_, wake - now);
+  }
 }
 
 template <typename TaskT>

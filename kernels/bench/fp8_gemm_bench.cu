@@ -753,13 +753,14 @@ __global__ void EmptyKernel() {}
 // cycles converted with the clock rate the same trace shows: its CTAs' cycles over their
 // globaltimer spans), and its layer-0 time per weight chunk.
 void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStream_t stream, int launches,
-                int cluster, FusedMma mma, int block_m = 0) {
+                int cluster, FusedMma mma, int block_m = 0, bool fold = false) {
   FusedMlpArgs fa = dm.FusedArgs(x, rows, y);
   fa.cluster_size = cluster;
   fa.mma = mma;
   fa.block_m = block_m;
+  fa.fold_last_layer = fold;
   const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(fa, dm.traits());
-  if (!plan.ok()) return;
+  if (!plan.ok() || (fold && !plan->layers[fa.num_layers - 1].folded)) return;
   const int ctas = static_cast<int>(plan->row_blocks) * plan->cluster;
   DeviceArray<uint64_t> trace(static_cast<size_t>(ctas) * kFusedTraceSlots);
   std::vector<double> spans;
@@ -789,9 +790,10 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   }
   const double ghz = ns > 0 ? cycles / ns : 0;
   std::sort(spans.begin(), spans.end());
-  std::printf("    fused kernel timeline, batch %d (%s, BLOCK_M %d, %lld row blocks x cluster %d): kernel span %.2f us "
+  std::printf("    fused kernel timeline, batch %d (%s, BLOCK_M %d, %lld row blocks x cluster %d%s): kernel span %.2f us "
               "(median of %d launches, min %.2f), SM clock %.2f GHz\n",
               rows, plan->wgmma ? "wgmma" : "mma.sync", plan->block_m, plan->row_blocks, plan->cluster,
+              fold ? ", last layer folded" : "",
               spans[spans.size() / 2] / 1000.0, launches, spans.front() / 1000.0, ghz);
   if (ghz <= 0) return;
   // Per rank: median over row blocks of each event, ns since the CTA's entry (entry: since the
@@ -895,22 +897,27 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
     // launcher's choice; the auto path above is mma.sync)
     // (and, with wgmma, BLOCK_M 64: every warp of its warpgroups then holds rows)
     std::string by_cluster;
-    for (int combo = 0; combo < 15; ++combo) {
+    // (and the last layer folded, both MMA kinds, the launcher's cluster size)
+    for (int combo = 0; combo < 17; ++combo) {
       constexpr int kClusters[] = {0, 1, 2, 4, 8};
-      const int cluster = kClusters[combo % 5];
-      const FusedMma mma = combo < 5 ? FusedMma::kMmaSync : FusedMma::kWgmma;
-      const int block_m = combo < 10 ? 0 : 64;
+      const int cluster = combo < 15 ? kClusters[combo % 5] : 0;
+      const FusedMma mma = combo < 5 || combo == 15 ? FusedMma::kMmaSync : FusedMma::kWgmma;
+      const int block_m = combo >= 10 && combo < 15 ? 64 : 0;
+      const bool fold = combo >= 15;
       if ((*dm)->traits().cc_major != 9 && (cluster > 1 || mma == FusedMma::kWgmma)) continue;
       FusedMlpArgs fa = (*dm)->FusedArgs(x.get(), rows, y.get());
       fa.cluster_size = cluster;
       fa.mma = mma;
       fa.block_m = block_m;
-      if (!PlanFusedMlp(fa, (*dm)->traits()).ok()) continue;
+      fa.fold_last_layer = fold;
+      const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(fa, (*dm)->traits());
+      if (!plan.ok() || (fold && !plan->layers[fa.num_layers - 1].folded)) continue;
       Graph g;
       if (!g.Capture(stream, [&] { return LaunchFusedMlp(fa, (*dm)->traits(), stream); }).ok()) continue;
       const double us = timer.MedianUs([&](int) { g.Launch(stream); }, false);
-      const std::string kind = absl::StrCat(FusedMmaName(mma), block_m == 0 ? "" : absl::StrCat("/bm", block_m));
-      if (combo % 5 == 0) absl::StrAppend(&by_cluster, combo == 0 ? "" : "\n     ", " ", kind, ":");
+      const std::string kind =
+          absl::StrCat(FusedMmaName(mma), block_m == 0 ? "" : absl::StrCat("/bm", block_m), fold ? "/fold" : "");
+      if (combo % 5 == 0 || combo >= 15) absl::StrAppend(&by_cluster, combo == 0 ? "" : "\n     ", " ", kind, ":");
       by_cluster += absl::StrFormat("  C=%s %s", cluster == 0 ? "auto" : std::to_string(cluster), Us(us).c_str());
       Row r;
       r.section = "forward";
@@ -956,6 +963,8 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
         TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kWgmma);
         TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 1, FusedMma::kWgmma);
         TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kWgmma, 64);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kMmaSync, 0, true);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kWgmma, 0, true);
       }
     }
     for (int p = 0; p < 3; ++p) {

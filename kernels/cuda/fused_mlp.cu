@@ -53,6 +53,23 @@ int LayerParts(const FusedMlpLayer& l, int cluster) {
   return std::min(cluster / tiles, groups);
 }
 
+// Whether FusedMlpArgs::fold_last_layer applies with this cluster: the last layer has one output tile
+// and at least two K groups, and the layer before at most one tile per CTA (so each of its tiles,
+// the last layer's K groups, has its own owner).
+bool FoldApplies(const FusedMlpArgs& a, int cluster) {
+  if (!a.fold_last_layer || cluster < 2 || a.num_layers < 2) return false;
+  const FusedMlpLayer& last = a.layers[a.num_layers - 1];
+  const int groups = last.k_pad / kFusedTileK;
+  return last.n_pad / kFusedTileN == 1 && groups >= 2 && groups <= cluster;
+}
+
+// FusedLayerPlan::parts of layer l: a folded last layer has one CTA per K group.
+int PlannedParts(const FusedMlpArgs& a, int l, int cluster) {
+  if (cluster < 2) return 1;
+  if (l == a.num_layers - 1 && FoldApplies(a, cluster)) return a.layers[l].k_pad / kFusedTileK;
+  return LayerParts(a.layers[l], cluster);
+}
+
 // Rank r's work in layer l with `parts` in a cluster of `cluster` CTAs (FusedLayerPlan::work): tiles
 // r, r + cluster, ... whole (parts 1; the plan names the first), or contributor q = r % parts of
 // tile r / parts, K groups [q * G / parts, (q + 1) * G / parts); no work past the tiles.
@@ -75,6 +92,23 @@ int OwnedTiles(const FusedLayerPlan& l, int tiles, int cluster, int r) {
   if (w.tile < 0 || w.group_begin != 0) return 0;
   if (l.parts > 1) return 1;
   return (tiles - w.tile + cluster - 1) / cluster;
+}
+
+// The rank that owns (runs the epilogue of) `tile` of a planned layer; -1 if none.
+int TileOwner(const FusedLayerPlan& l, int cluster, int tile) {
+  for (int r = 0; r < cluster; ++r) {
+    const FusedRankWork& w = l.work[r];
+    if (w.tile < 0 || w.group_begin != 0) continue;
+    if (l.parts > 1 ? w.tile == tile : (tile >= w.tile && (tile - w.tile) % cluster == 0)) return r;
+  }
+  return -1;
+}
+
+// Whether rank r reads K group `group` of a planned layer (all of them with whole tiles).
+bool ReadsGroup(const FusedLayerPlan& l, int r, int group) {
+  const FusedRankWork& w = l.work[r];
+  if (w.tile < 0) return false;
+  return l.parts == 1 || (group >= w.group_begin && group < w.group_end);
 }
 
 // Packs the plan's work of every rank into FusedLayerParams::rank_work (tile 0xff: none).
@@ -107,7 +141,7 @@ FusedSmemLayout ComputeSmemLayout(const FusedMlpArgs& a, const FusedInstance& in
   // NOTES: nothing orders an owner's reads of one layer's slots before a later layer's contributors
   // store into them except a long chain of barriers; separate slots need no argument.
   for (int l = 0; l < a.num_layers; ++l) {
-    const int parts = cluster > 1 ? LayerParts(a.layers[l], cluster) : 1;
+    const int parts = PlannedParts(a, l, cluster);
     if (parts == 1) continue;
     s.slot_offset[l] = static_cast<uint32_t>(off);
     off += static_cast<size_t>(parts - 1) * inst.block_m * kFusedTileN * 4;
@@ -335,8 +369,32 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
   const int num_layers = args.num_layers;
   for (int i = 0; i < num_layers; ++i) {
     FusedLayerPlan& l = plan.layers[i];
-    l.parts = cluster > 1 ? LayerParts(args.layers[i], cluster) : 1;
-    for (int r = 0; r < kFusedMaxCluster; ++r) l.work[r] = RankWork(args.layers[i], l.parts, cluster, r);
+    l.parts = PlannedParts(args, i, cluster);
+    l.folded = i == num_layers - 1 && FoldApplies(args, cluster);
+    if (l.folded) {
+      // K group j goes to the owner of tile j of the layer before, where that tile already is
+      for (int j = 0; j < l.parts; ++j) {
+        const int r = TileOwner(plan.layers[i - 1], cluster, j);
+        l.work[r] = FusedRankWork{0, j, j + 1};
+      }
+    } else {
+      for (int r = 0; r < kFusedMaxCluster; ++r) l.work[r] = RankWork(args.layers[i], l.parts, cluster, r);
+    }
+    // Contributors of a split tile: the owner, and a slot each in K order (the owner adds slot 0, 1,
+    // ... after its own groups, so the partial sums are added in K order)
+    if (l.parts > 1) {
+      for (int r = 0; r < cluster; ++r) {
+        const FusedRankWork& w = l.work[r];
+        if (w.tile < 0 || w.group_begin == 0) continue;
+        l.partial_owner[r] = TileOwner(l, cluster, w.tile);
+        int slot = 0;
+        for (int q = 0; q < cluster; ++q) {
+          const FusedRankWork& o = l.work[q];
+          if (o.tile == w.tile && o.group_begin != 0 && o.group_begin < w.group_begin) ++slot;
+        }
+        l.partial_slot[r] = slot;
+      }
+    }
   }
   // What each rank sends and receives: every byte a barrier waits for is sent to it exactly once
   std::fill(std::begin(plan.last_send), std::end(plan.last_send), -1);
@@ -351,8 +409,11 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
       const int owned = OwnedTiles(l, tiles, cluster, r);
       // A split tile's owner receives one partial tile from each other contributor
       if (l.parts > 1 && owned > 0) l.partial_bytes[r] = static_cast<uint32_t>(l.parts - 1) * slot_bytes;
-      if (next != nullptr) {
+      if (next != nullptr && !next->folded) {
         // A rank that works in the next layer receives every output tile it does not own
+        // NOTES: every tile, even where it reads only some K groups: a CTA's copies into another's
+        // activation buffer are safe because the sender has then seen all of the layer before done,
+        // every reader of that buffer's previous contents included (fused_mlp.cuh).
         if (next->work[r].tile >= 0) l.act_bytes[r] = static_cast<uint32_t>(tiles - owned) * tile_bytes;
         // An owner copies its tiles to every other rank that works in the next layer
         if (owned > 0) {
@@ -360,7 +421,18 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
             if (d != r && next->work[d].tile >= 0) l.receivers[r] |= 1u << d;
           }
         }
+      } else if (next != nullptr) {
+        // The next layer is folded: a tile goes only to other ranks that read its K group (none, as
+        // each K group is read by the tile's owner), and nobody writes into another's activations
+        for (int j = 0; j < tiles; ++j) {
+          const int o = TileOwner(l, cluster, j);
+          if (o == r) continue;
+          if (ReadsGroup(*next, r, j)) l.act_bytes[r] += tile_bytes;
+          if (o >= 0 && ReadsGroup(*next, r, j)) l.receivers[o] |= 1u << r;
+        }
       }
+    }
+    for (int r = 0; r < cluster; ++r) {
       const bool contributor = l.work[r].tile >= 0 && l.work[r].group_begin != 0;
       if (contributor || l.receivers[r] != 0) plan.last_send[r] = i;
     }
@@ -406,6 +478,10 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
     d.parts = lp.parts;
     d.slot_offset = smem.slot_offset[i];
     PackRankWork(lp, d.rank_work);
+    for (int r = 0; r < kFusedMaxCluster; ++r) {
+      d.partial_owner[r] = static_cast<int8_t>(lp.partial_owner[r]);
+      d.partial_slot[r] = static_cast<int8_t>(lp.partial_slot[r]);
+    }
     std::copy(std::begin(lp.partial_bytes), std::end(lp.partial_bytes), d.partial_bytes);
     std::copy(std::begin(lp.act_bytes), std::end(lp.act_bytes), d.act_bytes);
     std::copy(std::begin(lp.receivers), std::end(lp.receivers), d.receivers);

@@ -16,22 +16,26 @@
 //        parts == 1 (tiles >= C, or at most two K groups): CTA r owns tiles r, r + C, ... whole;
 //        parts == P > 1 (tiles < C): tile j goes to the P CTAs j * P .. j * P + P - 1, contributor
 //          q = r % P takes K groups [q * G / P, (q + 1) * G / P), and q = 0 owns the tile;
+//        a folded last layer (FusedMlpArgs::fold_last_layer; one output tile, G <= C groups): K
+//          group j goes to the owner of tile j of the layer before, which holds that input already,
+//          and the owner of group 0 owns the tile;
 //      for each of its chunks a CTA streams the weight chunk W[tile rows, group] (16 KB) through a
 //      kNumStages-deep cp.async ring, and the eight warps (kWarpsM x kWarpsN, each owning WARP_M
 //      rows x WARP_N columns of the tile) run 4 x m16n8k32 MMAs into a fresh accumulator and
 //      promote it in FP32:  acc += (a_scale[row, group] * b_scale[tile, group]) * P_group;
-//   3. a split tile's contributors q > 0 store their FP32 partial sums into slot q - 1 of the
-//      owner's shared memory (distributed shared memory, st.async counted in bytes on the owner's
-//      partial mbarrier of the layer); only the owner waits for them. It adds the slots to its own
-//      partial in rank order, acc = ((P_0 + P_1) + P_2) + ..., a fixed order, so the result is the
+//   3. a split tile's other contributors store their FP32 partial sums into a slot of the owner's
+//      shared memory (distributed shared memory, st.async counted in bytes on the owner's partial
+//      mbarrier of the layer; owner and slot from the plan, slots in K order); only the owner waits
+//      for them. It adds the slots to its own partial in slot order,
+//      acc = ((P_0 + P_1) + P_2) + ..., a fixed order, so the result is the
 //      same bits on every run. The only difference to a single CTA is FP32 summation order across
 //      K groups, which the numeric contract allows;
 //   4. the tile's owner runs the epilogue: v = acc * col_scale + bias; hidden layers apply ReLU and
 //      requantize the tile (one 1x128 output group per row, so the amax stays inside the CTA) into
 //      the other activation buffer, then copy the tile's codes and scales into that buffer of every
 //      CTA that works in the next layer (st.async counted on the receiver's activation mbarrier of
-//      the layer); a CTA waits for it before its first chunk of the next layer. The last layer's
-//      owners write FP32 logits to global memory.
+//      the layer; none when the next layer is folded); a CTA waits for it before its first chunk of
+//      the next layer. The last layer's owners write FP32 logits to global memory.
 // A CTA's own chunk sequence (layer, tile, group) is flat, so the ring prefetches the next tile's and
 // the next layer's weights while the current tile's epilogue and the waits for other CTAs run. Only
 // bytes that can be nonzero are streamed: weight rows up to round_up(n, 16) of a tile and K columns up to
@@ -140,6 +144,9 @@ struct FusedLayerParams {
   uint32_t partial_bytes[kFusedMaxCluster] = {};
   uint32_t act_bytes[kFusedMaxCluster] = {};
   uint32_t receivers[kFusedMaxCluster] = {};
+  // Split layers: the rank a contributor sends its partial to and the slot there (from the plan)
+  int8_t partial_owner[kFusedMaxCluster] = {};
+  int8_t partial_slot[kFusedMaxCluster] = {};
 };
 
 struct FusedMlpParams {
@@ -1025,10 +1032,10 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
                                                        act_bar(layer));
           ZeroAcc(acc);
         } else if (!cur.owner) {
-          // A contributor of a split tile: partial sums into slot q - 1 of the owner, rank tile * parts
-          const int owner = cur.tile * l.parts;
+          // A contributor of a split tile: partial sums into its slot of the tile's owner (the plan's)
+          const int owner = l.partial_owner[rank], slot = l.partial_slot[rank];
           if (active) {
-            SendPartial<kMmaM, kMmaN, kSlotThreads>(MapToRank(SmemAddr(slots + (rank - owner - 1) * kSlotFloats), owner),
+            SendPartial<kMmaM, kMmaN, kSlotThreads>(MapToRank(SmemAddr(slots + slot * kSlotFloats), owner),
                                                     MapToRank(part_bar(layer), owner), acc, slot_tid);
           }
           ZeroAcc(acc);

@@ -57,6 +57,12 @@ struct FusedMlpArgs {
   FusedMma mma = FusedMma::kAuto;  // any choice gives the same logits up to FP32 summation order
   // Rows per row block: 0 lets the launcher choose; 16, 32 or 64 forces it (tests, benchmarks).
   int block_m = 0;
+  // With a cluster, when the last layer has one output tile (n <= 128) and the layer before at most
+  // cluster_size tiles: each CTA that owns a tile of the layer before computes the last layer's K
+  // group of that tile right where it is, and sends its FP32 partial sum to the owner of group 0,
+  // instead of copying the tile to the one CTA that computes the whole last layer. The hand-over
+  // count stays, the last layer's chunks run in parallel. Ignored where it does not apply.
+  bool fold_last_layer = false;
   // Optional per-CTA timeline of the launch (benchmark and profiling only; nullptr in serving):
   // grid CTAs x kFusedTraceSlots values, see FusedTraceSlot. Thread 0 of each CTA writes its slots
   // as it passes each point; a slot it never passes keeps what the caller put there.
@@ -106,8 +112,18 @@ struct FusedLayerPlan {
   uint32_t partial_bytes[kFusedMaxCluster] = {};
   uint32_t act_bytes[kFusedMaxCluster] = {};
   // Ranks (bit d: rank d) that rank r copies each output tile it owns to: every other rank that
-  // works in the next layer. 0 for the last layer.
+  // works in the next layer (when the next layer is folded: that reads the tile). 0 for the last layer.
   uint32_t receivers[kFusedMaxCluster] = {};
+  // Split layers (parts > 1): where contributor r sends its partial tile, the owner's rank and the
+  // slot (0 .. parts - 2: the owner adds slot 0, 1, ... in that order); -1 for others.
+  int partial_owner[kFusedMaxCluster];
+  int partial_slot[kFusedMaxCluster];
+  // FusedMlpArgs::fold_last_layer took this (last) layer: its K group j is worked by the owner of
+  // tile j of the layer before.
+  bool folded = false;
+  FusedLayerPlan() {
+    for (int r = 0; r < kFusedMaxCluster; ++r) partial_owner[r] = partial_slot[r] = -1;
+  }
 };
 struct FusedPlan {
   int block_m = 0;       // rows per row block (one cluster each)

@@ -510,10 +510,23 @@ void CheckLayerPlan(const FusedMlpArgs& args, const FusedPlan& plan, int i, std:
   }
   for (int t = 0; t < tiles; ++t) {
     ASSERT_GE(owner[t], 0) << at << ": tile " << t << " has no owner";
-    if (l.parts > 1) {
-      ASSERT_EQ(owner[t], t * l.parts) << at << ": the kernel sends tile " << t << "'s partials to rank tile x parts";
-    }
     for (int g = 0; g < groups; ++g) EXPECT_EQ(worked[static_cast<size_t>(t) * groups + g], 1) << at << ": tile " << t << " group " << g;
+  }
+  if (l.folded) {
+    // A folded layer: K group j is worked where tile j of the layer before is owned
+    ASSERT_EQ(i, args.num_layers - 1) << at << ": only the last layer folds";
+    const FusedLayerPlan& prev = plan.layers[i - 1];
+    for (int r = 0; r < cluster; ++r) {
+      const FusedRankWork& w = l.work[r];
+      if (w.tile < 0) continue;
+      ASSERT_EQ(w.group_end - w.group_begin, 1) << at << ": rank " << r;
+      const FusedRankWork& pw = prev.work[r];
+      const bool owns_prev = pw.tile >= 0 && pw.group_begin == 0 &&
+                             (prev.parts > 1 ? pw.tile == w.group_begin
+                                             : w.group_begin >= pw.tile && (w.group_begin - pw.tile) % cluster == 0);
+      EXPECT_TRUE(owns_prev) << at << ": rank " << r << " works K group " << w.group_begin
+                             << " but does not own that tile of the layer before";
+    }
   }
 
   // What arrives where, from the senders' side
@@ -521,22 +534,53 @@ void CheckLayerPlan(const FusedMlpArgs& args, const FusedPlan& plan, int i, std:
   const uint64_t tile_bytes = static_cast<uint64_t>(plan.block_m) * (128 + 4);
   std::vector<uint64_t> partial_in(kFusedMaxCluster, 0), act_in(kFusedMaxCluster, 0);
   std::vector<uint32_t> expect_receivers(kFusedMaxCluster, 0);
+  std::vector<std::vector<int>> slots_of(tiles);  // each tile's contributors' slots, by K order
   for (int r = 0; r < cluster; ++r) {
     const FusedRankWork& w = l.work[r];
-    if (w.tile < 0 || w.group_begin == 0) continue;
-    // A contributor: one slot into its owner, index r - owner - 1 of the owner's parts - 1 slots
+    if (w.tile < 0 || w.group_begin == 0) {
+      EXPECT_EQ(l.partial_owner[r], -1) << at << ": rank " << r << " sends no partial";
+      continue;
+    }
+    // A contributor: one slot into its tile's owner
     const int o = owner[w.tile];
-    ASSERT_TRUE(r > o && r - o - 1 < l.parts - 1) << at << ": contributor " << r << " of owner " << o;
+    EXPECT_EQ(l.partial_owner[r], o) << at << ": contributor " << r;
+    ASSERT_TRUE(l.partial_slot[r] >= 0 && l.partial_slot[r] < l.parts - 1) << at << ": contributor " << r;
     partial_in[o] += slot_bytes;
     sent[r] = true;
+    slots_of[w.tile].push_back(r);
+  }
+  for (int t = 0; t < tiles; ++t) {
+    // Slots 0, 1, ... hold the contributors in K order (the owner adds them in slot order)
+    std::vector<int>& c = slots_of[t];
+    std::sort(c.begin(), c.end(), [&](int a, int b) { return l.work[a].group_begin < l.work[b].group_begin; });
+    for (size_t q = 0; q < c.size(); ++q) EXPECT_EQ(l.partial_slot[c[q]], static_cast<int>(q)) << at << ": tile " << t;
   }
   if (next != nullptr) {
+    // Who reads K group t of the next layer (tile t of this one): every rank with whole tiles there,
+    // else the ranks whose K range holds it
+    const auto reads = [&](int d, int t) {
+      const FusedRankWork& w = next->work[d];
+      return w.tile >= 0 && (next->parts == 1 || (t >= w.group_begin && t < w.group_end));
+    };
     for (int t = 0; t < tiles; ++t) {
       for (int d = 0; d < cluster; ++d) {
-        if (d == owner[t] || next->work[d].tile < 0) continue;
+        // Not folded: every rank working there gets every tile it does not own (the order argument
+        // for reusing activation buffers needs it); folded: only the tile's readers
+        const bool gets = next->folded ? reads(d, t) : next->work[d].tile >= 0;
+        if (d == owner[t] || !gets) continue;
         act_in[d] += tile_bytes;
         expect_receivers[owner[t]] |= 1u << d;
       }
+      for (int d = 0; d < cluster; ++d) {
+        if (reads(d, t)) {
+          EXPECT_TRUE(d == owner[t] || (expect_receivers[owner[t]] >> d & 1u)) << at << ": rank " << d << " reads tile " << t
+                                                                                 << " but never gets it";
+        }
+      }
+    }
+    if (next->folded) {
+      // The point of folding: no activation copies at all
+      for (int r = 0; r < cluster; ++r) EXPECT_EQ(expect_receivers[r], 0u) << at << ": rank " << r;
     }
   }
   for (int r = 0; r < kFusedMaxCluster; ++r) {
@@ -584,7 +628,7 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
   const DeviceTraits h100;
   DeviceTraits small = h100;  // fewer SMs: the automatic cluster size shrinks with the row blocks
   small.num_sms = 16;
-  int checked = 0, refused = 0;
+  int checked = 0, refused = 0, folded = 0;
   for (const std::vector<int>& widths : models) {
     FusedMlpArgs args;
     args.x = g_stand_in_scales;
@@ -593,17 +637,18 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
     for (int i = 0; i < args.num_layers; ++i) args.layers[i] = StandInLayer(widths[i + 1], widths[i]);
     for (const DeviceTraits* device : {&h100, static_cast<const DeviceTraits*>(&small)}) {
       for (int m : {1, 7, 16, 64, 65, 1000, 2048}) {
-        for (int combo = 0; combo < 10; ++combo) {
+        for (int combo = 0; combo < 20; ++combo) {
           constexpr int kClusterChoices[] = {0, 1, 2, 4, 8};
           const int cluster = kClusterChoices[combo % 5];
+          args.fold_last_layer = combo >= 10;
           args.m = m;
           args.cluster_size = cluster;
-          args.mma = combo < 5 ? FusedMma::kAuto : FusedMma::kWgmma;
+          args.mma = combo % 10 < 5 ? FusedMma::kAuto : FusedMma::kWgmma;
           args.block_m = (m + combo) % 4 == 0 ? 0 : 16 << ((m + combo) % 3);  // auto, and each row block forced
           std::string what = absl::StrCat(widths[0]);
           for (size_t i = 1; i < widths.size(); ++i) absl::StrAppend(&what, "-", widths[i]);
           absl::StrAppend(&what, " m ", m, " cluster ", cluster, " ", FusedMmaName(args.mma), " BLOCK_M ",
-                          args.block_m, " on ", device->num_sms, " SMs");
+                          args.block_m, args.fold_last_layer ? " fold" : "", " on ", device->num_sms, " SMs");
           const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, *device);
           if (!plan.ok()) {
             // Only a shared-memory limit may refuse a supported model
@@ -612,6 +657,10 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
             continue;
           }
           EXPECT_EQ(plan->wgmma, args.mma == FusedMma::kWgmma) << what;
+          if (plan->layers[args.num_layers - 1].folded) ++folded;
+          if (!args.fold_last_layer) {
+            EXPECT_FALSE(plan->layers[args.num_layers - 1].folded) << what;
+          }
           if (args.block_m != 0) {
             EXPECT_EQ(plan->block_m, args.block_m) << what;
           }
@@ -622,8 +671,10 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
       }
     }
   }
-  std::printf("%d plans checked, %d refused for shared memory\n", checked, refused);
-  EXPECT_GT(checked, 1000);
+  std::printf("%d plans checked (%d with a folded last layer), %d refused for shared memory\n", checked, folded,
+              refused);
+  EXPECT_GT(checked, 2000);
+  EXPECT_GT(folded, 100);
 }
 
 // The bundled model at batch 64 on an H100/H200: what the launcher runs (printed for the reader).
@@ -648,6 +699,37 @@ TEST(FusedMlpPlan, BundledModelAtBatch64) {
     std::printf("\n");
   }
   CheckPlan(StandInBundledArgs(), *plan, DeviceTraits{}, "bundled 784-256-10 m 64");
+}
+
+// The same with the last layer folded: 256 -> 10's two K groups are worked by ranks 0 and 4, which
+// own the two tiles of layer 0; rank 4 sends its partial to rank 0, and no activation is copied.
+TEST(FusedMlpPlan, BundledModelFoldedAtBatch64) {
+  FusedMlpArgs args = StandInBundledArgs();
+  args.fold_last_layer = true;
+  const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, DeviceTraits{});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->cluster, 8);
+  const FusedLayerPlan& l1 = plan->layers[1];
+  EXPECT_TRUE(l1.folded);
+  EXPECT_EQ(l1.parts, 2);
+  for (int r = 0; r < 8; ++r) {
+    const FusedRankWork& w = l1.work[r];
+    if (r == 0 || r == 4) {
+      EXPECT_EQ(w.tile, 0) << "rank " << r;
+      EXPECT_EQ(w.group_begin, r / 4) << "rank " << r;
+      EXPECT_EQ(w.group_end, r / 4 + 1) << "rank " << r;
+    } else {
+      EXPECT_EQ(w.tile, -1) << "rank " << r;
+    }
+    EXPECT_EQ(plan->layers[0].receivers[r], 0u) << "rank " << r;
+    EXPECT_EQ(plan->layers[0].act_bytes[r], 0u) << "rank " << r;
+  }
+  EXPECT_EQ(l1.partial_owner[4], 0);
+  EXPECT_EQ(l1.partial_slot[4], 0);
+  EXPECT_EQ(l1.partial_bytes[0], 16u * 128 * 4);
+  EXPECT_EQ(plan->last_send[4], 1);  // rank 4's last store into another CTA: its layer-1 partial
+  EXPECT_EQ(plan->last_send[0], -1);
+  CheckPlan(args, *plan, DeviceTraits{}, "bundled 784-256-10 m 64 folded");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -677,21 +759,27 @@ void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const Dev
         FP8SERVE_CUDA_STATUS(cudaMemcpy(dx.get(), x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice)));
     // Every cluster size with each MMA kind (mma.sync, and Hopper's wgmma) and each row block (the
     // launcher would pick 16 for all of these batches on an H100)
-    for (int cluster : clusters) {
+    for (int combo = 0; combo < 2 * static_cast<int>(clusters.size()); ++combo) {
+      // ... and with the last layer folded where that applies
+      const int cluster = clusters[static_cast<size_t>(combo) / 2];
+      const bool fold = combo % 2 == 1;
       for (FusedMma mma : {FusedMma::kMmaSync, FusedMma::kWgmma}) {
         for (int block_m : block_ms) {
           FusedMlpArgs args = FusedArgsFor(mlp, layers, dx.get<float>(), rows, dy.get<float>());
           args.cluster_size = cluster;
           args.mma = mma;
           args.block_m = block_m;
-          const std::string what = absl::StrFormat("%s batch %d cluster %d %s BLOCK_M %d", name, rows, cluster,
-                                                   FusedMmaName(mma), block_m);
-          if (const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, traits); !plan.ok()) {
+          args.fold_last_layer = fold;
+          const std::string what = absl::StrFormat("%s batch %d cluster %d %s BLOCK_M %d%s", name, rows, cluster,
+                                                   FusedMmaName(mma), block_m, fold ? " folded" : "");
+          const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, traits);
+          if (!plan.ok()) {
             // Only shared memory may refuse a combination (a wide model with a big row block)
             EXPECT_NE(plan.status().message().find("shared memory"), std::string::npos) << what << ": " << plan.status();
             std::printf("%s: not run (%s)\n", what.c_str(), std::string(plan.status().message()).c_str());
             continue;
           }
+          if (fold && !plan->layers[mlp.layers.size() - 1].folded) continue;  // the same plan as unfolded
           std::vector<float> first;
           for (int run = 0; run < 2; ++run) {
             FP8SERVE_ASSERT_OK(dy.Fill(run == 0 ? 0xFF : 0x7F));  // a different poison each run

@@ -790,8 +790,8 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   }
   const double ghz = ns > 0 ? cycles / ns : 0;
   std::sort(spans.begin(), spans.end());
-  std::printf("    fused kernel timeline, batch %d (%s, BLOCK_M %d, %lld row blocks x cluster %d%s): kernel span %.2f us "
-              "(median of %d launches, min %.2f), SM clock %.2f GHz\n",
+  std::printf("    fused kernel timeline, batch %d (%s, BLOCK_M %d, %lld row blocks x cluster %d%s): "
+              "kernel span %.2f us (median of %d launches, min %.2f), SM clock %.2f GHz\n",
               rows, plan->wgmma ? "wgmma" : "mma.sync", plan->block_m, plan->row_blocks, plan->cluster,
               fold ? ", last layer folded" : "",
               spans[spans.size() / 2] / 1000.0, launches, spans.front() / 1000.0, ghz);
@@ -802,7 +802,9 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
                                                    {"start", kFusedTraceStarted}};
   const char* const layer_events[4] = {"in", "w", "mma", "done"};
   for (int l = 0; l < fa.num_layers; ++l) {
-    for (int e = 0; e < 4; ++e) cols.push_back({absl::StrCat("L", l, ".", layer_events[e]), kFusedTraceLayer0 + 4 * l + e});
+    for (int e = 0; e < 4; ++e) {
+      cols.push_back({absl::StrCat("L", l, ".", layer_events[e]), kFusedTraceLayer0 + 4 * l + e});
+    }
   }
   cols.push_back({"exit", kFusedTraceExit});
   std::string header = absl::StrFormat("      %-5s %7s", "rank", "entry");
@@ -938,7 +940,8 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
       Graph g;
       const absl::Status st = g.Capture(stream, [&] {
         for (int i = 0; i < kFusedBackToBack; ++i) {
-          if (absl::Status s = (*dm)->Forward(x.get(), rows, y.get(), **ws, stream, ForwardPath::kFused); !s.ok()) return s;
+          const absl::Status s = (*dm)->Forward(x.get(), rows, y.get(), **ws, stream, ForwardPath::kFused);
+          if (!s.ok()) return s;
         }
         return absl::OkStatus();
       });

@@ -231,8 +231,8 @@ bool ClustersAvailable(const DeviceTraits& device) { return device.cc_major == 9
 // (about 3,000 cycles each, a chain of dependent instructions); C CTAs per row block cut that chain
 // to about 1/C of the chunks, plus a round trip through distributed shared memory per layer. 8 is
 // the portable cluster size limit. Off compute capability 9.0 there are no clusters in this build: 1.
-int SelectClusterSize(const FusedMlpArgs& a, const DeviceTraits& device, const FusedInstance& inst, long long row_blocks,
-                      bool wgmma) {
+int SelectClusterSize(const FusedMlpArgs& a, const DeviceTraits& device, const FusedInstance& inst,
+                      long long row_blocks, bool wgmma) {
   if (!ClustersAvailable(device)) return 1;
   int widest = 0;
   for (int l = 0; l < a.num_layers; ++l) {

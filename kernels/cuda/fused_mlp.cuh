@@ -112,7 +112,8 @@ inline constexpr int kFusedStageBScaleOffset = kFusedStageBiasOffset + kFusedTil
 // 8-row x 128-byte atoms must start 1024-byte aligned, so stages are padded to 1 KB multiples and
 // the wgmma kernel aligns the dynamic shared memory base by hand (kFusedSmemAlign more bytes).
 inline constexpr int kFusedSmemAlign = 1024;
-inline constexpr int kFusedStageBytes = (kFusedStageBScaleOffset + 128 + kFusedSmemAlign - 1) / kFusedSmemAlign * kFusedSmemAlign;
+inline constexpr int kFusedStageBytes =
+    (kFusedStageBScaleOffset + 128 + kFusedSmemAlign - 1) / kFusedSmemAlign * kFusedSmemAlign;
 static_assert(kFusedStageBytes % kFusedSmemAlign == 0, "stages must keep 1024-byte alignment for the swizzle atoms");
 static_assert(kFusedTileK == 128, "one stage is one promotion group of the numeric contract");
 

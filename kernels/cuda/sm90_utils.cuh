@@ -257,6 +257,8 @@ __device__ __forceinline__ void WgmmaM64N64K32RS(float (&d)[32], const uint32_t 
 // Makes this thread's completed generic-proxy writes to shared memory (st.shared, cp.async) visible
 // to the async proxy, which wgmma reads its shared-memory operands through; a barrier after it
 // extends that to the other threads' wgmmas.
-__device__ __forceinline__ void FenceProxyAsyncShared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void FenceProxyAsyncShared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 
 }  // namespace fp8serve::cuda::sm90

@@ -1053,7 +1053,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
       ChunkCursor mine;
       if (FirstOfLayer(p, layer, rank, mine) && mine.owner) {
         // Owner of a split tile: wait for its contributors' slots only (the other CTAs go on), add
-        // them in rank order, then the tile's epilogue
+        // them in slot order (their K order), then the tile's epilogue
         MbarWaitCluster(part_bar(layer), 0);
         if (active && PairsValid<kMmaN>(l, mine.tile, col0) > 0) {
           for (int q = 1; q < l.parts; ++q) {

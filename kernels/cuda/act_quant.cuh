@@ -39,8 +39,7 @@ __global__ void quantize_act_1x128_kernel(const float* __restrict__ x, int rows,
 
   // An IEEE division for the scale (nvcc's default -prec-div=true) and the division's codes
   // (requant.cuh), so s and the codes of x / s match the CPU bit for bit.
-  float s = amax / 448.0f;
-  s = s > 0.0f ? s : 1.0f;
+  const float s = E4M3GroupScale(amax);
   if (lane == 0) scales[static_cast<size_t>(row) * groups + g] = s;
   uint16_t codes[2];
   E4M3Requant(s).Pairs<2>(v, codes);

@@ -426,9 +426,9 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
         // each K group is read by the tile's owner), and nobody writes into another's activations
         for (int j = 0; j < tiles; ++j) {
           const int o = TileOwner(l, cluster, j);
-          if (o == r) continue;
-          if (ReadsGroup(*next, r, j)) l.act_bytes[r] += tile_bytes;
-          if (o >= 0 && ReadsGroup(*next, r, j)) l.receivers[o] |= 1u << r;
+          if (o == r || !ReadsGroup(*next, r, j)) continue;
+          l.act_bytes[r] += tile_bytes;
+          l.receivers[o] |= 1u << r;
         }
       }
     }

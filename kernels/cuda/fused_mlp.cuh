@@ -172,9 +172,7 @@ namespace fused_detail {
 
 // ---- PTX wrappers ----------------------------------------------------------------------------------
 
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+using sm90::SmemAddr;  // a plain address conversion, valid on sm_89 too
 
 // NOTES: .cg bypasses L1: every weight chunk is read once per CTA, and L2 is where it stays hot
 // between forwards and between the CTAs of one forward.
@@ -267,23 +265,24 @@ __device__ __forceinline__ uint32_t MapToRank(uint32_t smem_addr, int rank) {
 #endif
 }
 
-// mbarrier with an arrival count of `count` (one thread; fence before any other thread of the
-// cluster uses it).
+// The mbarrier operations of sm90_utils.cuh, compiled out on sm_89 (where the kernel has no cluster):
+// init with an arrival count of `count` (one thread; fence before any other thread of the cluster
+// uses it), the fence that makes this thread's inits visible to the cluster (with the start
+// cluster barrier after it), and the barrier's one arrival of phase 0, announcing `bytes` of
+// st.async data to come.
 __device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+  sm90::MbarInit(bar, count);
 #endif
 }
-// Makes this thread's mbarrier.inits visible to the cluster (with the start cluster barrier after it).
 __device__ __forceinline__ void MbarInitFence() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  sm90::FenceBarrierInit();
 #endif
 }
-// The barrier's one arrival of phase 0, announcing `bytes` of st.async data to come.
 __device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+  sm90::MbarArriveExpectTx(bar, bytes);
 #endif
 }
 // Waits until phase `parity` of the local barrier completes. Acquire at cluster scope: the data
@@ -321,12 +320,6 @@ __device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, float v, uint3
                "f"(v), "r"(cluster_bar)
                : "memory");
 #endif
-}
-
-// The contract's 1x128 scale of a group with this amax.
-__device__ __forceinline__ float GroupScale(float amax) {
-  const float s = amax / 448.0f;
-  return s > 0.0f ? s : 1.0f;
 }
 
 // Position in this CTA's chunk sequence: layer, output tile, K group, the end of the tile's K range
@@ -486,7 +479,7 @@ __device__ __forceinline__ void QuantizeInput(const FusedMlpParams& p, int block
         float amax = fmaxf(fmaxf(fabsf(v[i][j][0]), fabsf(v[i][j][1])), fmaxf(fabsf(v[i][j][2]), fabsf(v[i][j][3])));
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-        const float s = GroupScale(amax);
+        const float s = E4M3GroupScale(amax);
         uint16_t codes[2];
         E4M3Requant(s).Pairs<2>(v[i][j], codes);
         *reinterpret_cast<uint32_t*>(act + r * stride + grp * kFusedTileK + Swizzle(r, lane >> 2) + (lane & 3) * 4) =
@@ -770,13 +763,10 @@ __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const Fuse
       float amax = 0.0f;
 #pragma unroll
       for (int w = 0; w < kWarpsN; ++w) amax = fmaxf(amax, red[w * BLOCK_M + r]);
-      const float s = GroupScale(amax);
+      const float s = E4M3GroupScale(amax);
       uint8_t* dst = act_out + r * out_stride + tile_col;
-      float v[2 * kMmaN];
-#pragma unroll
-      for (int nt = 0; nt < kMmaN; ++nt) v[2 * nt] = acc[mt][nt][2 * h], v[2 * nt + 1] = acc[mt][nt][2 * h + 1];
       uint16_t codes[kMmaN];
-      E4M3Requant(s).Pairs<kMmaN>(v, codes);
+      E4M3Requant(s).FragmentRow(acc, mt, h, codes);
 #pragma unroll
       for (int nt = 0; nt < kMmaN; ++nt) {
         const int col = col0 + nt * 8 + t * 2;

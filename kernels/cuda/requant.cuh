@@ -14,12 +14,20 @@
 #include <cstdint>
 
 #include "kernels/cuda/requant_window.h"
+#include "kernels/numerics/fp8.h"
 
 namespace fp8serve::cuda {
 
 // E4M3 codes of (x, y), x's in the low byte.
 __device__ __forceinline__ uint16_t CvtE4M3x2(float x, float y) {
   return static_cast<uint16_t>(__nv_cvt_float2_to_fp8x2(make_float2(x, y), __NV_SATFINITE, __NV_E4M3));
+}
+
+// The contract's 1x128 scale of a group with this amax: amax / 448 as an IEEE division (bit for bit
+// the CPU's), 1 for an all-zero group.
+__device__ __forceinline__ float E4M3GroupScale(float amax) {
+  const float s = __fdiv_rn(amax, kE4M3Max);
+  return s > 0.0f ? s : 1.0f;
 }
 
 // Requantizes values of one 1x128 group (scale s) to E4M3 codes, exactly as IEEE divisions would.
@@ -47,6 +55,17 @@ class E4M3Requant {
 #pragma unroll
       for (int i = 0; i < kPairs; ++i) codes[i] = CvtE4M3x2(__fdiv_rn(v[2 * i], s_), __fdiv_rn(v[2 * i + 1], s_));
     }
+  }
+
+  // The codes of one row of an mma-style accumulator (acc[mt][nt] = {row g: c, c + 1; row g + 8:
+  // c, c + 1}): the kN column pairs of m-tile mt, half h (0: row g, 1: row g + 8).
+  template <int kM, int kN>
+  __device__ __forceinline__ void FragmentRow(const float (&acc)[kM][kN][4], int mt, int h,
+                                              uint16_t (&codes)[kN]) const {
+    float v[2 * kN];
+#pragma unroll
+    for (int nt = 0; nt < kN; ++nt) v[2 * nt] = acc[mt][nt][2 * h], v[2 * nt + 1] = acc[mt][nt][2 * h + 1];
+    Pairs<kN>(v, codes);
   }
 
   __device__ __forceinline__ uint16_t Pair(float x, float y) const {

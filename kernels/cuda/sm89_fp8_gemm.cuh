@@ -461,17 +461,12 @@ __global__ void __launch_bounds__(sm89::kNumThreads)
         float amax = smem_amax[r];
 #pragma unroll
         for (int w = 1; w < kNumWarps; ++w) amax = fmaxf(amax, smem_amax[w * BLOCK_M + r]);
-        // The contract's scale, bit for bit: an IEEE division (nvcc's default -prec-div=true)
-        float s = amax / 448.0f;
-        s = s > 0.0f ? s : 1.0f;
+        const float s = E4M3GroupScale(amax);
         if (warp == 0 && tig == 0) p.d_scales[static_cast<size_t>(row) * groups_n + tile_n] = s;
         uint8_t* drow = static_cast<uint8_t*>(p.d) + static_cast<size_t>(row) * p.ldd;
         // The codes of v / s for the row's kNTiles column pairs (requant.cuh: the division's bits)
-        float v[2 * kNTiles];
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) v[2 * nt] = acc[mt][nt][2 * h], v[2 * nt + 1] = acc[mt][nt][2 * h + 1];
         uint16_t codes[kNTiles];
-        E4M3Requant(s).Pairs<kNTiles>(v, codes);
+        E4M3Requant(s).FragmentRow(acc, mt, h, codes);
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
           const int col = n0 + warp * kWarpN + nt * 8 + 2 * tig;

@@ -173,8 +173,7 @@ __device__ __forceinline__ void Sm90Epilogue(float (&v)[64], const Sm90GemmParam
       if (row >= p.m) continue;
       // An IEEE division for the scale, and the division's codes (requant.cuh), so scale and codes
       // match the CPU quantizer bit for bit.
-      float s = __fdiv_rn(amax[h], kE4M3Max);
-      s = s > 0.0f ? s : 1.0f;
+      const float s = E4M3GroupScale(amax[h]);
       const E4M3Requant requant(s);
       uint8_t* out = d + static_cast<size_t>(row) * p.ldd;
 #pragma unroll

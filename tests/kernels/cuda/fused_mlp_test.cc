@@ -807,14 +807,22 @@ void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const Dev
 
 const std::vector<int> kClusterSizes = {1, 2, 4, 8};
 
+// Skips a test (loudly) on a GPU without thread-block clusters; a macro, since GTEST_SKIP returns
+// from the test body.
+#define FP8SERVE_SKIP_WITHOUT_CLUSTERS()                                                                    \
+  do {                                                                                                   \
+    if (!IsSm90()) {                                                                                     \
+      std::fprintf(stderr,                                                                               \
+                   "*** CLUSTER TEST SKIPPED: compute capability %d.%d has no thread-block clusters here\n", \
+                   traits_.cc_major, traits_.cc_minor);                                                  \
+      GTEST_SKIP() << "clusters need compute capability 9.0";                                            \
+    }                                                                                                    \
+  } while (0)
+
 // The cluster hand-overs and the wgmma kernel on one small batch: cheap enough for the
 // compute-sanitizer runs of gpu_check.sh, which take the Smoke suites.
 TEST_F(FusedMlpGpuSmoke, ClustersAndWgmma) {
-  if (!IsSm90()) {
-    std::fprintf(stderr, "*** CLUSTER TEST SKIPPED: compute capability %d.%d has no thread-block clusters here\n",
-                 traits_.cc_major, traits_.cc_minor);
-    GTEST_SKIP() << "clusters need compute capability 9.0";
-  }
+  FP8SERVE_SKIP_WITHOUT_CLUSTERS();
   const MlpCase c = ModelCases()[1];  // three layers: a split layer, then round-robin ones
   // 65 rows: 5 row blocks of 16 (the last partial), 2 of 64 (the second partial); cluster 4, with
   // and without the last layer folded (SmallBatches covers the launcher's own choice)
@@ -824,11 +832,7 @@ TEST_F(FusedMlpGpuSmoke, ClustersAndWgmma) {
 class FusedMlpGpuCluster : public GpuFixture<::testing::TestWithParam<MlpCase>> {};
 
 TEST_P(FusedMlpGpuCluster, ForcedSizesMatchReference) {
-  if (!IsSm90()) {
-    std::fprintf(stderr, "*** CLUSTER TEST SKIPPED: compute capability %d.%d has no thread-block clusters here\n",
-                 traits_.cc_major, traits_.cc_minor);
-    GTEST_SKIP() << "clusters need compute capability 9.0";
-  }
+  FP8SERVE_SKIP_WITHOUT_CLUSTERS();
   const MlpCase& c = GetParam();
   const MlpWeights mlp = MakeMlp(c, static_cast<uint32_t>(std::hash<std::string>{}(c.name)));
   CheckClusterSizes(c.name, mlp, traits_, stream_, kClusterSizes, false);
@@ -840,11 +844,7 @@ INSTANTIATE_TEST_SUITE_P(Models, FusedMlpGpuCluster, ::testing::ValuesIn(ModelCa
 class FusedMlpGpuClusterBundled : public GpuFixture<::testing::Test> {};
 
 TEST_F(FusedMlpGpuClusterBundled, ForcedSizesMatchReference) {
-  if (!IsSm90()) {
-    std::fprintf(stderr, "*** CLUSTER TEST SKIPPED: compute capability %d.%d has no thread-block clusters here\n",
-                 traits_.cc_major, traits_.cc_minor);
-    GTEST_SKIP() << "clusters need compute capability 9.0";
-  }
+  FP8SERVE_SKIP_WITHOUT_CLUSTERS();
   const std::string path = BundledModelPath();
   if (!std::filesystem::exists(path)) {
     std::fprintf(stderr, "*** BUNDLED MODEL TEST SKIPPED: %s not found (set FP8SERVE_SOURCE_DIR)\n", path.c_str());

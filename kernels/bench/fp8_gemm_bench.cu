@@ -895,40 +895,48 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
       }
       t[p] = timer.MedianUs([&](int) { g.Launch(stream); }, false);
     }
-    // The fused kernel with each MMA kind and cluster size forced (Hopper; cluster 0 = the
-    // launcher's choice; the auto path above is mma.sync)
-    // (and, with wgmma, BLOCK_M 64: every warp of its warpgroups then holds rows)
+    // The fused kernel in each variant (Hopper; cluster 0 = the launcher's choice; the auto path
+    // above is mma.sync): both MMA kinds at every cluster size, wgmma at BLOCK_M 64 (every warp of
+    // its warpgroups then holds rows), and both kinds with the last layer folded (the launcher's
+    // cluster size only).
+    struct FusedVariant {
+      FusedMma mma;
+      int block_m;
+      bool fold;
+    };
+    constexpr FusedVariant kVariants[] = {{FusedMma::kMmaSync, 0, false}, {FusedMma::kWgmma, 0, false},
+                                          {FusedMma::kWgmma, 64, false},  {FusedMma::kMmaSync, 0, true},
+                                          {FusedMma::kWgmma, 0, true}};
     std::string by_cluster;
-    // (and the last layer folded, both MMA kinds, the launcher's cluster size)
-    for (int combo = 0; combo < 17; ++combo) {
-      constexpr int kClusters[] = {0, 1, 2, 4, 8};
-      const int cluster = combo < 15 ? kClusters[combo % 5] : 0;
-      const FusedMma mma = combo < 5 || combo == 15 ? FusedMma::kMmaSync : FusedMma::kWgmma;
-      const int block_m = combo >= 10 && combo < 15 ? 64 : 0;
-      const bool fold = combo >= 15;
-      if ((*dm)->traits().cc_major != 9 && (cluster > 1 || mma == FusedMma::kWgmma)) continue;
-      FusedMlpArgs fa = (*dm)->FusedArgs(x.get(), rows, y.get());
-      fa.cluster_size = cluster;
-      fa.mma = mma;
-      fa.block_m = block_m;
-      fa.fold_last_layer = fold;
-      const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(fa, (*dm)->traits());
-      if (!plan.ok() || (fold && !plan->layers[fa.num_layers - 1].folded)) continue;
-      Graph g;
-      if (!g.Capture(stream, [&] { return LaunchFusedMlp(fa, (*dm)->traits(), stream); }).ok()) continue;
-      const double us = timer.MedianUs([&](int) { g.Launch(stream); }, false);
-      const std::string kind =
-          absl::StrCat(FusedMmaName(mma), block_m == 0 ? "" : absl::StrCat("/bm", block_m), fold ? "/fold" : "");
-      if (combo % 5 == 0 || combo >= 15) absl::StrAppend(&by_cluster, combo == 0 ? "" : "\n     ", " ", kind, ":");
-      by_cluster += absl::StrFormat("  C=%s %s", cluster == 0 ? "auto" : std::to_string(cluster), Us(us).c_str());
-      Row r;
-      r.section = "forward";
-      r.variant = absl::StrCat("fused/", kind, "/cluster", cluster == 0 ? "auto" : std::to_string(cluster));
-      r.m = rows;
-      r.n = mlp.output_dim();
-      r.k = mlp.input_dim();
-      r.us = us;
-      report.Add(r);
+    for (const FusedVariant& v : kVariants) {
+      const std::string kind = absl::StrCat(FusedMmaName(v.mma), v.block_m == 0 ? "" : absl::StrCat("/bm", v.block_m),
+                                            v.fold ? "/fold" : "");
+      std::string times;
+      for (int cluster : {0, 1, 2, 4, 8}) {
+        if (v.fold && cluster != 0) continue;
+        if ((*dm)->traits().cc_major != 9 && (cluster > 1 || v.mma == FusedMma::kWgmma)) continue;
+        FusedMlpArgs fa = (*dm)->FusedArgs(x.get(), rows, y.get());
+        fa.cluster_size = cluster;
+        fa.mma = v.mma;
+        fa.block_m = v.block_m;
+        fa.fold_last_layer = v.fold;
+        const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(fa, (*dm)->traits());
+        if (!plan.ok() || (v.fold && !plan->layers[fa.num_layers - 1].folded)) continue;
+        Graph g;
+        if (!g.Capture(stream, [&] { return LaunchFusedMlp(fa, (*dm)->traits(), stream); }).ok()) continue;
+        const double us = timer.MedianUs([&](int) { g.Launch(stream); }, false);
+        const std::string c = cluster == 0 ? "auto" : std::to_string(cluster);
+        times += absl::StrFormat("  C=%s %s", c, Us(us).c_str());
+        Row r;
+        r.section = "forward";
+        r.variant = absl::StrCat("fused/", kind, "/cluster", c);
+        r.m = rows;
+        r.n = mlp.output_dim();
+        r.k = mlp.input_dim();
+        r.us = us;
+        report.Add(r);
+      }
+      if (!times.empty()) absl::StrAppend(&by_cluster, "\n     ", kind, ":", times);
     }
     std::printf("  batch %6d: fused %9s us  chain %9s us  cuBLASLt per layer %9s us  fused x%.2f vs cuBLASLt\n", rows,
                 Us(t[0]).c_str(), Us(t[1]).c_str(), Us(t[2]).c_str(), t[2] / t[0]);

@@ -350,14 +350,20 @@ std::string BundledModelPath() {
   return rel;  // the device script runs in the repository root
 }
 
+// Declares `model` (absl::StatusOr<MlpModel>) loaded from the bundled model, or skips the test
+// loudly when the file is not there; a macro, since GTEST_SKIP and ASSERT return from the test body.
+#define FP8SERVE_LOAD_BUNDLED_MODEL_OR_SKIP(model)                                                               \
+  const std::string model##_path = BundledModelPath();                                                      \
+  if (!std::filesystem::exists(model##_path)) {                                                             \
+    std::fprintf(stderr, "*** BUNDLED MODEL TEST SKIPPED: %s not found (set FP8SERVE_SOURCE_DIR)\n",        \
+                 model##_path.c_str());                                                                     \
+    GTEST_SKIP() << model##_path << " not found";                                                           \
+  }                                                                                                         \
+  absl::StatusOr<MlpModel> model = LoadMlpModel(model##_path);                                              \
+  ASSERT_TRUE(model.ok()) << model.status()
+
 TEST_F(FusedMlpGpuBundled, MatchesReference) {
-  const std::string path = BundledModelPath();
-  if (!std::filesystem::exists(path)) {
-    std::fprintf(stderr, "*** BUNDLED MODEL TEST SKIPPED: %s not found (set FP8SERVE_SOURCE_DIR)\n", path.c_str());
-    GTEST_SKIP() << path << " not found";
-  }
-  absl::StatusOr<MlpModel> model = LoadMlpModel(path);
-  ASSERT_TRUE(model.ok()) << model.status();
+  FP8SERVE_LOAD_BUNDLED_MODEL_OR_SKIP(model);
   CheckModel("bundled_fashion_mlp", model->weights, traits_, stream_,
              std::vector<int>(std::begin(kBatches), std::end(kBatches)), true);
 }
@@ -845,13 +851,7 @@ class FusedMlpGpuClusterBundled : public GpuFixture<::testing::Test> {};
 
 TEST_F(FusedMlpGpuClusterBundled, ForcedSizesMatchReference) {
   FP8SERVE_SKIP_WITHOUT_CLUSTERS();
-  const std::string path = BundledModelPath();
-  if (!std::filesystem::exists(path)) {
-    std::fprintf(stderr, "*** BUNDLED MODEL TEST SKIPPED: %s not found (set FP8SERVE_SOURCE_DIR)\n", path.c_str());
-    GTEST_SKIP() << path << " not found";
-  }
-  absl::StatusOr<MlpModel> model = LoadMlpModel(path);
-  ASSERT_TRUE(model.ok()) << model.status();
+  FP8SERVE_LOAD_BUNDLED_MODEL_OR_SKIP(model);
   CheckClusterSizes("bundled_fashion_mlp", model->weights, traits_, stream_, kClusterSizes, true);
 }
 

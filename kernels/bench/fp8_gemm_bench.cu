@@ -40,6 +40,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -512,6 +513,15 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
     paired.pair_loads = true;
     ours.push_back({absl::StrFormat("ours/%s+paired", GemmKernelName(GemmKernel::kSm90Wgmma)), paired});
   }
+  // The wgmma config in thread-block clusters with TMA multicast (each operand tile leaves L2 once
+  // per cluster), where the shape allows one (no split-K, cluster_n dividing the N-tiles)
+  if (ours[1].config.ok()) {
+    for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{1, 2}, std::pair{2, 2}}) {
+      absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*ours[1].config, shape, ctx.traits, cm, cn);
+      if (!mc.ok()) continue;
+      ours.push_back({absl::StrFormat("ours/%s+mc%dx%d", GemmKernelName(GemmKernel::kSm90Wgmma), cm, cn), *mc});
+    }
+  }
   BENCH_OK(ours[0].config.status());
   size_t ws_bytes = 0;
   for (const Variant& v : ours) {
@@ -592,14 +602,33 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
     std::printf("  %-22s %10s us %9.1f TFLOP/s %8.1f GB/s  x%.2f vs cuBLASLt per-tensor  %s\n", variant.c_str(), Us(us).c_str(),
                 r.tflops, r.gbps, r.speedup_vs_lt, config.c_str());
   };
-  for (const Variant& v : ours) {
+  // Every other variant of ours is checked against the first on the block-scaled inputs (the same
+  // numerics; split-K only reorders FP32 sums), then timed.
+  std::vector<__nv_bfloat16> first_out;
+  for (size_t vi = 0; vi < ours.size(); ++vi) {
+    const Variant& v = ours[vi];
     if (!v.config.ok()) {
       std::printf("  %-22s n/a (%s)\n", v.name.c_str(), std::string(v.config.status().message()).c_str());
       continue;
     }
+    double check = check_tensor;
+    if (vi == 0 || !first_out.empty()) {
+      BENCH_CUDA(cudaMemsetAsync(d_ours.get(), 0xFF, d_elems * sizeof(__nv_bfloat16), ctx.stream));  // poison
+      BENCH_OK(LaunchFp8Gemm(args_for(0, d_a_s.get(), d_b_s.get()), *v.config, ctx.stream));
+      BENCH_CUDA(cudaStreamSynchronize(ctx.stream));
+      if (vi == 0) {
+        first_out = d_ours.Download();
+      } else {
+        check = RelErr(d_ours.Download(), first_out);
+        if (!(check <= kCheckTolerance)) {
+          ctx.failed_check = true;
+          std::printf("  MISMATCH: %s differs from %s by %.2e\n", v.name.c_str(), ours[0].name.c_str(), check);
+        }
+      }
+    }
     const double us = ctx.timer->MedianUs(
         [&](int i) { BENCH_OK(LaunchFp8Gemm(args_for(i, d_a_s.get(), d_b_s.get()), *v.config, ctx.stream)); }, true);
-    emit(v.name, us, DescribeGemmConfig(*v.config), check_tensor);
+    emit(v.name, us, DescribeGemmConfig(*v.config), check);
   }
   for (const auto* g : {&lt_tensor, &lt_block}) {
     const std::string name = g == &lt_tensor ? "cublaslt/tensor" : "cublaslt/block";
@@ -999,21 +1028,28 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
 
 void PrintSummary(const Report& report) {
   std::printf("\n==================== SUMMARY (median us; speedup = cuBLASLt time / ours) ====================\n");
-  std::printf("GEMM E4M3 x E4M3 -> BF16      %10s %10s %10s %10s %8s %9s %9s\n", "ours", "paired", "lt_tensor",
-              "lt_block", "TFLOP/s", "vs_tensor", "vs_block");
+  std::printf("GEMM E4M3 x E4M3 -> BF16      %10s %10s %10s %10s %10s %8s %9s %9s %9s\n", "ours", "paired",
+              "cluster", "lt_tensor", "lt_block", "TFLOP/s", "vs_tensor", "vs_block", "best_mc");
   const auto& rows = report.rows();
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     if (r.section != "gemm" || r.variant != "ours") continue;
-    double lt_t = NAN, lt_b = NAN, paired = NAN;
+    double lt_t = NAN, lt_b = NAN, paired = NAN, cluster = NAN;
+    std::string best_mc = "-";
     for (const Row& o : rows) {
       if (o.section != "gemm" || o.m != r.m || o.n != r.n || o.k != r.k) continue;
       if (o.variant == "cublaslt/tensor") lt_t = o.us;
       if (o.variant == "cublaslt/block") lt_b = o.us;
-      if (o.variant.size() > 7 && o.variant.compare(o.variant.size() - 7, 7, "+paired") == 0) paired = o.us;
+      if (absl::EndsWith(o.variant, "+paired")) paired = o.us;
+      const size_t mc = o.variant.rfind("+mc");
+      if (mc != std::string::npos && !(o.us >= cluster)) {
+        cluster = o.us;
+        best_mc = o.variant.substr(mc + 3);
+      }
     }
-    std::printf("%6d x %5d x %5d         %10s %10s %10s %10s %8.1f %9.2f %9.2f\n", r.m, r.n, r.k, Us(r.us).c_str(),
-                Us(paired).c_str(), Us(lt_t).c_str(), Us(lt_b).c_str(), r.tflops, lt_t / r.us, lt_b / r.us);
+    std::printf("%6d x %5d x %5d         %10s %10s %10s %10s %10s %8.1f %9.2f %9.2f %9s\n", r.m, r.n, r.k,
+                Us(r.us).c_str(), Us(paired).c_str(), Us(cluster).c_str(), Us(lt_t).c_str(), Us(lt_b).c_str(),
+                r.tflops, lt_t / r.us, lt_b / r.us, best_mc.c_str());
   }
   bool header = false;
   for (const Row& r : rows) {

@@ -233,9 +233,7 @@ __device__ __forceinline__ constexpr bool HasClusters() {
 
 __device__ __forceinline__ int ClusterRank() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return static_cast<int>(r);
+  return static_cast<int>(sm90::ClusterCtaRank());
 #else
   return 0;
 #endif
@@ -245,21 +243,19 @@ __device__ __forceinline__ int ClusterRank() {
 // initialized") and the exit barrier ("this CTA has issued all its stores into other CTAs").
 __device__ __forceinline__ void ClusterArriveRelaxed() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+  sm90::ClusterArriveRelaxed();
 #endif
 }
 __device__ __forceinline__ void ClusterWait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+  sm90::ClusterWait();
 #endif
 }
 
 // The shared::cluster address of the same shared-memory byte in CTA `rank` of the cluster.
 __device__ __forceinline__ uint32_t MapToRank(uint32_t smem_addr, int rank) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem_addr), "r"(rank));
-  return r;
+  return sm90::MapSharedToRank(smem_addr, static_cast<uint32_t>(rank));
 #else
   return smem_addr;
 #endif

@@ -4,6 +4,7 @@
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace fp8serve::cuda {
 
@@ -132,7 +133,36 @@ const char* GemmOutputName(GemmOutput o) {
 std::string DescribeGemmConfig(const GemmConfig& c) {
   return absl::StrCat(GemmKernelName(c.kernel), " block ", c.block_m, "x", c.block_n, "x", c.block_k, " stages ",
                       c.stages, " splits ", c.k_splits, " grid ", c.grid, " raster ", c.raster_group, " smem ",
-                      c.smem_bytes, c.pair_loads ? " paired loads" : "");
+                      c.smem_bytes, c.pair_loads ? " paired loads" : "",
+                      c.cluster_m * c.cluster_n > 1 ? absl::StrCat(" cluster ", c.cluster_m, "x", c.cluster_n) : "");
+}
+
+absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmShape& shape,
+                                           const DeviceTraits& device, int cluster_m, int cluster_n) {
+  if (absl::Status st = CheckShape(shape); !st.ok()) return st;
+  const auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cluster ", cluster_m, "x", cluster_n, " for ", DescribeGemmConfig(config), ": ", why));
+  };
+  if (config.kernel != GemmKernel::kSm90Wgmma) return bad("only the sm90 kernel runs in clusters");
+  if (cluster_m < 1 || cluster_m > kSm90MaxClusterDim || cluster_n < 1 || cluster_n > kSm90MaxClusterDim) {
+    return bad(absl::StrCat("cluster dimensions must be in [1, ", kSm90MaxClusterDim, "]"));
+  }
+  if (config.k_splits != 1) return bad("split-K configs do not run in clusters");
+  if (config.block_m <= 0) return bad("block_m must be positive");
+  const int size = cluster_m * cluster_n;
+  if (device.num_sms < size) return bad("fewer SMs than CTAs in a cluster");
+  GemmConfig c = config;
+  c.cluster_m = cluster_m;
+  c.cluster_n = cluster_n;
+  const int cluster_tiles_m = CeilDivInt(CeilDivInt(shape.m, c.block_m), cluster_m);
+  if ((shape.n / kSm90BlockN) % cluster_n != 0) return bad("cluster_n must divide the N-tiles");
+  const int cluster_tiles_n = shape.n / kSm90BlockN / cluster_n;
+  const long long units = static_cast<long long>(cluster_tiles_m) * cluster_tiles_n;
+  c.grid = static_cast<int>(std::min<long long>(units, device.num_sms / size)) * size;
+  // The same number of M-tiles per raster group as without clusters
+  c.raster_group = std::max(1, std::min(CeilDivInt(config.raster_group, cluster_m), cluster_tiles_m));
+  return c;
 }
 
 absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape, const DeviceTraits& device) {

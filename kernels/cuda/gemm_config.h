@@ -65,6 +65,7 @@ inline constexpr int kSm90MaxKSplits = 8;  // the most K splits the heuristic gi
 // and its last-warp sum) than the extra CTAs save: 1024 x 256 x 784 took 13.2 us with 3 splits of
 // 2-3 groups against 9.3 us unsplit, 1 x 256 x 784 10.3 against 8.6.
 inline constexpr int kSm90MinGroupsPerSplit = 8;
+inline constexpr int kSm90MaxClusterDim = 2;  // cluster_m and cluster_n are 1 or 2
 inline constexpr int kSm89BlockMs[] = {16, 32, 64};
 inline constexpr int kSm89BlockN = 128;
 inline constexpr int kSm89Stages = 4;
@@ -83,6 +84,15 @@ struct GemmConfig {
   // are free), so the same weight rows' adjacent 128-byte segments reach DRAM together. Needs
   // stages >= 3. Off in the heuristic until measured (the benchmark times both).
   bool pair_loads = false;
+  // sm90: a thread-block cluster of cluster_m x cluster_n CTAs works on cluster_m x cluster_n
+  // adjacent tiles at a time and shares their operands through TMA multicast: the CTAs of one
+  // M-tile (cluster_n of them) each load 1/cluster_n of its A tile for all of them, the CTAs of one
+  // N-tile each 1/cluster_m of its B tile, so each operand byte leaves L2 once per cluster instead
+  // of once per CTA. 1 x 1 is a plain launch. Needs k_splits == 1, a grid that is a multiple of
+  // the cluster size, and N-tiles (n / 128) a multiple of cluster_n (WithSm90Cluster() makes such
+  // a config). Off in the heuristic until measured.
+  int cluster_m = 1;
+  int cluster_n = 1;
   size_t smem_bytes = 0; // dynamic shared memory per CTA
 };
 
@@ -109,6 +119,15 @@ absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const Device
 // sizes within that kernel. FAILED_PRECONDITION when the device cannot run that kernel.
 absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape,
                                                const DeviceTraits& device);
+
+// `config` (an sm90 config without split-K) turned into a cluster_m x cluster_n multicast config:
+// the grid becomes the most whole clusters that fit the SMs and the cluster tiles (a CTA whose tile
+// lies below the matrix still loads and computes its share, and stores nothing), and the raster
+// group counts cluster tiles. The launcher may shrink the grid further to the clusters the device
+// can run at once (cudaOccupancyMaxActiveClusters). INVALID_ARGUMENT for a split-K or non-sm90
+// config, a cluster dimension outside [1, kSm90MaxClusterDim], or cluster_n not dividing n / 128.
+absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmShape& shape,
+                                           const DeviceTraits& device, int cluster_m, int cluster_n);
 
 // Split-K workspace layout. The int32 arrival counters come first, at the same place for every
 // launch: they must read zero at the start of each launch (zeroed once at allocation; the last

@@ -11,11 +11,13 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -117,6 +119,15 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   if (c.pair_loads && c.stages < 3) return bad("paired loads need 3 or more stages");
   if (c.raster_group < 1) return bad("raster_group must be >= 1");
   if (c.grid < 1 || c.grid > dev.num_sms) return bad(absl::StrCat("grid outside [1, ", dev.num_sms, " SMs]"));
+  if (c.cluster_m < 1 || c.cluster_m > kSm90MaxClusterDim || c.cluster_n < 1 || c.cluster_n > kSm90MaxClusterDim) {
+    return bad(absl::StrCat("cluster dimensions outside [1, ", kSm90MaxClusterDim, "]"));
+  }
+  const int cluster_size = c.cluster_m * c.cluster_n;
+  if (cluster_size > 1) {
+    if (c.k_splits != 1) return bad("split-K does not run in clusters");
+    if (c.grid % cluster_size != 0) return bad("the grid must be whole clusters");
+    if ((a.n / kSm90BlockN) % c.cluster_n != 0) return bad("cluster_n must divide the N-tiles");
+  }
   const size_t need = c.block_m == 64 ? Sm90SmemLayout<64>::Bytes(c.stages) : Sm90SmemLayout<128>::Bytes(c.stages);
   if (c.smem_bytes < need) return bad(absl::StrCat("smem_bytes below the ", need, " the pipeline needs"));
   if (c.smem_bytes > static_cast<size_t>(dev.smem_per_block_optin)) {
@@ -137,6 +148,66 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   return absl::OkStatus();
 }
 
+// The most clusters of `size` CTAs with `smem` bytes each that `kernel` can run at once on the
+// current device (a persistent grid larger than that would run its last clusters after the others
+// finish), cached per (device, size, smem).
+template <typename Kernel>
+absl::StatusOr<int> MaxActiveClusters(Kernel kernel, int device, int threads, size_t smem, int size) {
+  struct Entry {
+    int device;
+    int size;
+    size_t smem;
+    int clusters;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const Entry& e : cache) {
+      if (e.device == device && e.size == size && e.smem == smem) return e.clusters;
+    }
+  }
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(size), 1, 1);
+  config.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
+  config.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(size);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  int clusters = 0;
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+  if (clusters < 1) {
+    return absl::FailedPreconditionError(absl::StrCat("device ", device, " cannot run a cluster of ", size,
+                                                      " CTAs with ", smem, " bytes of shared memory each"));
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  cache.push_back({device, size, smem, clusters});
+  return clusters;
+}
+
+// The kernel's tile scheduler for a checked config (the grid as configured; a cluster launch
+// may shrink it, and unit_stride with it).
+Sm90TileScheduler MakeSchedule(const Fp8GemmArgs& a, const GemmConfig& c) {
+  Sm90TileScheduler s;
+  s.tiles_m = (a.m + c.block_m - 1) / c.block_m;
+  s.tiles_n = a.n / kSm90BlockN;
+  s.cluster_m = c.cluster_m;
+  s.cluster_n = c.cluster_n;
+  s.cluster_size = c.cluster_m * c.cluster_n;
+  s.ctiles_m = (s.tiles_m + c.cluster_m - 1) / c.cluster_m;
+  s.ctiles_n = (s.tiles_n + c.cluster_n - 1) / c.cluster_n;
+  s.raster_group = std::min(c.raster_group, s.ctiles_m);  // counts cluster tiles along M
+  s.k_splits = c.k_splits;
+  s.num_units = s.ctiles_m * s.ctiles_n * c.k_splits;
+  s.num_k_groups = a.k / kGemmBlockK;
+  s.unit_stride = c.grid / s.cluster_size;
+  return s;
+}
+
 template <int BLOCK_M, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
 absl::Status LaunchInstance(const CUtensorMap& tmap_a, const CUtensorMap& tmap_b, const Sm90GemmParams& params,
                             const GemmConfig& c, int device, const DeviceTraits& dev, cudaStream_t stream) {
@@ -151,8 +222,31 @@ absl::Status LaunchInstance(const CUtensorMap& tmap_a, const CUtensorMap& tmap_b
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dev.smem_per_block_optin));
     configured.fetch_or(bit, std::memory_order_release);
   }
-  kernel<<<c.grid, kThreads, c.smem_bytes, stream>>>(tmap_a, tmap_b, params);
-  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  const int cluster_size = params.sched.cluster_size;
+  if (cluster_size == 1) {
+    kernel<<<c.grid, kThreads, c.smem_bytes, stream>>>(tmap_a, tmap_b, params);
+    FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return absl::OkStatus();
+  }
+  // A cluster launch, its persistent grid no larger than the clusters that fit at once
+  absl::StatusOr<int> fit = MaxActiveClusters(kernel, device, kThreads, c.smem_bytes, cluster_size);
+  if (!fit.ok()) return fit.status();
+  const int grid = std::min(c.grid, *fit * cluster_size);
+  Sm90GemmParams p = params;
+  p.sched.unit_stride = grid / cluster_size;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
+  config.blockDim = dim3(kThreads, 1, 1);
+  config.dynamicSmemBytes = c.smem_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster_size);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, kernel, tmap_a, tmap_b, p));
   return absl::OkStatus();
 }
 
@@ -208,9 +302,10 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   // round trip). Caching them per (pointer, shape) would be the next step if it ever shows up.
   absl::StatusOr<EncodeTiledFn> encode = TensorMapEncoder();
   if (!encode.ok()) return encode.status();
-  absl::StatusOr<CUtensorMap> tmap_a = MakeOperandMap(*encode, a.a, a.m, a.k, c.block_m, "A");
+  // A CTA of a cluster loads 1/cluster_n of the A tile and 1/cluster_m of the B tile
+  absl::StatusOr<CUtensorMap> tmap_a = MakeOperandMap(*encode, a.a, a.m, a.k, c.block_m / c.cluster_n, "A");
   if (!tmap_a.ok()) return tmap_a.status();
-  absl::StatusOr<CUtensorMap> tmap_b = MakeOperandMap(*encode, a.b, a.n, a.k, kSm90BlockN, "B");
+  absl::StatusOr<CUtensorMap> tmap_b = MakeOperandMap(*encode, a.b, a.n, a.k, kSm90BlockN / c.cluster_m, "B");
   if (!tmap_b.ok()) return tmap_b.status();
 
   Sm90GemmParams p;
@@ -226,9 +321,7 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   p.ldd = a.ldd;
   p.n_store = a.n_store;
   p.num_stages = c.stages;
-  const int tiles_m = (a.m + c.block_m - 1) / c.block_m;
-  p.raster_group = c.raster_group < tiles_m ? c.raster_group : tiles_m;
-  p.k_splits = c.k_splits;
+  p.sched = MakeSchedule(a, c);
   p.pair_loads = c.pair_loads;
   if (c.k_splits > 1) {
     p.counters = static_cast<int*>(a.workspace);

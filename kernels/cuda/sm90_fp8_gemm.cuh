@@ -20,6 +20,21 @@
 // every run gives the same bits), resets the counter for the next launch, and runs the epilogue.
 // Every group is promoted with its own scales exactly as without splitting: only the FP32
 // summation order across groups changes.
+//
+// Clusters (cluster_m x cluster_n CTAs, GemmConfig): a unit of work is a cluster tile of
+// cluster_m x cluster_n adjacent tiles, CTA (rm, rn) = (rank % cluster_m, rank / cluster_m) taking
+// tile (cluster_m * mc + rm, cluster_n * nc + rn); tiles_n is a multiple of cluster_n (the launcher
+// checks), tiles_m need not be. The CTAs of one M-tile need the same A tile: each
+// loads rows [rn * BLOCK_M / cluster_n, ...) of it by TMA multicast into all of them; likewise each
+// CTA of one N-tile loads 1/cluster_m of the shared B tile. Every CTA's full barrier still counts a
+// whole stage of bytes, now landed by several CTAs' TMAs (only its own producer arrives on it). A
+// producer may multicast into stage s only when every CTA it writes to has released s, so each
+// consumer warp arrives on stage s's empty barrier in every CTA of the cluster. A CTA whose tile
+// lies below the matrix (tiles_m not a multiple of cluster_m) loads its share of the last real
+// tile's rows, computes with zero scales (its rows are all past m) and stores nothing, so the
+// cluster's CTAs all walk the same stage sequence. A producer leaves only after the last releases of every stage have
+// reached it: no other CTA arrives on, or writes into, a CTA that has exited. The per-tile
+// arithmetic is the same as without clusters, so the bits are too.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap
@@ -39,6 +54,54 @@ inline constexpr int kSm90MaxThreads = 384;  // BLOCK_M 128: producer + 2 consum
 // Column pairs an E4M3 epilogue requantizes per E4M3Requant call (one fallback branch each).
 inline constexpr int kRequantPairs = 4;
 
+// Persistent order of the units of work, (tile, split) pairs, filled by the launcher. Tiles follow
+// grouped rasterization: groups of `raster_group` M-tiles sweep all N-tiles together (M fastest
+// inside a group), so the CTAs running at one time share a few A row blocks and B column blocks in
+// L2. The splits of a tile are adjacent units, so they run at the same time and the last finds the
+// others' partial sums still in L2. With clusters the same order walks cluster tiles (k_splits is
+// then 1), and cluster c of the grid takes units c, c + unit_stride, ...
+// NOTES: kernel parameters live in the constant bank, where instructions read them as operands: a
+// field here costs the consumers no register across the K loop, where a value computed on the
+// device would (these took the consumers past their registers when they were computed in-kernel).
+struct Sm90TileScheduler {
+  int tiles_m = 0;
+  int tiles_n = 0;
+  int cluster_m = 1;     // CTAs per cluster along M / N (1 x 1 without clusters)
+  int cluster_n = 1;
+  int cluster_size = 1;  // cluster_m * cluster_n
+  int ctiles_m = 0;      // cluster tiles: ceil(tiles_m / cluster_m) x tiles_n / cluster_n
+  int ctiles_n = 0;
+  int raster_group = 1;  // 1..ctiles_m, in cluster tiles along M
+  int k_splits = 1;      // 1..k/128 (1 with clusters)
+  int num_units = 0;     // ctiles_m * ctiles_n * k_splits
+  int num_k_groups = 0;  // 128-K groups of the whole K
+  int unit_stride = 1;   // clusters in the grid
+
+  __device__ __forceinline__ void Unit(int unit, int& tile, int& split) const {
+    tile = unit / k_splits;
+    split = unit - tile * k_splits;
+  }
+
+  // The split's 128-K groups [begin, end): as even as whole groups allow, never empty (the launcher
+  // keeps k_splits <= num_k_groups).
+  __device__ __forceinline__ void GroupRange(int split, int& begin, int& end) const {
+    begin = static_cast<int>(static_cast<long long>(split) * num_k_groups / k_splits);
+    end = static_cast<int>(static_cast<long long>(split + 1) * num_k_groups / k_splits);
+  }
+
+  // The tile CTA (rm, rn) of the cluster works on in cluster tile `tile`; it may lie below the
+  // matrix (m_tile >= tiles_m) when tiles_m is not a multiple of cluster_m.
+  __device__ __forceinline__ void Coords(int tile, int rm, int rn, int& m_tile, int& n_tile) const {
+    const int tiles_per_group = raster_group * ctiles_n;
+    const int group = tile / tiles_per_group;
+    const int first_m = group * raster_group;
+    const int group_m = min(raster_group, ctiles_m - first_m);
+    const int in_group = tile - group * tiles_per_group;
+    m_tile = (first_m + in_group % group_m) * cluster_m + rm;
+    n_tile = in_group / group_m * cluster_n + rn;
+  }
+};
+
 // Everything the kernel reads besides the two tensor maps (A and B go through TMA only).
 struct Sm90GemmParams {
   int m = 0;
@@ -52,16 +115,15 @@ struct Sm90GemmParams {
   float* d_scales = nullptr;          // [m, n/128] for E4M3 output
   int ldd = 0;
   int n_store = 0;
-  int num_stages = 0;    // 2..kSm90MaxStages
-  int raster_group = 1;  // 1..tiles_m
-  int k_splits = 1;      // 1..k/128
+  int num_stages = 0;  // 2..kSm90MaxStages
   bool relu = false;
   bool paired_stores = false;  // d and ldd keep two adjacent output columns aligned as one access
-  float* partials = nullptr;   // [k_splits][m][n] when k_splits > 1
-  int* counters = nullptr;     // [tiles][BLOCK_M / 16], zero at launch, when k_splits > 1
+  float* partials = nullptr;   // [k_splits][m][n] when sched.k_splits > 1
+  int* counters = nullptr;     // [tiles][BLOCK_M / 16], zero at launch, when sched.k_splits > 1
   // GemmConfig::pair_loads (num_stages >= 3). NOTES: last, so the fields above keep their offsets:
   // inserting it before them made ptxas spill 8 bytes in the BLOCK_M 128 split-K epilogue.
   bool pair_loads = false;
+  Sm90TileScheduler sched;
 };
 
 // Shared memory carve-up, from the dynamic base aligned up to 1024 bytes:
@@ -80,43 +142,6 @@ struct Sm90SmemLayout {
   static_assert(Bytes(1) == Sm90SmemBytes(BLOCK_M, kSm90BlockN, 1) &&
                     Bytes(kSm90MaxStages) == Sm90SmemBytes(BLOCK_M, kSm90BlockN, kSm90MaxStages),
                 "the config heuristic sizes shared memory with Sm90SmemBytes(): keep the two equal");
-};
-
-// Persistent order of the units of work, (tile, split) pairs. Tiles follow grouped rasterization:
-// groups of `raster_group` M-tiles sweep all N-tiles together (M fastest inside a group), so the
-// CTAs running at one time share a few A row blocks and B column blocks in L2. The splits of a
-// tile are adjacent units, so they run at the same time and the last finds the others' partial
-// sums still in L2.
-struct Sm90TileScheduler {
-  int tiles_m;
-  int tiles_n;
-  int raster_group;
-  int num_tiles;
-  int k_splits;
-  int num_units;     // num_tiles * k_splits
-  int num_k_groups;  // 128-K groups of the whole K
-
-  __device__ __forceinline__ void Unit(int unit, int& tile, int& split) const {
-    tile = unit / k_splits;
-    split = unit - tile * k_splits;
-  }
-
-  // The split's 128-K groups [begin, end): as even as whole groups allow, never empty (the launcher
-  // keeps k_splits <= num_k_groups).
-  __device__ __forceinline__ void GroupRange(int split, int& begin, int& end) const {
-    begin = static_cast<int>(static_cast<long long>(split) * num_k_groups / k_splits);
-    end = static_cast<int>(static_cast<long long>(split + 1) * num_k_groups / k_splits);
-  }
-
-  __device__ __forceinline__ void Coords(int tile, int& m_tile, int& n_tile) const {
-    const int tiles_per_group = raster_group * tiles_n;
-    const int group = tile / tiles_per_group;
-    const int first_m = group * raster_group;
-    const int group_m = min(raster_group, tiles_m - first_m);
-    const int in_group = tile - group * tiles_per_group;
-    m_tile = first_m + in_group % group_m;
-    n_tile = in_group / group_m;
-  }
 };
 
 // The epilogue of one consumer thread: its 2 rows x 32 columns of the tile (see the accumulator
@@ -260,7 +285,7 @@ __device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmP
     const int arrived = atomicAdd(counter, 1);
     // Acquire side: the other splits' partials are read only after their arrivals were seen
     __threadfence();
-    last = arrived == p.k_splits - 1;
+    last = arrived == p.sched.k_splits - 1;
     // Every split has arrived: leave the counter zero for the next launch / graph replay
     if (last) atomicExch(counter, 0);
   }
@@ -294,7 +319,7 @@ __device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmP
     }
   }
 #pragma unroll 1
-  for (int s = 1; s < p.k_splits; ++s) {
+  for (int s = 1; s < p.sched.k_splits; ++s) {
     src0 += slice;
     src1 += slice;
 #pragma unroll
@@ -355,22 +380,35 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
 
   const int warpgroup = static_cast<int>(threadIdx.x / 128);
   const int lane = static_cast<int>(threadIdx.x % 32);
+  // The cluster (1 x 1 without one) and this CTA's place in it
+  const Sm90TileScheduler& sched = p.sched;
+  const int cluster_size = sched.cluster_size;
+  // NOTES: read where used (consumers: once per unit) rather than kept: a register live across
+  // the K loop and the epilogue made the consumers spill
+  const auto cluster_rank = [&] { return cluster_size > 1 ? static_cast<int>(sm90::ClusterCtaRank()) : 0; };
 
   // Initialize the barriers: full expects the producer's one arrival (+ TMA bytes), empty one
-  // arrival per consumer warp.
+  // arrival per consumer warp of every CTA of the cluster.
   if (threadIdx.x == 0) {
     for (int s = 0; s < num_stages; ++s) {
       sm90::MbarInit(full_bars + 8 * s, 1);
-      sm90::MbarInit(empty_bars + 8 * s, kNumConsumerWarps);
+      sm90::MbarInit(empty_bars + 8 * s, kNumConsumerWarps * cluster_size);
     }
     sm90::FenceBarrierInit();
   }
-  __syncthreads();
+  // With a cluster, no CTA may multicast into or arrive on another before that one's barriers exist
+  if (cluster_size > 1) {
+    sm90::ClusterArriveRelease();
+    sm90::ClusterWait();
+  } else {
+    __syncthreads();
+  }
 
-  const int num_k_groups = p.k / BLOCK_K;
-  const int tiles_m = (p.m + BLOCK_M - 1) / BLOCK_M, tiles_n = p.n / BLOCK_N;
-  const Sm90TileScheduler sched{tiles_m,    tiles_n,    p.raster_group, tiles_m * tiles_n, p.k_splits,
-                                tiles_m * tiles_n * p.k_splits, num_k_groups};
+  const int num_k_groups = sched.num_k_groups;
+  const int tiles_m = sched.tiles_m;
+  // Clusters take units in turn (a CTA is its own cluster without one)
+  const int first_unit = static_cast<int>(blockIdx.x) / cluster_size;
+  const int unit_stride = sched.unit_stride;
 
   if (warpgroup == kNumConsumerWarpgroups) {
     // ---- Producer warpgroup: one thread issues every TMA ----
@@ -378,13 +416,28 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
     if (threadIdx.x == kNumConsumerThreads) {
       sm90::PrefetchTensorMap(&tmap_a);
       sm90::PrefetchTensorMap(&tmap_b);
+      const int rank = cluster_rank();
+      const int rank_m = rank % sched.cluster_m, rank_n = rank / sched.cluster_m;
+      // This CTA's share of the stage: rows [rank_n * a_rows, +a_rows) of the A tile for the CTAs of
+      // its M-tile, rows [rank_m * b_rows, +b_rows) of the B tile for those of its N-tile (the
+      // tensor maps' boxes are that tall). Bit r of a mask = cluster rank r.
+      const int a_rows = BLOCK_M / sched.cluster_n, b_rows = BLOCK_N / sched.cluster_m;
+      const uint32_t a_share = static_cast<uint32_t>(rank_n * a_rows * BLOCK_K);
+      const uint32_t b_share = static_cast<uint32_t>(rank_m * b_rows * BLOCK_K);
+      uint16_t a_mask = 0, b_mask = 0;
+      for (int j = 0; j < sched.cluster_n; ++j) a_mask |= static_cast<uint16_t>(1u << (rank_m + sched.cluster_m * j));
+      for (int i = 0; i < sched.cluster_m; ++i) b_mask |= static_cast<uint16_t>(1u << (sched.cluster_m * rank_n + i));
       int stage = 0;
       uint32_t phase = 0;
-      for (int unit = static_cast<int>(blockIdx.x); unit < sched.num_units; unit += static_cast<int>(gridDim.x)) {
+      for (int unit = first_unit; unit < sched.num_units; unit += unit_stride) {
         int tile, split, m_tile, n_tile, g_begin, g_end;
         sched.Unit(unit, tile, split);
-        sched.Coords(tile, m_tile, n_tile);
+        sched.Coords(tile, rank_m, rank_n, m_tile, n_tile);
         sched.GroupRange(split, g_begin, g_end);
+        // A tile past the matrix (m_tile >= tiles_m) loads the last real one's rows (shared only by
+        // such CTAs, and never stored), so that no box lies wholly outside the tensor
+        const int a_row = min(m_tile, tiles_m - 1) * BLOCK_M + rank_n * a_rows;
+        const int b_row = n_tile * BLOCK_N + rank_m * b_rows;
         // With pair_loads, groups go in pairs: both stages are waited for, then both groups' loads
         // are issued back to back. NOTES: a consumer holds two stages (it issues group g + 1 before
         // it releases g), so waiting for two free stages needs three or more (the launcher checks):
@@ -397,16 +450,38 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
           for (int i = 0, s = stage; i < n; ++i, s = s + 1 == num_stages ? 0 : s + 1) {
             sm90::MbarWait(empty_bars + 8 * s, (s < stage ? phase ^ 1 : phase) ^ 1);
           }
-          // Issue TMA A and B of each
+          // Issue TMA A and B of each (this CTA's shares, multicast where the tile is shared)
           for (int g = g0; g < g0 + n; ++g) {
             const uint32_t full = full_bars + 8 * stage;
+            const uint32_t dst_a = smem_a + stage * Layout::kTileABytes + a_share;
+            const uint32_t dst_b = smem_b + stage * Layout::kTileBBytes + b_share;
             sm90::MbarArriveExpectTx(full, kStageBytes);
-            sm90::TmaLoad2d(smem_a + stage * Layout::kTileABytes, &tmap_a, full, g * BLOCK_K, m_tile * BLOCK_M);
-            sm90::TmaLoad2d(smem_b + stage * Layout::kTileBBytes, &tmap_b, full, g * BLOCK_K, n_tile * BLOCK_N);
+            if (sched.cluster_n > 1) {
+              sm90::TmaLoad2dMulticast(dst_a, &tmap_a, full, g * BLOCK_K, a_row, a_mask);
+            } else {
+              sm90::TmaLoad2d(dst_a, &tmap_a, full, g * BLOCK_K, a_row);
+            }
+            if (sched.cluster_m > 1) {
+              sm90::TmaLoad2dMulticast(dst_b, &tmap_b, full, g * BLOCK_K, b_row, b_mask);
+            } else {
+              sm90::TmaLoad2d(dst_b, &tmap_b, full, g * BLOCK_K, b_row);
+            }
             if (++stage == num_stages) {
               stage = 0;
               phase ^= 1;
             }
+          }
+        }
+      }
+      // With a cluster, stay until every CTA has released every stage this one filled: after that
+      // no consumer of the cluster arrives here any more (the waits for stages never filled, or
+      // released long ago, return at once).
+      if (cluster_size > 1) {
+        for (int i = 0; i < num_stages; ++i) {
+          sm90::MbarWait(empty_bars + 8 * stage, phase ^ 1);
+          if (++stage == num_stages) {
+            stage = 0;
+            phase ^= 1;
           }
         }
       }
@@ -455,20 +530,29 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       issue_phase ^= 1;
     }
   };
-  // Hands the oldest consumed stage back to the producer (this warp's wgmmas have finished reading it).
+  // Hands the oldest consumed stage back to the producer (this warp's wgmmas have finished reading it);
+  // with a cluster, to every producer that multicasts into it: lane r arrives at cluster rank r.
   auto release_group = [&] {
-    if (lane == 0) sm90::MbarArrive(empty_bars + 8 * release_stage);
+    const uint32_t empty = empty_bars + 8 * release_stage;
+    if (cluster_size == 1) {
+      if (lane == 0) sm90::MbarArrive(empty);
+    } else if (lane < cluster_size) {
+      sm90::MbarArriveRemote(sm90::MapSharedToRank(empty, static_cast<uint32_t>(lane)));
+    }
     if (++release_stage == num_stages) release_stage = 0;
   };
 
-  for (int unit = static_cast<int>(blockIdx.x); unit < sched.num_units; unit += static_cast<int>(gridDim.x)) {
+  for (int unit = first_unit; unit < sched.num_units; unit += unit_stride) {
     int tile, split, m_tile, n_tile, g_begin, g_end;
+    const int rank = cluster_rank();
     sched.Unit(unit, tile, split);
-    sched.Coords(tile, m_tile, n_tile);
+    sched.Coords(tile, rank % sched.cluster_m, rank / sched.cluster_m, m_tile, n_tile);
     sched.GroupRange(split, g_begin, g_end);
     const int num_groups = g_end - g_begin;  // this unit's groups, >= 1
     const int row0 = m_tile * BLOCK_M + tile_row0;
     const int row1 = row0 + 8;
+    // (A tile past the matrix, m_tile >= tiles_m in a cluster, has no row below m: it is computed
+    // with zero scales and stores nothing.)
     const bool row0_ok = row0 < p.m, row1_ok = row1 < p.m;
     // Scale rows from the split's first group (predicated: rows past m read nothing and contribute zero).
     const float* a_scales0 = p.a_scales + static_cast<size_t>(row0_ok ? row0 : 0) * num_k_groups + g_begin;
@@ -546,7 +630,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
 
     // Split-K: only the warp that arrives last at its 16 rows finishes them, with every split's sum
     bool finish = true;
-    if (kPromote && p.k_splits > 1) {
+    if (kPromote && p.sched.k_splits > 1) {
       int* counter = p.counters + tile * kNumConsumerWarps + static_cast<int>(threadIdx.x / 32);
       finish = Sm90SplitKReduce(result, p, row0, n_tile * BLOCK_N + quad_col, split, counter, lane);
     }

@@ -105,6 +105,53 @@ __device__ __forceinline__ void TmaLoad2d(uint32_t dst, const CUtensorMap* map, 
       : "memory");
 }
 
+// The multicast form: the same box lands at offset `dst` of the shared memory of every CTA of the
+// cluster whose bit is set in `cta_mask` (bit r = cluster rank r), and completes `bytes` on the
+// mbarrier at offset `bar` of each of them (`dst` and `bar` are this CTA's addresses; the offsets
+// are the same in every CTA of the cluster).
+__device__ __forceinline__ void TmaLoad2dMulticast(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1,
+                                                   uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar), "h"(cta_mask)
+      : "memory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thread-block clusters
+
+// This CTA's rank in its cluster (0 in a launch without clusters, whose CTAs are clusters of one).
+__device__ __forceinline__ uint32_t ClusterCtaRank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+
+// The cluster-wide barrier, split: every thread of every CTA of the cluster arrives, then waits.
+// The relaxed arrive publishes nothing (for "I am running" / "I am done storing into others"); the
+// release arrive also publishes this thread's earlier writes to the threads that wait after it.
+__device__ __forceinline__ void ClusterArriveRelaxed() {
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void ClusterArriveRelease() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void ClusterWait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+
+// The shared::cluster address of the same shared-memory byte in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t MapSharedToRank(uint32_t smem_addr, uint32_t rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem_addr), "r"(rank));
+  return r;
+}
+
+// One arrival on an mbarrier of any CTA of the cluster (a shared::cluster address from
+// MapSharedToRank), releasing this thread's earlier accesses at cluster scope.
+__device__ __forceinline__ void MbarArriveRemote(uint32_t cluster_bar) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_bar) : "memory");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Register reallocation between warpgroups (every warp of a warpgroup executes the same one)
 

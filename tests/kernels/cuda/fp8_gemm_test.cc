@@ -17,6 +17,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -477,6 +478,32 @@ TEST_F(Fp8GemmGpuSmoke, SmallShapes) {
   }
 }
 
+// The multicast cluster path under compute-sanitizer (gpu_check.sh runs the Smoke suites there): a
+// 2x2 cluster over 3 x 4 tiles, one CTA pair below the matrix, one cluster walking every unit.
+TEST_F(Fp8GemmGpuSmoke, Sm90Clusters) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  const GemmCase c{129, 512, 640, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0};
+  const Problem p = MakeProblem(c, SeedOf(c) + 17);
+  DeviceOperands ops;
+  FP8SERVE_ASSERT_OK(Upload(p, &ops));
+  for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{2, 2}}) {
+    GemmConfig config;
+    config.kernel = GemmKernel::kSm90Wgmma;
+    config.block_m = 64;
+    config.block_n = kSm90BlockN;
+    config.stages = 3;
+    config.grid = cm * cn;
+    config.raster_group = 1;
+    config.cluster_m = cm;
+    config.cluster_n = cn;
+    config.smem_bytes = Sm90SmemBytes(config.block_m, kSm90BlockN, config.stages);
+    absl::StatusOr<GemmRun> run = RunGemm(p, ops, GemmOutput::kE4M3, config, stream_);
+    ASSERT_TRUE(run.ok()) << DescribeGemmConfig(config) << ": " << run.status();
+    const CheckResult cr = CheckOutput(p, GemmOutput::kE4M3, *run);
+    EXPECT_EQ(cr.failures, 0) << DescribeGemmConfig(config) << cr.first;
+  }
+}
+
 // The wgmma pipeline's bookkeeping, from the simplest case up: one 128-K group and one tile (the
 // descriptors, the swizzle and the k32 steps and nothing else), then configs forced to exercise the
 // persistent loop: one or three CTAs walking many tiles, stage counts that do not divide the group
@@ -594,6 +621,63 @@ TEST_F(Fp8GemmGpuSm90Pipeline, SplitKReducesInSplitOrder) {
   std::fflush(stdout);
 }
 
+// Thread-block clusters with TMA multicast, forced: each cluster shape (2x1 shares B tiles, 1x2
+// shares A tiles, 2x2 both) on tiles_m that the cluster does not divide (the CTA below the matrix
+// loads, computes and stores nothing), M tails, one cluster walking every cluster tile (phases
+// carry across units while other CTAs keep multicasting into this one), stage counts that do not
+// divide the group count, paired loads, E5M2 weights and every output. A cluster changes which CTA
+// loads which bytes, not the arithmetic of a tile: the bits must equal the unclustered launch's.
+TEST_F(Fp8GemmGpuSm90Pipeline, ClustersMulticastGiveTheUnclusteredBits) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
+  struct Forced {
+    GemmCase c;
+    int block_m, stages, clusters;  // clusters: the grid in whole clusters
+  };
+  const Forced cases[] = {
+      // one M-tile: with cluster_m 2 half of every cluster is below the matrix
+      {{64, 256, 256, Fp8Format::kE4M3, ScaleGranularity::kPerTensor, false, false, 0}, 64, 2, 1},
+      // 3 x 4 tiles of 64 rows, one cluster walks them all; 5 groups on 3 stages
+      {{129, 512, 640, Fp8Format::kE5M2, ScaleGranularity::kBlock128, true, true, 0}, 64, 3, 1},
+      // 3 x 2 tiles of 128 rows, M tail, strided output rows; 7 groups on 4 stages, 3 clusters
+      {{300, 256, 896, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 16}, 128, 4, 3},
+      // 8 x 8 tiles, 32 groups on 6 stages, 5 clusters (uneven units per cluster)
+      {{1000, 1024, 4096, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0}, 128, 6, 5},
+  };
+  for (const Forced& f : cases) {
+    const Problem p = MakeProblem(f.c, SeedOf(f.c) + 13);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    for (const GemmOutput out : kOutputs) {
+      const GemmConfig plain = ForcedSm90Config(f.block_m, f.stages, 1, 2, 1);
+      absl::StatusOr<GemmRun> want = RunGemm(p, ops, out, plain, stream_);
+      ASSERT_TRUE(want.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(plain) << "]: " << want.status();
+      for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{1, 2}, std::pair{2, 2}}) {
+        if ((p.w.n_pad / kSm90BlockN) % cn != 0) continue;
+        for (const bool pair : {false, true}) {
+          if (pair && f.stages < 3) continue;
+          GemmConfig config = ForcedSm90Config(f.block_m, f.stages, f.clusters * cm * cn, 2, 1, pair);
+          config.cluster_m = cm;
+          config.cluster_n = cn;
+          absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
+          ASSERT_TRUE(run.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << run.status();
+          const CheckResult cr = CheckOutput(p, out, *run);
+          const bool same = run->d == want->d && run->d_scales == want->d_scales;
+          std::printf("%-44s sm90 cluster %-4s failures %ld  same bits as 1x1: %s  [%s]\n", CaseName(f.c).c_str(),
+                      GemmOutputName(out), cr.failures, same ? "yes" : "NO", DescribeGemmConfig(config).c_str());
+          EXPECT_EQ(cr.failures, 0) << CaseName(f.c) << " " << GemmOutputName(out) << " ["
+                                    << DescribeGemmConfig(config) << "]" << cr.first;
+          EXPECT_TRUE(same) << CaseName(f.c) << " " << GemmOutputName(out) << " [" << DescribeGemmConfig(config)
+                            << "]: differs from the unclustered launch";
+        }
+      }
+    }
+  }
+  std::fflush(stdout);
+}
+
 // The wgmma launcher refuses split-K configs it cannot run, before any launch.
 TEST_F(Fp8GemmGpuSm90Pipeline, SplitKConfigsAreChecked) {
   if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
@@ -621,6 +705,29 @@ TEST_F(Fp8GemmGpuSm90Pipeline, SplitKConfigsAreChecked) {
   ASSERT_FALSE(two.ok());
   EXPECT_EQ(two.status().code(), absl::StatusCode::kInvalidArgument) << two.status();
   EXPECT_NE(two.status().message().find("paired"), std::string_view::npos) << two.status();
+  // Clusters: not with split-K, only whole clusters, cluster_n dividing the N-tiles (this problem has
+  // 2, `three` has 3), dimensions 1..2
+  const GemmCase three{7, 384, 512, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0};
+  const Problem p3 = MakeProblem(three, SeedOf(three));
+  DeviceOperands ops3;
+  FP8SERVE_ASSERT_OK(Upload(p3, &ops3));
+  struct BadCluster {
+    int cluster_m, cluster_n, grid, k_splits;
+    bool three_tiles;
+    const char* says;
+  };
+  for (const BadCluster& b :
+       {BadCluster{2, 1, 2, 2, false, "split-K"}, BadCluster{2, 1, 3, 1, false, "whole clusters"},
+        BadCluster{1, 2, 2, 1, true, "N-tiles"}, BadCluster{3, 1, 3, 1, false, "cluster dimensions"}}) {
+    GemmConfig config = ForcedSm90Config(64, 3, b.grid, 1, b.k_splits);
+    config.cluster_m = b.cluster_m;
+    config.cluster_n = b.cluster_n;
+    absl::StatusOr<GemmRun> refused = b.three_tiles ? RunGemm(p3, ops3, GemmOutput::kF32, config, stream_)
+                                                    : RunGemm(p, ops, GemmOutput::kF32, config, stream_);
+    ASSERT_FALSE(refused.ok()) << DescribeGemmConfig(config);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+    EXPECT_NE(refused.status().message().find(b.says), std::string_view::npos) << refused.status();
+  }
 }
 
 // The same launch twice gives the same bits: no races, and split-K reduces in a fixed order and

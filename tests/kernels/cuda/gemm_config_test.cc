@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -212,6 +213,86 @@ TEST(GemmConfigTest, DescriptionNamesTheKernelAndBlocks) {
   const std::string d = DescribeGemmConfig(*c);
   EXPECT_NE(d.find("sm90_wgmma"), std::string::npos) << d;
   EXPECT_NE(d.find("128x128x128"), std::string::npos) << d;
+}
+
+// Cluster (multicast) configs: every one WithSm90Cluster gives is whole clusters on at most the SMs,
+// covers every tile (the cluster tiles times the cluster cover tiles_m x tiles_n, at most one
+// partial cluster row of M-tiles), keeps the base config's kernel, pipeline and tile, and reads its
+// raster group in cluster tiles; what the kernel cannot run in clusters is refused.
+TEST(GemmConfigTest, ClusterConfigsAreWholeClustersOverEveryTile) {
+  int checked = 0;
+  for (const DeviceTraits& dev : {H100(), H100Pcie()}) {
+    for (int m : {1, 64, 65, 128, 129, 1000, 4096, 8192}) {
+      for (int n : {256, 512, 1024, 4096, 8192, 16384}) {
+        for (int k : {256, 4096, 8192}) {
+          const GemmShape shape{m, n, k, Fp8Format::kE4M3, GemmOutput::kBF16};
+          absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, dev);
+          ASSERT_TRUE(base.ok()) << base.status();
+          for (int cm = 1; cm <= kSm90MaxClusterDim; ++cm) {
+            for (int cn = 1; cn <= kSm90MaxClusterDim; ++cn) {
+              absl::StatusOr<GemmConfig> c = WithSm90Cluster(*base, shape, dev, cm, cn);
+              if (base->k_splits != 1) {
+                ASSERT_FALSE(c.ok()) << DescribeGemmConfig(*base);
+                EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+                continue;
+              }
+              ASSERT_TRUE(c.ok()) << DescribeGemmConfig(*base) << ": " << c.status();
+              const int size = cm * cn;
+              const int tiles_m = (m + c->block_m - 1) / c->block_m, tiles_n = n / kSm90BlockN;
+              const int ctiles_m = (tiles_m + cm - 1) / cm, ctiles_n = tiles_n / cn;
+              EXPECT_EQ(c->cluster_m, cm);
+              EXPECT_EQ(c->cluster_n, cn);
+              EXPECT_EQ(c->grid % size, 0) << DescribeGemmConfig(*c);
+              EXPECT_GE(c->grid, size);
+              EXPECT_LE(c->grid, dev.num_sms);
+              EXPECT_LE(c->grid / size, ctiles_m * ctiles_n) << "a cluster without a unit";
+              EXPECT_EQ(ctiles_n * cn, tiles_n);
+              EXPECT_GE(ctiles_m * cm, tiles_m);
+              EXPECT_LT(ctiles_m * cm - tiles_m, cm);
+              EXPECT_GE(c->raster_group, 1);
+              EXPECT_LE(c->raster_group, ctiles_m);
+              EXPECT_EQ(c->kernel, base->kernel);
+              EXPECT_EQ(c->block_m, base->block_m);
+              EXPECT_EQ(c->stages, base->stages);
+              EXPECT_EQ(c->smem_bytes, base->smem_bytes);
+              EXPECT_EQ(c->k_splits, 1);
+              ++checked;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 300);
+
+  // 8192^3 on 132 SMs: 66 clusters of 2, or 33 of 4; the raster group keeps 8 M-tiles
+  const GemmShape big{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16};
+  absl::StatusOr<GemmConfig> base = SelectGemmConfig(big, H100());
+  ASSERT_TRUE(base.ok());
+  absl::StatusOr<GemmConfig> two = WithSm90Cluster(*base, big, H100(), 2, 1);
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->grid, 132);
+  EXPECT_EQ(two->raster_group, 4);
+  absl::StatusOr<GemmConfig> four = WithSm90Cluster(*base, big, H100(), 2, 2);
+  ASSERT_TRUE(four.ok()) << four.status();
+  EXPECT_EQ(four->grid, 132);
+  EXPECT_NE(DescribeGemmConfig(*four).find("cluster 2x2"), std::string::npos) << DescribeGemmConfig(*four);
+  EXPECT_EQ(DescribeGemmConfig(*base).find("cluster"), std::string::npos) << DescribeGemmConfig(*base);
+
+  // Refused: dimensions outside [1, 2], N-tiles that cluster_n does not divide, sm89 configs
+  for (const auto& [cm, cn] : {std::pair{0, 1}, std::pair{1, 0}, std::pair{3, 1}, std::pair{1, 4}}) {
+    absl::StatusOr<GemmConfig> c = WithSm90Cluster(*base, big, H100(), cm, cn);
+    ASSERT_FALSE(c.ok()) << cm << "x" << cn;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  const GemmShape odd{8192, 384, 8192, Fp8Format::kE4M3, GemmOutput::kBF16};
+  absl::StatusOr<GemmConfig> odd_base = SelectGemmConfig(odd, H100());
+  ASSERT_TRUE(odd_base.ok());
+  EXPECT_FALSE(WithSm90Cluster(*odd_base, odd, H100(), 1, 2).ok()) << "3 N-tiles in clusters of 2 along N";
+  EXPECT_TRUE(WithSm90Cluster(*odd_base, odd, H100(), 2, 1).ok());
+  absl::StatusOr<GemmConfig> ada = SelectGemmConfig(big, L4());
+  ASSERT_TRUE(ada.ok());
+  EXPECT_FALSE(WithSm90Cluster(*ada, big, L4(), 2, 1).ok());
 }
 
 }  // namespace

@@ -500,6 +500,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   struct Variant {
     std::string name;
     absl::StatusOr<GemmConfig> config;
+    WeightLayout layout = WeightLayout::kRowMajor;
   };
   std::vector<Variant> ours = {{"ours", SelectGemmConfig(shape, ctx.traits)},
                                {absl::StrFormat("ours/%s", GemmKernelName(GemmKernel::kSm90Wgmma)),
@@ -522,6 +523,23 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
       ours.push_back({absl::StrFormat("ours/%s+mc%dx%d", GemmKernelName(GemmKernel::kSm90Wgmma), cm, cn), *mc});
     }
   }
+  // The wgmma config reading the weights in the tiled streaming layout (each weight tile's TMA box
+  // one contiguous 16 KB read), alone and with the 2x1 cluster
+  std::vector<DeviceArray<uint8_t>> b_tiled;
+  if (ours[1].config.ok()) {
+    for (int c = 0; c < copies; ++c) {
+      b_tiled.emplace_back(b_bytes);
+      BENCH_OK(TileWeights128Async(b[c].get(), n_pad, k_pad, b_tiled.back().get(), ctx.stream));
+    }
+    BENCH_CUDA(cudaStreamSynchronize(ctx.stream));
+    ours.push_back({absl::StrFormat("ours/%s+tiledB", GemmKernelName(GemmKernel::kSm90Wgmma)), *ours[1].config,
+                    WeightLayout::kTiled128});
+    absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*ours[1].config, shape, ctx.traits, 2, 1);
+    if (mc.ok()) {
+      ours.push_back({absl::StrFormat("ours/%s+tiledB+mc2x1", GemmKernelName(GemmKernel::kSm90Wgmma)), *mc,
+                      WeightLayout::kTiled128});
+    }
+  }
   BENCH_OK(ours[0].config.status());
   size_t ws_bytes = 0;
   for (const Variant& v : ours) {
@@ -530,14 +548,16 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   DeviceArray<uint8_t> workspace(ws_bytes);
   if (ws_bytes > 0) BENCH_CUDA(cudaMemset(workspace.get(), 0, ws_bytes));
 
-  auto args_for = [&](int copy, const float* as, const float* bs) {
+  auto args_for = [&](int copy, const float* as, const float* bs,
+                      WeightLayout layout = WeightLayout::kRowMajor) {
     Fp8GemmArgs args;
     args.m = s.m;
     args.n = n_pad;
     args.k = k_pad;
     args.a = a[copy % copies].get();
     args.a_scales = as;
-    args.b = b[copy % copies].get();
+    args.b = layout == WeightLayout::kTiled128 ? b_tiled[copy % copies].get() : b[copy % copies].get();
+    args.b_layout = layout;
     args.b_format = Fp8Format::kE4M3;
     args.b_scales = bs;
     args.output = GemmOutput::kBF16;
@@ -614,7 +634,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
     double check = check_tensor;
     if (vi == 0 || !first_out.empty()) {
       BENCH_CUDA(cudaMemsetAsync(d_ours.get(), 0xFF, d_elems * sizeof(__nv_bfloat16), ctx.stream));  // poison
-      BENCH_OK(LaunchFp8Gemm(args_for(0, d_a_s.get(), d_b_s.get()), *v.config, ctx.stream));
+      BENCH_OK(LaunchFp8Gemm(args_for(0, d_a_s.get(), d_b_s.get(), v.layout), *v.config, ctx.stream));
       BENCH_CUDA(cudaStreamSynchronize(ctx.stream));
       if (vi == 0) {
         first_out = d_ours.Download();
@@ -627,7 +647,8 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
       }
     }
     const double us = ctx.timer->MedianUs(
-        [&](int i) { BENCH_OK(LaunchFp8Gemm(args_for(i, d_a_s.get(), d_b_s.get()), *v.config, ctx.stream)); }, true);
+        [&](int i) { BENCH_OK(LaunchFp8Gemm(args_for(i, d_a_s.get(), d_b_s.get(), v.layout), *v.config, ctx.stream)); },
+        true);
     emit(v.name, us, DescribeGemmConfig(*v.config), check);
   }
   for (const auto* g : {&lt_tensor, &lt_block}) {
@@ -1028,28 +1049,29 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
 
 void PrintSummary(const Report& report) {
   std::printf("\n==================== SUMMARY (median us; speedup = cuBLASLt time / ours) ====================\n");
-  std::printf("GEMM E4M3 x E4M3 -> BF16      %10s %10s %10s %10s %10s %8s %9s %9s %9s\n", "ours", "paired",
-              "cluster", "lt_tensor", "lt_block", "TFLOP/s", "vs_tensor", "vs_block", "best_mc");
+  std::printf("GEMM E4M3 x E4M3 -> BF16      %10s %10s %10s %10s %10s %10s %8s %9s %9s %9s\n", "ours", "paired",
+              "cluster", "tiledB", "lt_tensor", "lt_block", "TFLOP/s", "vs_tensor", "vs_block", "best_mc");
   const auto& rows = report.rows();
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     if (r.section != "gemm" || r.variant != "ours") continue;
-    double lt_t = NAN, lt_b = NAN, paired = NAN, cluster = NAN;
+    double lt_t = NAN, lt_b = NAN, paired = NAN, cluster = NAN, tiled = NAN;
     std::string best_mc = "-";
     for (const Row& o : rows) {
       if (o.section != "gemm" || o.m != r.m || o.n != r.n || o.k != r.k) continue;
       if (o.variant == "cublaslt/tensor") lt_t = o.us;
       if (o.variant == "cublaslt/block") lt_b = o.us;
       if (absl::EndsWith(o.variant, "+paired")) paired = o.us;
+      if (absl::EndsWith(o.variant, "+tiledB")) tiled = o.us;
       const size_t mc = o.variant.rfind("+mc");
-      if (mc != std::string::npos && !(o.us >= cluster)) {
+      if (mc != std::string::npos && o.variant.find("+tiledB") == std::string::npos && !(o.us >= cluster)) {
         cluster = o.us;
         best_mc = o.variant.substr(mc + 3);
       }
     }
-    std::printf("%6d x %5d x %5d         %10s %10s %10s %10s %10s %8.1f %9.2f %9.2f %9s\n", r.m, r.n, r.k,
-                Us(r.us).c_str(), Us(paired).c_str(), Us(cluster).c_str(), Us(lt_t).c_str(), Us(lt_b).c_str(),
-                r.tflops, lt_t / r.us, lt_b / r.us, best_mc.c_str());
+    std::printf("%6d x %5d x %5d         %10s %10s %10s %10s %10s %10s %8.1f %9.2f %9.2f %9s\n", r.m, r.n, r.k,
+                Us(r.us).c_str(), Us(paired).c_str(), Us(cluster).c_str(), Us(tiled).c_str(), Us(lt_t).c_str(),
+                Us(lt_b).c_str(), r.tflops, lt_t / r.us, lt_b / r.us, best_mc.c_str());
   }
   bool header = false;
   for (const Row& r : rows) {

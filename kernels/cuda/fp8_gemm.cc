@@ -30,6 +30,9 @@ absl::Status CheckFp8GemmArgs(const Fp8GemmArgs& a) {
   if (a.a == nullptr || a.a_scales == nullptr) return Invalid(a, "A or its scales are null");
   if (a.b == nullptr || a.b_scales == nullptr) return Invalid(a, "B or its scales are null");
   if (a.d == nullptr) return Invalid(a, "D is null");
+  if (a.b_layout != WeightLayout::kRowMajor && a.b_layout != WeightLayout::kTiled128) {
+    return Invalid(a, "unknown weight layout");
+  }
   if (a.output == GemmOutput::kE4M3) {
     if (a.d_scales == nullptr) return Invalid(a, "E4M3 output needs d_scales");
     if (a.n_store != a.n) return Invalid(a, "E4M3 output writes every padded column: n_store must equal n");

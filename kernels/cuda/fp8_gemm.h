@@ -29,8 +29,9 @@ struct Fp8GemmArgs {
   int k = 0;  // padded, multiple of 128
   const uint8_t* a = nullptr;          // [m, k] row-major E4M3
   const float* a_scales = nullptr;     // [m, k/128]
-  const uint8_t* b = nullptr;          // [n, k] row-major (K-major) E4M3 / E5M2
+  const uint8_t* b = nullptr;          // [n, k] E4M3 / E5M2 in b_layout
   Fp8Format b_format = Fp8Format::kE4M3;
+  WeightLayout b_layout = WeightLayout::kRowMajor;  // kTiled128: sm90 kernel only (gemm_config.h)
   const float* b_scales = nullptr;     // [n/128, k/128]
   const float* col_scales = nullptr;   // [n] or nullptr
   const float* bias = nullptr;         // [n] or nullptr
@@ -62,6 +63,10 @@ absl::Status LaunchSm89Fp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config
 // every group's scales are equal; it exists so a test can show the error that promotion removes.
 absl::Status LaunchSm90Fp8GemmNoPromotionForTest(const Fp8GemmArgs& args, const GemmConfig& config,
                                                  cudaStream_t stream);
+
+// Writes the kTiled128 form of the row-major device weights `row_major` [n, k] (multiples of 128)
+// into `tiled` (n * k bytes, 16-byte aligned, not overlapping), on `stream`.
+absl::Status TileWeights128Async(const uint8_t* row_major, int n, int k, uint8_t* tiled, cudaStream_t stream);
 
 // The device's traits for SelectGemmConfig.
 absl::StatusOr<DeviceTraits> QueryDeviceTraits(int device);

@@ -1,6 +1,7 @@
 #include "kernels/cuda/gemm_config.h"
 
 #include <algorithm>
+#include <cstring>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
@@ -119,6 +120,26 @@ const char* GemmKernelName(GemmKernel k) {
     case GemmKernel::kSm89MmaSync: return "sm89_mma_sync";
   }
   return "?";
+}
+
+const char* WeightLayoutName(WeightLayout l) {
+  switch (l) {
+    case WeightLayout::kRowMajor: return "row_major";
+    case WeightLayout::kTiled128: return "tiled128";
+  }
+  return "?";
+}
+
+void TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled) {
+  // Block by block: each block's 128 rows are 128-byte pieces of consecutive source rows
+  for (int r0 = 0; r0 < n; r0 += 128) {
+    for (int c0 = 0; c0 < k; c0 += 128) {
+      uint8_t* dst = tiled + Tiled128Offset(r0, c0, k);
+      for (int r = 0; r < 128; ++r) {
+        std::memcpy(dst + static_cast<size_t>(r) * 128, row_major + static_cast<size_t>(r0 + r) * k + c0, 128);
+      }
+    }
+  }
 }
 
 const char* GemmOutputName(GemmOutput o) {

@@ -30,6 +30,25 @@ enum class GemmKernel : uint8_t {
 };
 const char* GemmKernelName(GemmKernel k);  // "sm90_wgmma" / "sm89_mma_sync"
 
+// How B (the weights) lies in device memory.
+//  - kRowMajor: [n, k] row-major, the nn.Linear layout every kernel reads.
+//  - kTiled128: the sm90 kernel's streaming layout. 128 x 128 blocks, block (t, g) = rows
+//    [128 t, 128 t + 128) x K bytes [128 g, 128 g + 128), each stored as one contiguous 16 KB run
+//    (row-major inside), blocks t-major: element (r, c) at Tiled128Offset(r, c, k). A weight tile's
+//    TMA box is then one contiguous 16 KB read instead of 128 separate 128-byte row pieces.
+//    The sm90 kernel only; the sm89 launcher refuses it.
+enum class WeightLayout : uint8_t { kRowMajor, kTiled128 };
+const char* WeightLayoutName(WeightLayout l);  // "row_major" / "tiled128"
+
+constexpr size_t Tiled128Offset(int row, int col, int k) {
+  const size_t block = static_cast<size_t>(row / 128) * static_cast<size_t>(k / 128) + static_cast<size_t>(col / 128);
+  return (block * 128 + static_cast<size_t>(row % 128)) * 128 + static_cast<size_t>(col % 128);
+}
+
+// Host: writes the kTiled128 form of the row-major [n, k] `row_major` (n and k multiples of 128)
+// into `tiled` (n * k bytes).
+void TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled);
+
 enum class GemmOutput : uint8_t {
   kE4M3,  // requantized with 1x128 scales for the next layer (hidden layers)
   kBF16,

@@ -93,6 +93,10 @@ absl::Status LaunchSm89Fp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config
                                                    kGemmBlockK, " and ", kSm89Stages, " stages; got ",
                                                    DescribeGemmConfig(config)));
   }
+  if (args.b_layout != WeightLayout::kRowMajor) {
+    return absl::InvalidArgumentError(absl::StrCat("the sm89 kernel reads row-major weights, not ",
+                                                   WeightLayoutName(args.b_layout)));
+  }
   const InstanceLauncher launch = PickInstance(config.block_m, args.b_format, args.output);
   if (launch == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("no sm89 kernel instance for block_m ", config.block_m, ", B ",

@@ -98,6 +98,9 @@ absl::Status CheckArgs(const Fp8GemmArgs& a) {
   if (reinterpret_cast<uintptr_t>(a.a) % 16 != 0 || reinterpret_cast<uintptr_t>(a.b) % 16 != 0) {
     return Invalid(a, "A and B must be 16-byte aligned for TMA");
   }
+  if (a.b_layout == WeightLayout::kTiled128 && static_cast<int64_t>(a.n) * (a.k / kGemmBlockK) > INT32_MAX) {
+    return Invalid(a, "tiled B has more 128-byte rows than TMA coordinates reach");
+  }
   return absl::OkStatus();
 }
 
@@ -305,7 +308,11 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   // A CTA of a cluster loads 1/cluster_n of the A tile and 1/cluster_m of the B tile
   absl::StatusOr<CUtensorMap> tmap_a = MakeOperandMap(*encode, a.a, a.m, a.k, c.block_m / c.cluster_n, "A");
   if (!tmap_a.ok()) return tmap_a.status();
-  absl::StatusOr<CUtensorMap> tmap_b = MakeOperandMap(*encode, a.b, a.n, a.k, kSm90BlockN / c.cluster_m, "B");
+  // Tiled B (gemm_config.h) is a [n * k / 128, 128] array of 128-byte rows: 16 KB blocks of 128 rows
+  const bool b_tiled = a.b_layout == WeightLayout::kTiled128;
+  absl::StatusOr<CUtensorMap> tmap_b =
+      b_tiled ? MakeOperandMap(*encode, a.b, a.n * (a.k / kGemmBlockK), kGemmBlockK, kSm90BlockN / c.cluster_m, "B")
+              : MakeOperandMap(*encode, a.b, a.n, a.k, kSm90BlockN / c.cluster_m, "B");
   if (!tmap_b.ok()) return tmap_b.status();
 
   Sm90GemmParams p;
@@ -322,6 +329,7 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   p.n_store = a.n_store;
   p.num_stages = c.stages;
   p.sched = MakeSchedule(a, c);
+  p.b_tiled = b_tiled;
   p.pair_loads = c.pair_loads;
   if (c.k_splits > 1) {
     p.counters = static_cast<int*>(a.workspace);

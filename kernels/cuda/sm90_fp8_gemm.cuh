@@ -124,6 +124,8 @@ struct Sm90GemmParams {
   // inserting it before them made ptxas spill 8 bytes in the BLOCK_M 128 split-K epilogue.
   bool pair_loads = false;
   Sm90TileScheduler sched;
+  // B in WeightLayout::kTiled128 (tmap_b then maps the tiled array as [n * k / 128, 128] bytes)
+  bool b_tiled = false;
 };
 
 // Shared memory carve-up, from the dynamic base aligned up to 1024 bytes:
@@ -437,7 +439,9 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         // A tile past the matrix (m_tile >= tiles_m) loads the last real one's rows (shared only by
         // such CTAs, and never stored), so that no box lies wholly outside the tensor
         const int a_row = min(m_tile, tiles_m - 1) * BLOCK_M + rank_n * a_rows;
-        const int b_row = n_tile * BLOCK_N + rank_m * b_rows;
+        // Row-major B: the box at (K byte 128 g, row b_row). Tiled B: block (n_tile, g) is the 128
+        // rows at b_row + 128 g of the [n * k / 128, 128] array, at K byte 0.
+        const int b_row = (p.b_tiled ? n_tile * num_k_groups * BLOCK_N : n_tile * BLOCK_N) + rank_m * b_rows;
         // With pair_loads, groups go in pairs: both stages are waited for, then both groups' loads
         // are issued back to back. NOTES: a consumer holds two stages (it issues group g + 1 before
         // it releases g), so waiting for two free stages needs three or more (the launcher checks):
@@ -461,10 +465,11 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
             } else {
               sm90::TmaLoad2d(dst_a, &tmap_a, full, g * BLOCK_K, a_row);
             }
+            const int b_c0 = p.b_tiled ? 0 : g * BLOCK_K, b_c1 = p.b_tiled ? b_row + g * BLOCK_N : b_row;
             if (sched.cluster_m > 1) {
-              sm90::TmaLoad2dMulticast(dst_b, &tmap_b, full, g * BLOCK_K, b_row, b_mask);
+              sm90::TmaLoad2dMulticast(dst_b, &tmap_b, full, b_c0, b_c1, b_mask);
             } else {
-              sm90::TmaLoad2d(dst_b, &tmap_b, full, g * BLOCK_K, b_row);
+              sm90::TmaLoad2d(dst_b, &tmap_b, full, b_c0, b_c1);
             }
             if (++stage == num_stages) {
               stage = 0;

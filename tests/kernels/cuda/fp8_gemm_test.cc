@@ -126,7 +126,21 @@ Problem MakeProblem(const GemmCase& c, uint32_t seed) {
 
 struct DeviceOperands {
   DeviceBuffer a, a_scales, b, b_scales, col_scales, bias;
+  DeviceBuffer b_tiled;                            // B in kTiled128, after TileOnDevice()
+  WeightLayout b_layout = WeightLayout::kRowMajor;  // which of the two RunGemm passes
 };
+
+// Fills ops->b_tiled from ops->b with the library's device re-layout.
+absl::Status TileOnDevice(const Problem& p, DeviceOperands* ops, cudaStream_t stream) {
+  if (absl::Status st = ops->b_tiled.Allocate(ops->b.bytes()); !st.ok()) return st;
+  if (absl::Status st = TileWeights128Async(ops->b.get<uint8_t>(), p.w.n_pad, p.w.k_pad, ops->b_tiled.get<uint8_t>(),
+                                            stream);
+      !st.ok()) {
+    return st;
+  }
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  return absl::OkStatus();
+}
 
 absl::Status Upload(const Problem& p, DeviceOperands* d) {
   for (absl::Status st : {d->a.Upload(p.a.padded), d->a_scales.Upload(p.a.scales), d->b.Upload(p.w.w),
@@ -176,7 +190,8 @@ absl::StatusOr<GemmRun> RunGemm(const Problem& p, const DeviceOperands& ops, Gem
   args.k = p.w.k_pad;
   args.a = ops.a.get<uint8_t>();
   args.a_scales = ops.a_scales.get<float>();
-  args.b = ops.b.get<uint8_t>();
+  args.b = ops.b_layout == WeightLayout::kTiled128 ? ops.b_tiled.get<uint8_t>() : ops.b.get<uint8_t>();
+  args.b_layout = ops.b_layout;
   args.b_format = p.w.format;
   args.b_scales = ops.b_scales.get<float>();
   args.col_scales = ops.col_scales.get<float>();
@@ -674,6 +689,66 @@ TEST_F(Fp8GemmGpuSm90Pipeline, ClustersMulticastGiveTheUnclusteredBits) {
         }
       }
     }
+  }
+  std::fflush(stdout);
+}
+
+// Weights in the tiled streaming layout (gemm_config.h): the device re-layout equals the host's
+// TileWeights128 byte for byte, and the wgmma kernel reading tiled B gives the bits it gives on
+// row-major B, under the heuristic's config (split-K for the long-K case), forced pipelines with
+// paired loads, and clusters (where each CTA loads part of a 16 KB block). The sm89 kernel refuses it.
+TEST_F(Fp8GemmGpuSm90Pipeline, TiledWeightsGiveTheRowMajorBits) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  const GemmCase cases[] = {
+      {7, 256, 16384, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0},
+      {129, 512, 640, Fp8Format::kE5M2, ScaleGranularity::kBlock128, true, true, 0},
+      {300, 200, 896, Fp8Format::kE4M3, ScaleGranularity::kBlock128, false, true, 16},
+      {1000, 1024, 4096, Fp8Format::kE4M3, ScaleGranularity::kPerTensor, true, true, 0},
+  };
+  for (const GemmCase& c : cases) {
+    const Problem p = MakeProblem(c, SeedOf(c) + 19);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    FP8SERVE_ASSERT_OK(TileOnDevice(p, &ops, stream_));
+    std::vector<uint8_t> want(p.w.w.size()), got;
+    TileWeights128(p.w.w.data(), p.w.n_pad, p.w.k_pad, want.data());
+    FP8SERVE_ASSERT_OK(ops.b_tiled.Download(&got));
+    ASSERT_EQ(got, want) << CaseName(c) << ": the device re-layout differs from TileWeights128";
+
+    const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kF32};
+    absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits_);
+    ASSERT_TRUE(base.ok()) << base.status();
+    std::vector<GemmConfig> configs = {*base, ForcedSm90Config(64, 3, 3, 2, 1, true)};
+    if (absl::StatusOr<GemmConfig> mc = WithSm90Cluster(ForcedSm90Config(128, 4, 2, 2, 1), shape, traits_, 2, 1);
+        mc.ok()) {
+      configs.push_back(*mc);
+    }
+    for (const GemmOutput out : kOutputs) {
+      for (const GemmConfig& config : configs) {
+        ops.b_layout = WeightLayout::kRowMajor;
+        DeviceBuffer workspace;
+        absl::StatusOr<GemmRun> row_major = RunGemm(p, ops, out, config, stream_, Launcher::kDispatch, &workspace);
+        ASSERT_TRUE(row_major.ok()) << CaseName(c) << " [" << DescribeGemmConfig(config) << "]: " << row_major.status();
+        ops.b_layout = WeightLayout::kTiled128;
+        absl::StatusOr<GemmRun> tiled = RunGemm(p, ops, out, config, stream_, Launcher::kDispatch, &workspace);
+        ASSERT_TRUE(tiled.ok()) << CaseName(c) << " [" << DescribeGemmConfig(config) << "]: " << tiled.status();
+        const CheckResult cr = CheckOutput(p, out, *tiled);
+        const bool same = tiled->d == row_major->d && tiled->d_scales == row_major->d_scales;
+        std::printf("%-44s sm90 tiled B %-4s failures %ld  same bits as row-major: %s  [%s]\n", CaseName(c).c_str(),
+                    GemmOutputName(out), cr.failures, same ? "yes" : "NO", DescribeGemmConfig(config).c_str());
+        EXPECT_EQ(cr.failures, 0) << CaseName(c) << " " << GemmOutputName(out) << " [" << DescribeGemmConfig(config)
+                                  << "]" << cr.first;
+        EXPECT_TRUE(same) << CaseName(c) << " " << GemmOutputName(out) << " [" << DescribeGemmConfig(config)
+                          << "]: tiled B differs from row-major B";
+      }
+    }
+    // The mma.sync kernel reads row-major weights only
+    absl::StatusOr<GemmConfig> sm89 = SelectGemmConfigFor(GemmKernel::kSm89MmaSync, shape, traits_);
+    ASSERT_TRUE(sm89.ok()) << sm89.status();
+    ops.b_layout = WeightLayout::kTiled128;
+    absl::StatusOr<GemmRun> refused = RunGemm(p, ops, GemmOutput::kF32, *sm89, stream_);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
   }
   std::fflush(stdout);
 }

@@ -4,6 +4,8 @@
 #include "kernels/cuda/gemm_config.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <utility>
 #include <vector>
@@ -293,6 +295,43 @@ TEST(GemmConfigTest, ClusterConfigsAreWholeClustersOverEveryTile) {
   absl::StatusOr<GemmConfig> ada = SelectGemmConfig(big, L4());
   ASSERT_TRUE(ada.ok());
   EXPECT_FALSE(WithSm90Cluster(*ada, big, L4(), 2, 1).ok());
+}
+
+// The tiled weight layout: a bijection onto [0, n * k), each 128 x 128 block one contiguous 16 KB run
+// in (N-tile, K-group) order, and TileWeights128 puts every byte where Tiled128Offset says.
+TEST(GemmConfigTest, Tiled128LayoutIsContiguousBlocksInTileMajorOrder) {
+  const int n = 384, k = 640;
+  std::vector<uint8_t> src(static_cast<size_t>(n) * k);
+  uint32_t x = 12345;
+  for (uint8_t& b : src) {
+    x = x * 1664525u + 1013904223u;
+    b = static_cast<uint8_t>(x >> 24);
+  }
+  std::vector<uint8_t> tiled(src.size(), 0);
+  TileWeights128(src.data(), n, k, tiled.data());
+  std::vector<int> hits(src.size(), 0);
+  for (int r = 0; r < n; ++r) {
+    for (int c = 0; c < k; ++c) {
+      const size_t off = Tiled128Offset(r, c, k);
+      ASSERT_LT(off, tiled.size());
+      ++hits[off];
+      ASSERT_EQ(tiled[off], src[static_cast<size_t>(r) * k + c]) << "row " << r << " col " << c;
+    }
+  }
+  EXPECT_TRUE(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; })) << "not a bijection";
+  // Block (t, g) starts at (t * k / 128 + g) * 16 KB; inside it, row r is the 128 bytes at r * 128
+  const int groups = k / 128;
+  for (int t = 0; t < n / 128; ++t) {
+    for (int g = 0; g < groups; ++g) {
+      const size_t block = (static_cast<size_t>(t) * groups + g) * 128 * 128;
+      for (int r = 0; r < 128; r += 37) {
+        EXPECT_EQ(0, std::memcmp(tiled.data() + block + static_cast<size_t>(r) * 128,
+                                 src.data() + static_cast<size_t>(t * 128 + r) * k + g * 128, 128))
+            << "tile " << t << " group " << g << " row " << r;
+      }
+    }
+  }
+  EXPECT_STREQ(WeightLayoutName(WeightLayout::kTiled128), "tiled128");
 }
 
 }  // namespace

@@ -93,6 +93,10 @@ absl::Status LaunchSm89Fp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config
                                                    kGemmBlockK, " and ", kSm89Stages, " stages; got ",
                                                    DescribeGemmConfig(config)));
   }
+  if (config.cluster_m != 1 || config.cluster_n != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("the sm89 kernel runs without clusters; got ",
+                                                   DescribeGemmConfig(config)));
+  }
   if (args.b_layout != WeightLayout::kRowMajor) {
     return absl::InvalidArgumentError(absl::StrCat("the sm89 kernel reads row-major weights, not ",
                                                    WeightLayoutName(args.b_layout)));

@@ -153,21 +153,26 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
 
 // The most clusters of `size` CTAs with `smem` bytes each that `kernel` can run at once on the
 // current device (a persistent grid larger than that would run its last clusters after the others
-// finish), cached per (device, size, smem).
+// finish), cached per (kernel, device, threads, size, smem).
 template <typename Kernel>
 absl::StatusOr<int> MaxActiveClusters(Kernel kernel, int device, int threads, size_t smem, int size) {
   struct Entry {
+    const void* kernel;
     int device;
+    int threads;
     int size;
     size_t smem;
     int clusters;
   };
+  const void* key = reinterpret_cast<const void*>(kernel);
   static std::mutex mu;
   static std::vector<Entry> cache;
   {
     std::lock_guard<std::mutex> lock(mu);
     for (const Entry& e : cache) {
-      if (e.device == device && e.size == size && e.smem == smem) return e.clusters;
+      if (e.kernel == key && e.device == device && e.threads == threads && e.size == size && e.smem == smem) {
+        return e.clusters;
+      }
     }
   }
   cudaLaunchConfig_t config = {};
@@ -188,7 +193,7 @@ absl::StatusOr<int> MaxActiveClusters(Kernel kernel, int device, int threads, si
                                                       " CTAs with ", smem, " bytes of shared memory each"));
   }
   std::lock_guard<std::mutex> lock(mu);
-  cache.push_back({device, size, smem, clusters});
+  cache.push_back({key, device, threads, size, smem, clusters});
   return clusters;
 }
 

@@ -436,8 +436,10 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         sched.Unit(unit, tile, split);
         sched.Coords(tile, rank_m, rank_n, m_tile, n_tile);
         sched.GroupRange(split, g_begin, g_end);
-        // A tile past the matrix (m_tile >= tiles_m) loads the last real one's rows (shared only by
-        // such CTAs, and never stored), so that no box lies wholly outside the tensor
+        // A tile past the matrix (m_tile >= tiles_m) loads the last real one's rows instead (shared
+        // only by such CTAs, never stored). NOTES: a box may still lie wholly below m (with
+        // cluster_n 2, the second share of a last tile that has at most a_rows rows): TMA zero-fills
+        // out-of-bounds elements and counts the whole box's bytes either way.
         const int a_row = min(m_tile, tiles_m - 1) * BLOCK_M + rank_n * a_rows;
         // Row-major B: the box at (K byte 128 g, row b_row). Tiled B: block (n_tile, g) is the 128
         // rows at b_row + 128 g of the [n * k / 128, 128] array, at K byte 0.
@@ -481,6 +483,11 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       // With a cluster, stay until every CTA has released every stage this one filled: after that
       // no consumer of the cluster arrives here any more (the waits for stages never filled, or
       // released long ago, return at once).
+      // NOTES: these and the empty waits above acquire at CTA scope, also for other CTAs'
+      // arrivals: the order that matters (their wgmma reads of a stage before this producer's TMA
+      // overwrites it) comes from the arrival being observed before the TMA is issued; nothing the
+      // arrivals release is read here. (An acquire at cluster scope would add an L1 invalidation
+      // per wait.)
       if (cluster_size > 1) {
         for (int i = 0; i < num_stages; ++i) {
           sm90::MbarWait(empty_bars + 8 * stage, phase ^ 1);
@@ -568,14 +575,21 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
     for (int i = 0; i < 64; ++i) result[i] = 0.0f;
 
     if constexpr (kPromote) {
-      // Group g's scale products (a_scale[row] * b_scale, rounded once), loaded when g is issued.
-      auto group_scales = [&](int g, float& s0, float& s1) {
-        const float sb = __ldg(b_scales + g);
-        s0 = __fmul_rn(row0_ok ? __ldg(a_scales0 + g) : 0.0f, sb);
-        s1 = __fmul_rn(row1_ok ? __ldg(a_scales1 + g) : 0.0f, sb);
+      // Group g's scales, loaded when g is issued and multiplied (a_scale[row] * b_scale, rounded
+      // once) only when g is promoted. NOTES: multiplying at load time put the FMULs, and so the
+      // wait for the loads, in front of the next group's wgmma issue; now the loads complete under
+      // the wgmma wait.
+      struct Scales {
+        float a0, a1, b;
+      };
+      auto group_scales = [&](int g, Scales& s) {
+        s.b = __ldg(b_scales + g);
+        s.a0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
+        s.a1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
       };
       // Promote: one FMA per accumulator element with the group's scale product.
-      auto promote = [&](const float(&acc)[64], float s0, float s1) {
+      auto promote = [&](const float(&acc)[64], const Scales& s) {
+        const float s0 = __fmul_rn(s.a0, s.b), s1 = __fmul_rn(s.a1, s.b);
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
           result[4 * j + 0] = __fmaf_rn(s0, acc[4 * j + 0], result[4 * j + 0]);
@@ -585,13 +599,13 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         }
       };
       // Even groups run in accum0, odd groups in accum1; at most two commit groups in flight.
-      float s0_even, s1_even, s0_odd = 0.0f, s1_odd = 0.0f;
-      group_scales(0, s0_even, s1_even);
+      Scales even, odd = {0.0f, 0.0f, 0.0f};
+      group_scales(0, even);
       issue_group(accum0, true);
       for (int g = 0; g < num_groups; g += 2) {
         // Group g (accum0) is in flight: issue g + 1 into accum1, then wait for g alone
         if (g + 1 < num_groups) {
-          group_scales(g + 1, s0_odd, s1_odd);
+          group_scales(g + 1, odd);
           issue_group(accum1, true);
           sm90::WgmmaWaitGroup<1>();
         } else {
@@ -599,11 +613,11 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         }
         sm90::FenceOperands(accum0);
         release_group();
-        promote(accum0, s0_even, s1_even);
+        promote(accum0, even);
         if (g + 1 >= num_groups) break;
         // Group g + 1 (accum1) is in flight: issue g + 2 into accum0, then wait for g + 1 alone
         if (g + 2 < num_groups) {
-          group_scales(g + 2, s0_even, s1_even);
+          group_scales(g + 2, even);
           issue_group(accum0, true);
           sm90::WgmmaWaitGroup<1>();
         } else {
@@ -611,7 +625,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         }
         sm90::FenceOperands(accum1);
         release_group();
-        promote(accum1, s0_odd, s1_odd);
+        promote(accum1, odd);
       }
     } else {
       // Test-only: one accumulator carries the whole K; the scales of group 0 are applied once.

@@ -147,9 +147,14 @@ __device__ __forceinline__ uint32_t MapSharedToRank(uint32_t smem_addr, uint32_t
 }
 
 // One arrival on an mbarrier of any CTA of the cluster (a shared::cluster address from
-// MapSharedToRank), releasing this thread's earlier accesses at cluster scope.
+// MapSharedToRank).
+// NOTES: release at CTA scope, on purpose. The GEMM's consumers arrive to say "my wgmmas have
+// finished reading this stage" (wgmma.wait_group already ordered those asynchronous reads); no
+// data of theirs is published, and the producer's overwrite (a TMA) follows its observation of the
+// arrival. .release.cluster compiled to MEMBAR.ALL.CTA + MEMBAR.ALL.GPU + two error barriers in
+// front of every remote arrive, once per K group; .release.cta is the bare arrive instruction.
 __device__ __forceinline__ void MbarArriveRemote(uint32_t cluster_bar) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_bar) : "memory");
+  asm volatile("mbarrier.arrive.release.cta.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_bar) : "memory");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/cluster_launch.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/fused_mlp.cuh"
 #include "kernels/cuda/fused_mlp.h"
@@ -280,19 +281,10 @@ absl::Status LaunchInstance(const FusedMlpParams& params, size_t smem_bytes, cud
     return absl::OkStatus();
   }
   // A cluster of cluster_size consecutive CTAs along x per row block
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(row_blocks * static_cast<unsigned>(params.cluster_size), 1, 1);
-  config.blockDim = dim3(kFusedNumThreads, 1, 1);
-  config.dynamicSmemBytes = smem_bytes;
-  config.stream = stream;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(params.cluster_size);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  config.attrs = attr;
-  config.numAttrs = 1;
-  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma>, params));
+  const ClusterLaunchConfig config(row_blocks * static_cast<unsigned>(params.cluster_size), kFusedNumThreads,
+                                   smem_bytes, static_cast<unsigned>(params.cluster_size), stream);
+  FP8SERVE_CUDA_RETURN_IF_ERROR(
+      cudaLaunchKernelEx(config.get(), fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma>, params));
   return absl::OkStatus();
 }
 

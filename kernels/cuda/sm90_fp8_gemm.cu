@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "kernels/cuda/cluster_launch.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/fp8_gemm.h"
 
@@ -175,19 +176,10 @@ absl::StatusOr<int> MaxActiveClusters(Kernel kernel, int device, int threads, si
       }
     }
   }
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(size), 1, 1);
-  config.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
-  config.dynamicSmemBytes = smem;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(size);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  config.attrs = attr;
-  config.numAttrs = 1;
+  const ClusterLaunchConfig config(static_cast<unsigned>(size), static_cast<unsigned>(threads), smem,
+                                   static_cast<unsigned>(size), nullptr);
   int clusters = 0;
-  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveClusters(&clusters, kernel, config.get()));
   if (clusters < 1) {
     return absl::FailedPreconditionError(absl::StrCat("device ", device, " cannot run a cluster of ", size,
                                                       " CTAs with ", smem, " bytes of shared memory each"));
@@ -242,19 +234,9 @@ absl::Status LaunchInstance(const CUtensorMap& tmap_a, const CUtensorMap& tmap_b
   const int grid = std::min(c.grid, *fit * cluster_size);
   Sm90GemmParams p = params;
   p.sched.unit_stride = grid / cluster_size;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
-  config.blockDim = dim3(kThreads, 1, 1);
-  config.dynamicSmemBytes = c.smem_bytes;
-  config.stream = stream;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster_size);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  config.attrs = attr;
-  config.numAttrs = 1;
-  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, kernel, tmap_a, tmap_b, p));
+  const ClusterLaunchConfig config(static_cast<unsigned>(grid), kThreads, c.smem_bytes,
+                                   static_cast<unsigned>(cluster_size), stream);
+  FP8SERVE_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(config.get(), kernel, tmap_a, tmap_b, p));
   return absl::OkStatus();
 }
 

@@ -3,6 +3,7 @@
 //
 //   fp8_gemm_bench [--iters=N] [--warmup=N] [--shapes=MxNxK,...] [--csv=FILE] [--model=FILE]
 //                  [--mlp_batches=1,64,1024,16384] [--copies=N] [--skip_gemm] [--skip_mlp]
+//                  [--profile_variant=NAME]
 //
 // Section 1, per GEMM shape (N and K padded to 128 as the kernels take them; TFLOP/s and GB/s use
 // the logical shape): first our BF16 output is checked against cuBLASLt's on the same codes and
@@ -63,6 +64,9 @@ ABSL_FLAG(std::string, mlp_batches, "1,64,1024,16384", "Comma-separated batch si
 ABSL_FLAG(int, copies, 3, "Copies of the GEMM inputs to rotate among (bounded by memory).");
 ABSL_FLAG(bool, skip_gemm, false, "Skip the GEMM section.");
 ABSL_FLAG(bool, skip_mlp, false, "Skip the forward section.");
+ABSL_FLAG(std::string, profile_variant, "",
+          "Profiling aid (tools/device/profile.sh): per shape, launch only our variant of this name "
+          "(e.g. ours/sm90_wgmma+mc2x2) --warmup + --iters times, unchecked and untimed, and nothing else.");
 
 namespace fp8serve::cuda {
 namespace {
@@ -451,6 +455,7 @@ struct GemmBenchContext {
   Report* report;
   int copies;
   bool failed_check = false;
+  std::string profile_variant;  // --profile_variant
 };
 
 void BenchShape(const Shape& s, GemmBenchContext& ctx) {
@@ -541,6 +546,18 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
     }
   }
   BENCH_OK(ours[0].config.status());
+  if (!ctx.profile_variant.empty()) {
+    // Keep only the named variant (nothing is checked or timed below: see the launch loop)
+    std::vector<Variant> kept;
+    for (Variant& v : ours) {
+      if (v.name == ctx.profile_variant && v.config.ok()) kept.push_back(std::move(v));
+    }
+    if (kept.empty()) {
+      std::printf("%d x %d x %d: no runnable variant named %s\n", s.m, s.n, s.k, ctx.profile_variant.c_str());
+      return;
+    }
+    ours = std::move(kept);
+  }
   size_t ws_bytes = 0;
   for (const Variant& v : ours) {
     if (v.config.ok()) ws_bytes = std::max(ws_bytes, GemmWorkspaceBytes(shape, *v.config));
@@ -574,6 +591,19 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   auto run_lt = [&](const LtGemm& g, int copy) {
     g.Run(b[copy % copies].get(), a[copy % copies].get(), d_lt.get(), ctx.lt_workspace->get(), kLtWorkspaceBytes, ctx.stream);
   };
+
+  if (!ctx.profile_variant.empty()) {
+    // Profiling: the named variant alone, back to back (a profiler picks the launch it wants)
+    const Variant& v = ours[0];
+    const int launches = absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_iters);
+    for (int i = 0; i < launches; ++i) {
+      BENCH_OK(LaunchFp8Gemm(args_for(i, d_a_s.get(), d_b_s.get(), v.layout), *v.config, ctx.stream));
+    }
+    BENCH_CUDA(cudaStreamSynchronize(ctx.stream));
+    std::printf("%d x %d x %d: launched %s %d times [%s]\n", s.m, s.n, s.k, v.name.c_str(), launches,
+                DescribeGemmConfig(*v.config).c_str());
+    return;
+  }
 
   // Check: ours against cuBLASLt on the same codes and scales.
   double check_tensor = NAN, check_block = NAN;
@@ -1128,6 +1158,7 @@ int Main() {
                 iters, warmup, flush_bytes >> 20);
     if (!absl::GetFlag(FLAGS_skip_gemm)) {
       GemmBenchContext ctx{stream, lt, *traits, &timer, &lt_workspace, &report, std::max(1, absl::GetFlag(FLAGS_copies))};
+      ctx.profile_variant = absl::GetFlag(FLAGS_profile_variant);
       const std::string list = absl::GetFlag(FLAGS_shapes);
       for (const Shape& s : list.empty() ? DefaultShapes() : ParseShapes(list)) BenchShape(s, ctx);
       failed_check = ctx.failed_check;

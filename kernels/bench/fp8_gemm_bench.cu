@@ -462,8 +462,9 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   const int n_pad = PadTo(s.n, kGemmBlockK), k_pad = PadTo(s.k, kGemmBlockK);
   const int kg = k_pad / kGemmBlockK, ng = n_pad / kGemmBlockK;
   const size_t a_bytes = static_cast<size_t>(s.m) * k_pad, b_bytes = static_cast<size_t>(n_pad) * k_pad;
-  // Rotate among copies, but keep all of them under ~8 GB.
-  const int copies = static_cast<int>(std::clamp<size_t>((8ull << 30) / std::max<size_t>(1, a_bytes + b_bytes), 1, ctx.copies));
+  // Rotate among copies, but keep all of them (B also tiled, for the +tiledB variants) under ~8 GB.
+  const int copies =
+      static_cast<int>(std::clamp<size_t>((8ull << 30) / std::max<size_t>(1, a_bytes + 2 * b_bytes), 1, ctx.copies));
   std::vector<DeviceArray<uint8_t>> a, b;
   for (int c = 0; c < copies; ++c) {
     a.emplace_back(a_bytes);
@@ -532,6 +533,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   // one contiguous 16 KB read), alone and with the 2x1 cluster
   std::vector<DeviceArray<uint8_t>> b_tiled;
   if (ours[1].config.ok()) {
+    BENCH_CUDA(cudaDeviceSynchronize());  // the random fills ran on the legacy stream
     for (int c = 0; c < copies; ++c) {
       b_tiled.emplace_back(b_bytes);
       BENCH_OK(TileWeights128Async(b[c].get(), n_pad, k_pad, b_tiled.back().get(), ctx.stream));
@@ -653,8 +655,9 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
                 r.tflops, r.gbps, r.speedup_vs_lt, config.c_str());
   };
   // Every other variant of ours is checked against the first on the block-scaled inputs (the same
-  // numerics; split-K only reorders FP32 sums), then timed.
-  std::vector<__nv_bfloat16> first_out;
+  // numerics; split-K only reorders FP32 sums), then timed. +tiledB runs the wgmma variant's config
+  // on tiled weights: its bits must equal that variant's.
+  std::vector<__nv_bfloat16> first_out, wgmma_out;
   for (size_t vi = 0; vi < ours.size(); ++vi) {
     const Variant& v = ours[vi];
     if (!v.config.ok()) {
@@ -669,11 +672,19 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
       if (vi == 0) {
         first_out = d_ours.Download();
       } else {
-        check = RelErr(d_ours.Download(), first_out);
+        std::vector<__nv_bfloat16> out = d_ours.Download();
+        check = RelErr(out, first_out);
         if (!(check <= kCheckTolerance)) {
           ctx.failed_check = true;
           std::printf("  MISMATCH: %s differs from %s by %.2e\n", v.name.c_str(), ours[0].name.c_str(), check);
         }
+        if (absl::EndsWith(v.name, "+tiledB") && !wgmma_out.empty() &&
+            (out.size() != wgmma_out.size() ||
+             std::memcmp(out.data(), wgmma_out.data(), out.size() * sizeof(__nv_bfloat16)) != 0)) {
+          ctx.failed_check = true;
+          std::printf("  MISMATCH: %s is not bit-identical to %s\n", v.name.c_str(), ours[1].name.c_str());
+        }
+        if (vi == 1) wgmma_out = std::move(out);
       }
     }
     const double us = ctx.timer->MedianUs(

@@ -130,7 +130,12 @@ const char* WeightLayoutName(WeightLayout l) {
   return "?";
 }
 
-void TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled) {
+absl::Status TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled) {
+  if (n < 1 || k < 1 || n % 128 != 0 || k % 128 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tiling weights [", n, ", ", k, "]: n and k must be positive multiples of 128"));
+  }
+  if (row_major == nullptr || tiled == nullptr) return absl::InvalidArgumentError("tiling weights: null pointer");
   // Block by block: each block's 128 rows are 128-byte pieces of consecutive source rows
   for (int r0 = 0; r0 < n; r0 += 128) {
     for (int c0 = 0; c0 < k; c0 += 128) {
@@ -140,6 +145,7 @@ void TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled) {
       }
     }
   }
+  return absl::OkStatus();
 }
 
 const char* GemmOutputName(GemmOutput o) {

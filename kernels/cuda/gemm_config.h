@@ -46,8 +46,8 @@ constexpr size_t Tiled128Offset(int row, int col, int k) {
 }
 
 // Host: writes the kTiled128 form of the row-major [n, k] `row_major` (n and k multiples of 128)
-// into `tiled` (n * k bytes).
-void TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled);
+// into `tiled` (n * k bytes). INVALID_ARGUMENT for other shapes or null pointers.
+absl::Status TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled);
 
 enum class GemmOutput : uint8_t {
   kE4M3,  // requantized with 1x128 scales for the next layer (hidden layers)

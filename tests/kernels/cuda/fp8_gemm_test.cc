@@ -699,6 +699,9 @@ TEST_F(Fp8GemmGpuSm90Pipeline, ClustersMulticastGiveTheUnclusteredBits) {
 // paired loads, and clusters (where each CTA loads part of a 16 KB block). The sm89 kernel refuses it.
 TEST_F(Fp8GemmGpuSm90Pipeline, TiledWeightsGiveTheRowMajorBits) {
   if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
   const GemmCase cases[] = {
       {7, 256, 16384, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0},
       {129, 512, 640, Fp8Format::kE5M2, ScaleGranularity::kBlock128, true, true, 0},
@@ -711,18 +714,17 @@ TEST_F(Fp8GemmGpuSm90Pipeline, TiledWeightsGiveTheRowMajorBits) {
     FP8SERVE_ASSERT_OK(Upload(p, &ops));
     FP8SERVE_ASSERT_OK(TileOnDevice(p, &ops, stream_));
     std::vector<uint8_t> want(p.w.w.size()), got;
-    TileWeights128(p.w.w.data(), p.w.n_pad, p.w.k_pad, want.data());
+    FP8SERVE_ASSERT_OK(TileWeights128(p.w.w.data(), p.w.n_pad, p.w.k_pad, want.data()));
+    ASSERT_NE(want, p.w.w) << CaseName(c) << ": tiled and row-major must differ for the test to mean anything";
     FP8SERVE_ASSERT_OK(ops.b_tiled.Download(&got));
     ASSERT_EQ(got, want) << CaseName(c) << ": the device re-layout differs from TileWeights128";
 
     const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kF32};
     absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits_);
     ASSERT_TRUE(base.ok()) << base.status();
-    std::vector<GemmConfig> configs = {*base, ForcedSm90Config(64, 3, 3, 2, 1, true)};
-    if (absl::StatusOr<GemmConfig> mc = WithSm90Cluster(ForcedSm90Config(128, 4, 2, 2, 1), shape, traits_, 2, 1);
-        mc.ok()) {
-      configs.push_back(*mc);
-    }
+    absl::StatusOr<GemmConfig> mc = WithSm90Cluster(ForcedSm90Config(128, 4, 2, 2, 1), shape, traits_, 2, 1);
+    ASSERT_TRUE(mc.ok()) << mc.status();
+    const std::vector<GemmConfig> configs = {*base, ForcedSm90Config(64, 3, 3, 2, 1, true), *mc};
     for (const GemmOutput out : kOutputs) {
       for (const GemmConfig& config : configs) {
         ops.b_layout = WeightLayout::kRowMajor;
@@ -749,6 +751,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, TiledWeightsGiveTheRowMajorBits) {
     absl::StatusOr<GemmRun> refused = RunGemm(p, ops, GemmOutput::kF32, *sm89, stream_);
     ASSERT_FALSE(refused.ok());
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+    EXPECT_NE(refused.status().message().find("row-major"), std::string_view::npos) << refused.status();
   }
   std::fflush(stdout);
 }

@@ -308,7 +308,9 @@ TEST(GemmConfigTest, Tiled128LayoutIsContiguousBlocksInTileMajorOrder) {
     b = static_cast<uint8_t>(x >> 24);
   }
   std::vector<uint8_t> tiled(src.size(), 0);
-  TileWeights128(src.data(), n, k, tiled.data());
+  ASSERT_TRUE(TileWeights128(src.data(), n, k, tiled.data()).ok());
+  EXPECT_EQ(TileWeights128(src.data(), n, k - 1, tiled.data()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TileWeights128(nullptr, n, k, tiled.data()).code(), absl::StatusCode::kInvalidArgument);
   std::vector<int> hits(src.size(), 0);
   for (int r = 0; r < n; ++r) {
     for (int c = 0; c < k; ++c) {

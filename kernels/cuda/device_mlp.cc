@@ -87,7 +87,8 @@ DeviceMlp::~DeviceMlp() {
   FreeAll(allocations_);
 }
 
-absl::StatusOr<std::unique_ptr<DeviceMlp>> DeviceMlp::Upload(const MlpWeights& weights, int device) {
+absl::StatusOr<std::unique_ptr<DeviceMlp>> DeviceMlp::Upload(const MlpWeights& weights, int device,
+                                                             const DeviceMlpOptions& options) {
   if (weights.layers.empty()) return absl::InvalidArgumentError("the model has no layers");
   for (size_t i = 0; i < weights.layers.size(); ++i) {
     const MlpLayer& l = weights.layers[i];
@@ -104,11 +105,18 @@ absl::StatusOr<std::unique_ptr<DeviceMlp>> DeviceMlp::Upload(const MlpWeights& w
   if (!on.status().ok()) return on.status();
   absl::StatusOr<DeviceTraits> traits = QueryDeviceTraits(device);
   if (!traits.ok()) return traits.status();
+  const bool tiled = options.chain_weights == WeightLayout::kTiled128;
+  if (tiled && !(traits->cc_major == 9 && traits->cc_minor == 0)) {
+    return absl::FailedPreconditionError(absl::StrCat("tiled chain weights need the sm90 GEMM (compute capability ",
+                                                      "9.0); GPU ", device, " is ", traits->cc_major, ".",
+                                                      traits->cc_minor));
+  }
 
   std::unique_ptr<DeviceMlp> m(new DeviceMlp());
   m->device_ = device;
   m->traits_ = *traits;
   m->relu_ = weights.activation == Activation::kRelu;
+  m->chain_weights_ = options.chain_weights;
   m->input_dim_ = weights.input_dim();
   m->output_dim_ = weights.output_dim();
   for (size_t i = 0; i < weights.layers.size(); ++i) {
@@ -143,6 +151,12 @@ absl::StatusOr<std::unique_ptr<DeviceMlp>> DeviceMlp::Upload(const MlpWeights& w
       return absl::InvalidArgumentError(absl::StrCat(what, ": ", bs.size(), " block scales, expected ", nb * kb));
     }
     if (absl::Status st = fp8serve::cuda::Upload(w, m->allocations_, &l.w, what); !st.ok()) return st;
+    if (tiled) {
+      std::vector<uint8_t> t(w.size());
+      if (absl::Status st = TileWeights128(w.data(), l.n_pad, l.k_pad, t.data()); !st.ok()) return st;
+      if (absl::Status st = fp8serve::cuda::Upload(t, m->allocations_, &l.w_tiled, what); !st.ok()) return st;
+      m->weight_bytes_ += t.size();
+    }
     if (absl::Status st = fp8serve::cuda::Upload(bs, m->allocations_, &l.b_scales, what); !st.ok()) return st;
     if (!cs.empty()) {
       if (absl::Status st = fp8serve::cuda::Upload(cs, m->allocations_, &l.col_scales, what); !st.ok()) return st;
@@ -165,6 +179,15 @@ absl::StatusOr<std::unique_ptr<DeviceMlp>> DeviceMlp::Upload(const MlpWeights& w
     m->fused_why_.clear();
   }
   m->auto_path_ = m->fused_why_.empty() ? ForwardPath::kFused : ForwardPath::kChain;
+  // With tiled chain weights, the row-major copies serve only the fused kernel
+  if (tiled && !m->fused_why_.empty()) {
+    for (Layer& l : m->layers_) {
+      m->allocations_.erase(std::find(m->allocations_.begin(), m->allocations_.end(), static_cast<void*>(l.w)));
+      FP8SERVE_CUDA_RETURN_IF_ERROR(cudaFree(l.w));
+      m->weight_bytes_ -= static_cast<size_t>(l.n_pad) * l.k_pad;
+      l.w = nullptr;
+    }
+  }
   return m;
 }
 
@@ -263,7 +286,8 @@ absl::Status DeviceMlp::ForwardChain(const float* x, int rows, float* y, DeviceW
     a.k = l.k_pad;
     a.a = ws.act_[cur];
     a.a_scales = ws.act_scales_[cur];
-    a.b = l.w;
+    a.b = l.w_tiled != nullptr ? l.w_tiled : l.w;
+    a.b_layout = l.w_tiled != nullptr ? WeightLayout::kTiled128 : WeightLayout::kRowMajor;
     a.b_format = l.format;
     a.b_scales = l.b_scales;
     a.col_scales = l.col_scales;

@@ -55,12 +55,22 @@ class DeviceWorkspace {
 // over all SMs.
 inline constexpr int kFusedAutoMaxRows = 2048;
 
+struct DeviceMlpOptions {
+  // The layout the GEMM chain reads the weights in (gemm_config.h). kTiled128 needs a Hopper GPU
+  // (the sm90 kernel is the only one that reads it) and keeps a row-major copy too when the fused
+  // kernel takes the model (it reads row-major). Row-major until the benchmark shows the tiled
+  // streaming layout ahead (fp8_gemm_bench's +tiledB variants).
+  WeightLayout chain_weights = WeightLayout::kRowMajor;
+};
+
 class DeviceMlp {
  public:
   // Uploads `weights` to `device`. FAILED_PRECONDITION when a layer is not FP8 (the CUDA path
-  // serves FP8 layers only; such a model serves on the CPU backend), RESOURCE_EXHAUSTED when the
-  // GPU runs out of memory (nothing stays allocated), the CUDA error otherwise.
-  static absl::StatusOr<std::unique_ptr<DeviceMlp>> Upload(const MlpWeights& weights, int device);
+  // serves FP8 layers only; such a model serves on the CPU backend) or tiled weights are asked of
+  // a GPU that is not Hopper, RESOURCE_EXHAUSTED when the GPU runs out of memory (nothing stays
+  // allocated), the CUDA error otherwise.
+  static absl::StatusOr<std::unique_ptr<DeviceMlp>> Upload(const MlpWeights& weights, int device,
+                                                           const DeviceMlpOptions& options = {});
   ~DeviceMlp();
   DeviceMlp(const DeviceMlp&) = delete;
   DeviceMlp& operator=(const DeviceMlp&) = delete;
@@ -68,7 +78,8 @@ class DeviceMlp {
   int device() const { return device_; }
   int input_dim() const { return input_dim_; }
   int output_dim() const { return output_dim_; }
-  size_t weight_bytes() const { return weight_bytes_; }
+  size_t weight_bytes() const { return weight_bytes_; }  // every device copy of the weights and scales
+  WeightLayout chain_weights() const { return chain_weights_; }
   const DeviceTraits& traits() const { return traits_; }
   // What kAuto picks for this model at small batches (kFused when the fused kernel takes it).
   ForwardPath auto_path() const { return auto_path_; }
@@ -95,7 +106,8 @@ class DeviceMlp {
   struct Layer {
     int n = 0, k = 0, n_pad = 0, k_pad = 0;
     Fp8Format format = Fp8Format::kE4M3;
-    uint8_t* w = nullptr;         // [n_pad, k_pad]
+    uint8_t* w = nullptr;         // [n_pad, k_pad] row-major (nullptr when only w_tiled is kept)
+    uint8_t* w_tiled = nullptr;   // the same in kTiled128, or nullptr
     float* b_scales = nullptr;    // [n_pad/128, k_pad/128]
     float* col_scales = nullptr;  // [n_pad] (per-channel) or nullptr
     float* bias = nullptr;        // [n_pad] or nullptr
@@ -111,6 +123,7 @@ class DeviceMlp {
   std::vector<Layer> layers_;
   std::vector<void*> allocations_;  // every cudaMalloc of this model, freed by the destructor
   ForwardPath auto_path_ = ForwardPath::kChain;
+  WeightLayout chain_weights_ = WeightLayout::kRowMajor;
   std::string fused_why_;
 };
 

@@ -422,6 +422,73 @@ TEST_F(FusedMlpGpuFallback, UnsupportedModelsRunOnTheChain) {
   }
 }
 
+// DeviceMlp with the chain's weights in the tiled streaming layout (DeviceMlpOptions): the chain
+// gives the bits it gives on row-major weights, at several batch sizes; the row-major copy stays
+// exactly when the fused kernel takes the model (and the fused path still runs).
+class DeviceMlpGpuTiledWeights : public GpuFixture<::testing::Test> {};
+
+TEST_F(DeviceMlpGpuTiledWeights, ChainGivesTheRowMajorBits) {
+  if (!IsSm90()) GTEST_SKIP() << "tiled weights are read by the sm90 GEMM only";
+  const std::vector<MlpCase> cases = {
+      ModelCases()[0],
+      {"chain_only_784_2048_10", {784, 2048, 10}, {{F::kE4M3, S::kBlock128}, {F::kE5M2, S::kPerChannel}}},
+  };
+  constexpr int kMaxRows = 1000;
+  for (const MlpCase& c : cases) {
+    const MlpWeights mlp = MakeMlp(c, 23);
+    absl::StatusOr<std::unique_ptr<DeviceMlp>> row_major = DeviceMlp::Upload(mlp, 0);
+    ASSERT_TRUE(row_major.ok()) << c.name << ": " << row_major.status();
+    absl::StatusOr<std::unique_ptr<DeviceMlp>> tiled =
+        DeviceMlp::Upload(mlp, 0, DeviceMlpOptions{WeightLayout::kTiled128});
+    ASSERT_TRUE(tiled.ok()) << c.name << ": " << tiled.status();
+    EXPECT_EQ((*tiled)->chain_weights(), WeightLayout::kTiled128);
+    EXPECT_EQ((*tiled)->auto_path(), (*row_major)->auto_path()) << c.name;
+    size_t codes = 0;
+    for (const MlpLayer& l : mlp.layers) {
+      codes += static_cast<size_t>((l.out + 127) / 128 * 128) * ((l.in + 127) / 128 * 128);
+    }
+    const bool fused = (*row_major)->auto_path() == ForwardPath::kFused;
+    EXPECT_EQ((*tiled)->weight_bytes(), (*row_major)->weight_bytes() + (fused ? codes : 0))
+        << c.name << ": the row-major copy must stay exactly when the fused kernel takes the model";
+
+    absl::StatusOr<std::unique_ptr<DeviceWorkspace>> ws = (*row_major)->AllocateWorkspace(kMaxRows);
+    ASSERT_TRUE(ws.ok()) << ws.status();
+    const std::vector<float> x = RandomInputs(kMaxRows, mlp.input_dim(), 29);
+    DeviceBuffer dx, dy;
+    FP8SERVE_ASSERT_OK(dx.Upload(x));
+    FP8SERVE_ASSERT_OK(dy.Allocate(static_cast<size_t>(kMaxRows) * mlp.output_dim() * sizeof(float)));
+    auto run = [&](const DeviceMlp& dm, int rows, ForwardPath path) -> absl::StatusOr<std::vector<float>> {
+      if (absl::Status st = dy.Fill(0xFF); !st.ok()) return st;
+      if (absl::Status st = dm.Forward(dx.get<float>(), rows, dy.get<float>(), **ws, stream_, path); !st.ok()) {
+        return st;
+      }
+      FP8SERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+      std::vector<float> y;
+      if (absl::Status st = dy.Download(&y); !st.ok()) return st;
+      y.resize(static_cast<size_t>(rows) * mlp.output_dim());
+      return y;
+    };
+    for (int rows : {1, 65, kMaxRows}) {
+      absl::StatusOr<std::vector<float>> want = run(**row_major, rows, ForwardPath::kChain);
+      ASSERT_TRUE(want.ok()) << want.status();
+      absl::StatusOr<std::vector<float>> got = run(**tiled, rows, ForwardPath::kChain);
+      ASSERT_TRUE(got.ok()) << got.status();
+      const CheckResult cr = CheckLogits(ReferenceWithBounds(mlp, x, rows), *got, rows, mlp.output_dim());
+      const bool same = std::memcmp(want->data(), got->data(), want->size() * sizeof(float)) == 0;
+      std::printf("%-28s batch %4d  tiled chain weights  bound used %5.3f  same bits as row-major: %s\n",
+                  c.name.c_str(), rows, cr.worst, same ? "yes" : "NO");
+      EXPECT_EQ(cr.failures, 0) << c.name << " batch " << rows << cr.first;
+      EXPECT_TRUE(same) << c.name << " batch " << rows << ": tiled chain weights changed the logits";
+      if (fused) {
+        absl::StatusOr<std::vector<float>> f = run(**tiled, rows, ForwardPath::kFused);
+        ASSERT_TRUE(f.ok()) << c.name << ": the fused path lost its weights: " << f.status();
+        const CheckResult fr = CheckLogits(ReferenceWithBounds(mlp, x, rows), *f, rows, mlp.output_dim());
+        EXPECT_EQ(fr.failures, 0) << c.name << " fused batch " << rows << fr.first;
+      }
+    }
+  }
+}
+
 // FusedMlpSupported and the launcher's argument checks are host logic: they answer without a GPU.
 // Pointers are never dereferenced, so stand-ins do (aligned as the kernel requires).
 alignas(16) uint8_t g_stand_in_codes[16];

@@ -21,11 +21,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define FP8SERVE_HOST_DEVICE __host__ __device__
-#else
-#define FP8SERVE_HOST_DEVICE
-#endif
+#include "kernels/cuda/host_device.h"
 
 namespace fp8serve::cuda {
 

@@ -189,25 +189,6 @@ absl::StatusOr<int> MaxActiveClusters(Kernel kernel, int device, int threads, si
   return clusters;
 }
 
-// The kernel's tile scheduler for a checked config (the grid as configured; a cluster launch
-// may shrink it, and unit_stride with it).
-Sm90TileScheduler MakeSchedule(const Fp8GemmArgs& a, const GemmConfig& c) {
-  Sm90TileScheduler s;
-  s.tiles_m = (a.m + c.block_m - 1) / c.block_m;
-  s.tiles_n = a.n / kSm90BlockN;
-  s.cluster_m = c.cluster_m;
-  s.cluster_n = c.cluster_n;
-  s.cluster_size = c.cluster_m * c.cluster_n;
-  s.ctiles_m = (s.tiles_m + c.cluster_m - 1) / c.cluster_m;
-  s.ctiles_n = (s.tiles_n + c.cluster_n - 1) / c.cluster_n;
-  s.raster_group = std::min(c.raster_group, s.ctiles_m);  // counts cluster tiles along M
-  s.k_splits = c.k_splits;
-  s.num_units = s.ctiles_m * s.ctiles_n * c.k_splits;
-  s.num_k_groups = a.k / kGemmBlockK;
-  s.unit_stride = c.grid / s.cluster_size;
-  return s;
-}
-
 template <int BLOCK_M, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
 absl::Status LaunchInstance(const CUtensorMap& tmap_a, const CUtensorMap& tmap_b, const Sm90GemmParams& params,
                             const GemmConfig& c, int device, const DeviceTraits& dev, cudaStream_t stream) {
@@ -315,7 +296,7 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   p.ldd = a.ldd;
   p.n_store = a.n_store;
   p.num_stages = c.stages;
-  p.sched = MakeSchedule(a, c);
+  p.sched = MakeSm90Schedule(a.m, a.n, a.k, c);
   p.b_tiled = b_tiled;
   p.pair_loads = c.pair_loads;
   if (c.k_splits > 1) {

@@ -46,6 +46,7 @@
 
 #include "kernels/cuda/gemm_config.h"
 #include "kernels/cuda/requant.cuh"
+#include "kernels/cuda/sm90_schedule.h"
 #include "kernels/cuda/sm90_utils.cuh"
 
 namespace fp8serve::cuda {
@@ -53,54 +54,6 @@ namespace fp8serve::cuda {
 inline constexpr int kSm90MaxThreads = 384;  // BLOCK_M 128: producer + 2 consumer warpgroups
 // Column pairs an E4M3 epilogue requantizes per E4M3Requant call (one fallback branch each).
 inline constexpr int kRequantPairs = 4;
-
-// Persistent order of the units of work, (tile, split) pairs, filled by the launcher. Tiles follow
-// grouped rasterization: groups of `raster_group` M-tiles sweep all N-tiles together (M fastest
-// inside a group), so the CTAs running at one time share a few A row blocks and B column blocks in
-// L2. The splits of a tile are adjacent units, so they run at the same time and the last finds the
-// others' partial sums still in L2. With clusters the same order walks cluster tiles (k_splits is
-// then 1), and cluster c of the grid takes units c, c + unit_stride, ...
-// NOTES: kernel parameters live in the constant bank, where instructions read them as operands: a
-// field here costs the consumers no register across the K loop, where a value computed on the
-// device would (these took the consumers past their registers when they were computed in-kernel).
-struct Sm90TileScheduler {
-  int tiles_m = 0;
-  int tiles_n = 0;
-  int cluster_m = 1;     // CTAs per cluster along M / N (1 x 1 without clusters)
-  int cluster_n = 1;
-  int cluster_size = 1;  // cluster_m * cluster_n
-  int ctiles_m = 0;      // cluster tiles: ceil(tiles_m / cluster_m) x tiles_n / cluster_n
-  int ctiles_n = 0;
-  int raster_group = 1;  // 1..ctiles_m, in cluster tiles along M
-  int k_splits = 1;      // 1..k/128 (1 with clusters)
-  int num_units = 0;     // ctiles_m * ctiles_n * k_splits
-  int num_k_groups = 0;  // 128-K groups of the whole K
-  int unit_stride = 1;   // clusters in the grid
-
-  __device__ __forceinline__ void Unit(int unit, int& tile, int& split) const {
-    tile = unit / k_splits;
-    split = unit - tile * k_splits;
-  }
-
-  // The split's 128-K groups [begin, end): as even as whole groups allow, never empty (the launcher
-  // keeps k_splits <= num_k_groups).
-  __device__ __forceinline__ void GroupRange(int split, int& begin, int& end) const {
-    begin = static_cast<int>(static_cast<long long>(split) * num_k_groups / k_splits);
-    end = static_cast<int>(static_cast<long long>(split + 1) * num_k_groups / k_splits);
-  }
-
-  // The tile CTA (rm, rn) of the cluster works on in cluster tile `tile`; it may lie below the
-  // matrix (m_tile >= tiles_m) when tiles_m is not a multiple of cluster_m.
-  __device__ __forceinline__ void Coords(int tile, int rm, int rn, int& m_tile, int& n_tile) const {
-    const int tiles_per_group = raster_group * ctiles_n;
-    const int group = tile / tiles_per_group;
-    const int first_m = group * raster_group;
-    const int group_m = min(raster_group, ctiles_m - first_m);
-    const int in_group = tile - group * tiles_per_group;
-    m_tile = (first_m + in_group % group_m) * cluster_m + rm;
-    n_tile = in_group / group_m * cluster_n + rn;
-  }
-};
 
 // Everything the kernel reads besides the two tensor maps (A and B go through TMA only).
 struct Sm90GemmParams {

@@ -497,6 +497,9 @@ TEST_F(Fp8GemmGpuSmoke, SmallShapes) {
 // 2x2 cluster over 3 x 4 tiles, one CTA pair below the matrix, one cluster walking every unit.
 TEST_F(Fp8GemmGpuSmoke, Sm90Clusters) {
   if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
   const GemmCase c{129, 512, 640, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0};
   const Problem p = MakeProblem(c, SeedOf(c) + 17);
   DeviceOperands ops;

@@ -119,6 +119,9 @@ absl::StatusOr<std::unique_ptr<DeviceMlp>> DeviceMlp::Upload(const MlpWeights& w
   m->chain_weights_ = options.chain_weights;
   m->input_dim_ = weights.input_dim();
   m->output_dim_ = weights.output_dim();
+  // Tiled chain weights: the padded row-major codes stay on the host until the fused kernel is known
+  // to take the model (only it reads them), so the GPU never holds a copy that is then dropped
+  std::vector<std::vector<uint8_t>> row_major_codes;
   for (size_t i = 0; i < weights.layers.size(); ++i) {
     const MlpLayer& src = weights.layers[i];
     Layer l;
@@ -150,12 +153,13 @@ absl::StatusOr<std::unique_ptr<DeviceMlp>> DeviceMlp::Upload(const MlpWeights& w
     if (bs.size() != static_cast<size_t>(nb) * kb) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": ", bs.size(), " block scales, expected ", nb * kb));
     }
-    if (absl::Status st = fp8serve::cuda::Upload(w, m->allocations_, &l.w, what); !st.ok()) return st;
     if (tiled) {
       std::vector<uint8_t> t(w.size());
       if (absl::Status st = TileWeights128(w.data(), l.n_pad, l.k_pad, t.data()); !st.ok()) return st;
       if (absl::Status st = fp8serve::cuda::Upload(t, m->allocations_, &l.w_tiled, what); !st.ok()) return st;
-      m->weight_bytes_ += t.size();
+      row_major_codes.push_back(std::move(w));
+    } else {
+      if (absl::Status st = fp8serve::cuda::Upload(w, m->allocations_, &l.w, what); !st.ok()) return st;
     }
     if (absl::Status st = fp8serve::cuda::Upload(bs, m->allocations_, &l.b_scales, what); !st.ok()) return st;
     if (!cs.empty()) {
@@ -166,29 +170,42 @@ absl::StatusOr<std::unique_ptr<DeviceMlp>> DeviceMlp::Upload(const MlpWeights& w
       std::copy(src.bias.begin(), src.bias.end(), bias.begin());
       if (absl::Status st = fp8serve::cuda::Upload(bias, m->allocations_, &l.bias, what); !st.ok()) return st;
     }
-    m->weight_bytes_ += w.size() + (bs.size() + cs.size() + (src.bias.empty() ? 0 : l.n_pad)) * sizeof(float);
+    m->weight_bytes_ += static_cast<size_t>(l.n_pad) * l.k_pad +
+                        (bs.size() + cs.size() + (src.bias.empty() ? 0 : l.n_pad)) * sizeof(float);
     m->layers_.push_back(l);
   }
 
   if (m->layers_.size() > static_cast<size_t>(kFusedMaxLayers)) {
     m->fused_why_ = absl::StrCat(m->layers_.size(), " layers (the fused kernel takes at most ", kFusedMaxLayers, ")");
-  } else if (const FusedMlpArgs probe = m->FusedArgs(nullptr, 1, nullptr);
+  } else if (const FusedMlpArgs probe = m->FusedProbe();
              !FusedMlpSupported(probe, m->traits_, &m->fused_why_)) {
     if (m->fused_why_.empty()) m->fused_why_ = "not supported by the fused kernel";
   } else {
     m->fused_why_.clear();
   }
   m->auto_path_ = m->fused_why_.empty() ? ForwardPath::kFused : ForwardPath::kChain;
-  // With tiled chain weights, the row-major copies serve only the fused kernel
-  if (tiled && !m->fused_why_.empty()) {
-    for (Layer& l : m->layers_) {
-      m->allocations_.erase(std::find(m->allocations_.begin(), m->allocations_.end(), static_cast<void*>(l.w)));
-      FP8SERVE_CUDA_RETURN_IF_ERROR(cudaFree(l.w));
-      m->weight_bytes_ -= static_cast<size_t>(l.n_pad) * l.k_pad;
-      l.w = nullptr;
+  // With tiled chain weights, a row-major copy only for the fused kernel
+  if (tiled && m->fused_why_.empty()) {
+    for (size_t i = 0; i < m->layers_.size(); ++i) {
+      Layer& l = m->layers_[i];
+      if (absl::Status st = fp8serve::cuda::Upload(row_major_codes[i], m->allocations_, &l.w, absl::StrCat("layer ", i));
+          !st.ok()) {
+        return st;
+      }
+      m->weight_bytes_ += row_major_codes[i].size();
     }
   }
   return m;
+}
+
+FusedMlpArgs DeviceMlp::FusedProbe() const {
+  FusedMlpArgs a = FusedArgs(nullptr, 1, nullptr);
+  // Before a tiled model's row-major copy exists, the tiled copy stands in: the same size and
+  // alignment, and the fused kernel's checks look at no more than that of the weights
+  for (size_t i = 0; i < layers_.size() && i < static_cast<size_t>(kFusedMaxLayers); ++i) {
+    if (a.layers[i].w == nullptr) a.layers[i].w = layers_[i].w_tiled;
+  }
+  return a;
 }
 
 FusedMlpArgs DeviceMlp::FusedArgs(const float* x, int rows, float* y) const {

@@ -114,6 +114,8 @@ class DeviceMlp {
   };
   DeviceMlp() = default;
   absl::Status ForwardChain(const float* x, int rows, float* y, DeviceWorkspace& ws, cudaStream_t stream) const;
+  // FusedArgs for FusedMlpSupported at upload (see there)
+  FusedMlpArgs FusedProbe() const;
 
   int device_ = 0;
   DeviceTraits traits_;

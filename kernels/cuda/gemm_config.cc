@@ -130,12 +130,17 @@ const char* WeightLayoutName(WeightLayout l) {
   return "?";
 }
 
-absl::Status TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled) {
+absl::Status CheckTileWeights128(const uint8_t* row_major, int n, int k, const uint8_t* tiled) {
   if (n < 1 || k < 1 || n % 128 != 0 || k % 128 != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("tiling weights [", n, ", ", k, "]: n and k must be positive multiples of 128"));
   }
   if (row_major == nullptr || tiled == nullptr) return absl::InvalidArgumentError("tiling weights: null pointer");
+  return absl::OkStatus();
+}
+
+absl::Status TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled) {
+  if (absl::Status st = CheckTileWeights128(row_major, n, k, tiled); !st.ok()) return st;
   // Block by block: each block's 128 rows are 128-byte pieces of consecutive source rows
   for (int r0 = 0; r0 < n; r0 += 128) {
     for (int c0 = 0; c0 < k; c0 += 128) {
@@ -164,6 +169,16 @@ std::string DescribeGemmConfig(const GemmConfig& c) {
                       c.cluster_m * c.cluster_n > 1 ? absl::StrCat(" cluster ", c.cluster_m, "x", c.cluster_n) : "");
 }
 
+std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n) {
+  if (cluster_m < 1 || cluster_m > kSm90MaxClusterDim || cluster_n < 1 || cluster_n > kSm90MaxClusterDim) {
+    return absl::StrCat("cluster dimensions outside [1, ", kSm90MaxClusterDim, "]");
+  }
+  if (cluster_m * cluster_n == 1) return "";
+  if (k_splits != 1) return "split-K does not run in clusters";
+  if ((n / kSm90BlockN) % cluster_n != 0) return "cluster_n must divide the N-tiles";
+  return "";
+}
+
 absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmShape& shape,
                                            const DeviceTraits& device, int cluster_m, int cluster_n) {
   if (absl::Status st = CheckShape(shape); !st.ok()) return st;
@@ -172,10 +187,10 @@ absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmS
         absl::StrCat("cluster ", cluster_m, "x", cluster_n, " for ", DescribeGemmConfig(config), ": ", why));
   };
   if (config.kernel != GemmKernel::kSm90Wgmma) return bad("only the sm90 kernel runs in clusters");
-  if (cluster_m < 1 || cluster_m > kSm90MaxClusterDim || cluster_n < 1 || cluster_n > kSm90MaxClusterDim) {
-    return bad(absl::StrCat("cluster dimensions must be in [1, ", kSm90MaxClusterDim, "]"));
+  if (config.k_splits != 1) return bad("split-K configs do not run in clusters");  // not even 1 x 1
+  if (std::string why = Sm90ClusterProblem(cluster_m, cluster_n, config.k_splits, shape.n); !why.empty()) {
+    return bad(why);
   }
-  if (config.k_splits != 1) return bad("split-K configs do not run in clusters");
   if (config.block_m <= 0) return bad("block_m must be positive");
   const int size = cluster_m * cluster_n;
   if (device.num_sms < size) return bad("fewer SMs than CTAs in a cluster");
@@ -183,7 +198,6 @@ absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmS
   c.cluster_m = cluster_m;
   c.cluster_n = cluster_n;
   const int cluster_tiles_m = CeilDivInt(CeilDivInt(shape.m, c.block_m), cluster_m);
-  if ((shape.n / kSm90BlockN) % cluster_n != 0) return bad("cluster_n must divide the N-tiles");
   const int cluster_tiles_n = shape.n / kSm90BlockN / cluster_n;
   const long long units = static_cast<long long>(cluster_tiles_m) * cluster_tiles_n;
   c.grid = static_cast<int>(std::min<long long>(units, device.num_sms / size)) * size;

@@ -48,6 +48,8 @@ constexpr size_t Tiled128Offset(int row, int col, int k) {
 // Host: writes the kTiled128 form of the row-major [n, k] `row_major` (n and k multiples of 128)
 // into `tiled` (n * k bytes). INVALID_ARGUMENT for other shapes or null pointers.
 absl::Status TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled);
+// The arguments' checks TileWeights128 and its device form (TileWeights128Async) share.
+absl::Status CheckTileWeights128(const uint8_t* row_major, int n, int k, const uint8_t* tiled);
 
 enum class GemmOutput : uint8_t {
   kE4M3,  // requantized with 1x128 scales for the next layer (hidden layers)
@@ -147,6 +149,11 @@ absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShap
 // config, a cluster dimension outside [1, kSm90MaxClusterDim], or cluster_n not dividing n / 128.
 absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmShape& shape,
                                            const DeviceTraits& device, int cluster_m, int cluster_n);
+
+// Why the sm90 kernel cannot run an n-column GEMM with `k_splits` in cluster_m x cluster_n clusters
+// (dimensions outside [1, kSm90MaxClusterDim], split-K in a cluster, cluster_n not dividing the
+// N-tiles), or empty when it can. WithSm90Cluster and the launcher both ask it.
+std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n);
 
 // Split-K workspace layout. The int32 arrival counters come first, at the same place for every
 // launch: they must read zero at the start of each launch (zeroed once at allocation; the last

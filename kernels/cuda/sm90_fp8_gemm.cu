@@ -123,15 +123,8 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   if (c.pair_loads && c.stages < 3) return bad("paired loads need 3 or more stages");
   if (c.raster_group < 1) return bad("raster_group must be >= 1");
   if (c.grid < 1 || c.grid > dev.num_sms) return bad(absl::StrCat("grid outside [1, ", dev.num_sms, " SMs]"));
-  if (c.cluster_m < 1 || c.cluster_m > kSm90MaxClusterDim || c.cluster_n < 1 || c.cluster_n > kSm90MaxClusterDim) {
-    return bad(absl::StrCat("cluster dimensions outside [1, ", kSm90MaxClusterDim, "]"));
-  }
-  const int cluster_size = c.cluster_m * c.cluster_n;
-  if (cluster_size > 1) {
-    if (c.k_splits != 1) return bad("split-K does not run in clusters");
-    if (c.grid % cluster_size != 0) return bad("the grid must be whole clusters");
-    if ((a.n / kSm90BlockN) % c.cluster_n != 0) return bad("cluster_n must divide the N-tiles");
-  }
+  if (std::string why = Sm90ClusterProblem(c.cluster_m, c.cluster_n, c.k_splits, a.n); !why.empty()) return bad(why);
+  if (c.grid % (c.cluster_m * c.cluster_n) != 0) return bad("the grid must be whole clusters");
   const size_t need = c.block_m == 64 ? Sm90SmemLayout<64>::Bytes(c.stages) : Sm90SmemLayout<128>::Bytes(c.stages);
   if (c.smem_bytes < need) return bad(absl::StrCat("smem_bytes below the ", need, " the pipeline needs"));
   if (c.smem_bytes > static_cast<size_t>(dev.smem_per_block_optin)) {

@@ -10,11 +10,7 @@
 namespace fp8serve::cuda {
 
 absl::Status TileWeights128Async(const uint8_t* row_major, int n, int k, uint8_t* tiled, cudaStream_t stream) {
-  if (n < 1 || k < 1 || n % 128 != 0 || k % 128 != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tiling weights [", n, ", ", k, "]: n and k must be positive multiples of 128"));
-  }
-  if (row_major == nullptr || tiled == nullptr) return absl::InvalidArgumentError("tiling weights: null pointer");
+  if (absl::Status st = CheckTileWeights128(row_major, n, k, tiled); !st.ok()) return st;
   if (reinterpret_cast<uintptr_t>(row_major) % 16 != 0 || reinterpret_cast<uintptr_t>(tiled) % 16 != 0) {
     return absl::InvalidArgumentError("tiling weights: both buffers must be 16-byte aligned");
   }

@@ -13,7 +13,9 @@ absl::Status Invalid(const Fp8GemmArgs& a, const std::string& what) {
 }
 
 absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c) {
-  if (c.block_k != kGemmBlockK || c.block_n < 1 || a.n % c.block_n != 0 || c.block_m < 1) {
+  // (The sm90 kernel's wide tile need not divide n: its launcher checks its own block_n.)
+  const bool n_tiled = c.kernel == GemmKernel::kSm90Wgmma || (c.block_n >= 1 && a.n % c.block_n == 0);
+  if (c.block_k != kGemmBlockK || c.block_n < 1 || !n_tiled || c.block_m < 1) {
     return Invalid(a, absl::StrCat("config does not tile the problem: ", DescribeGemmConfig(c)));
   }
   if (c.k_splits > 1 && a.workspace == nullptr) return Invalid(a, "split-K config without a workspace");

@@ -169,14 +169,64 @@ std::string DescribeGemmConfig(const GemmConfig& c) {
                       c.cluster_m * c.cluster_n > 1 ? absl::StrCat(" cluster ", c.cluster_m, "x", c.cluster_n) : "");
 }
 
-std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n) {
+std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n, int block_n) {
   if (cluster_m < 1 || cluster_m > kSm90MaxClusterDim || cluster_n < 1 || cluster_n > kSm90MaxClusterDim) {
     return absl::StrCat("cluster dimensions outside [1, ", kSm90MaxClusterDim, "]");
   }
   if (cluster_m * cluster_n == 1) return "";
   if (k_splits != 1) return "split-K does not run in clusters";
-  if ((n / kSm90BlockN) % cluster_n != 0) return "cluster_n must divide the N-tiles";
+  if (block_n < 1 || Sm90TilesN(n, block_n) % cluster_n != 0) return "cluster_n must divide the N-tiles";
   return "";
+}
+
+std::string Sm90BlockNProblem(int block_n, int block_m, int k_splits, GemmOutput output, WeightLayout b_layout) {
+  if (block_n == kSm90BlockN) return "";
+  if (block_n != kSm90WideBlockN) return absl::StrCat("block_n must be ", kSm90BlockN, " or ", kSm90WideBlockN);
+  if (block_m != 128) return absl::StrCat("the ", block_n, "-column tile needs block_m 128");
+  if (k_splits != 1) return absl::StrCat("the ", block_n, "-column tile does not split K");
+  if (output == GemmOutput::kE4M3) {
+    return absl::StrCat("the ", block_n, "-column tile cannot requantize to E4M3 (its tiles straddle 1x128 groups)");
+  }
+  if (b_layout != WeightLayout::kRowMajor) return absl::StrCat("the ", block_n, "-column tile reads row-major B only");
+  return "";
+}
+
+absl::StatusOr<GemmConfig> WithSm90BlockN(const GemmConfig& config, const GemmShape& shape,
+                                          const DeviceTraits& device, int block_n) {
+  if (absl::Status st = CheckShape(shape); !st.ok()) return st;
+  const auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block_n ", block_n, " for ", DescribeGemmConfig(config), ": ", why));
+  };
+  if (config.kernel != GemmKernel::kSm90Wgmma) return bad("only the sm90 kernel has wide tiles");
+  if (config.cluster_m * config.cluster_n != 1) return bad("choose the tile width before the cluster");
+  if (std::string why = Sm90BlockNProblem(block_n, config.block_m, config.k_splits, shape.output,
+                                          WeightLayout::kRowMajor);
+      !why.empty()) {
+    return bad(why);
+  }
+  GemmConfig c = config;
+  c.block_n = block_n;
+  c.stages = 0;
+  for (int st = kSm90MaxStages; st >= 2; --st) {
+    if (Sm90SmemBytes(c.block_m, c.block_n, st) <= static_cast<size_t>(device.smem_per_block_optin)) {
+      c.stages = st;
+      break;
+    }
+  }
+  if (c.stages < 2) {
+    return absl::FailedPreconditionError(absl::StrCat("block_n ", block_n, ": two stages need ",
+                                                      Sm90SmemBytes(c.block_m, c.block_n, 2),
+                                                      " bytes of shared memory, the device has ",
+                                                      device.smem_per_block_optin));
+  }
+  c.pair_loads = c.pair_loads && c.stages >= 3;
+  c.smem_bytes = Sm90SmemBytes(c.block_m, c.block_n, c.stages);
+  const int tiles_m = CeilDivInt(shape.m, c.block_m);
+  const long long tiles = static_cast<long long>(tiles_m) * Sm90TilesN(shape.n, c.block_n);
+  c.grid = static_cast<int>(std::min<long long>(tiles, device.num_sms));
+  c.raster_group = std::min(tiles_m, std::max(1, config.raster_group));
+  return c;
 }
 
 absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmShape& shape,
@@ -188,7 +238,8 @@ absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmS
   };
   if (config.kernel != GemmKernel::kSm90Wgmma) return bad("only the sm90 kernel runs in clusters");
   if (config.k_splits != 1) return bad("split-K configs do not run in clusters");  // not even 1 x 1
-  if (std::string why = Sm90ClusterProblem(cluster_m, cluster_n, config.k_splits, shape.n); !why.empty()) {
+  if (std::string why = Sm90ClusterProblem(cluster_m, cluster_n, config.k_splits, shape.n, config.block_n);
+      !why.empty()) {
     return bad(why);
   }
   if (config.block_m <= 0) return bad("block_m must be positive");
@@ -198,7 +249,7 @@ absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmS
   c.cluster_m = cluster_m;
   c.cluster_n = cluster_n;
   const int cluster_tiles_m = CeilDivInt(CeilDivInt(shape.m, c.block_m), cluster_m);
-  const int cluster_tiles_n = shape.n / kSm90BlockN / cluster_n;
+  const int cluster_tiles_n = Sm90TilesN(shape.n, config.block_n) / cluster_n;
   const long long units = static_cast<long long>(cluster_tiles_m) * cluster_tiles_n;
   c.grid = static_cast<int>(std::min<long long>(units, device.num_sms / size)) * size;
   // The same number of M-tiles per raster group as without clusters

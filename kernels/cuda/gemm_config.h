@@ -78,7 +78,15 @@ struct DeviceTraits {
 // Kernel template instances that exist (the launchers instantiate exactly these; gemm_config_test
 // checks that every config the heuristic returns is one of them).
 inline constexpr int kSm90BlockMs[] = {64, 128};
-inline constexpr int kSm90BlockN = 128;
+inline constexpr int kSm90BlockN = 128;  // the wgmma kernel's tile width: every output, split-K, tiled B
+// The wide tile (WithSm90BlockN): BLOCK_M 128 x 192 columns, for large GEMMs with BF16 or FP32
+// output. Per 128-K group a CTA reads 40 KB for 1.5x the MMAs of a 128 x 128 tile's 32 KB, so each
+// FLOP costs 17% less L2 and shared-memory traffic. Its tiles straddle the 128-column scale blocks
+// (Sm90TileScaleBlocks) and the 1x128 output groups, so it takes no E4M3 output; it splits no K and
+// reads row-major B only. N need not be a multiple of 192: the last tile's columns past n read
+// zeros and are not stored.
+inline constexpr int kSm90WideBlockN = 192;
+constexpr int Sm90TilesN(int n, int block_n) { return (n + block_n - 1) / block_n; }
 inline constexpr int kSm90MaxStages = 8;  // the deepest wgmma pipeline the heuristic picks
 inline constexpr int kSm90MaxKSplits = 8;  // the most K splits the heuristic gives the wgmma kernel
 // The wgmma kernel splits only long K streams: each split keeps at least this many 128-K groups.
@@ -151,9 +159,22 @@ absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmS
                                            const DeviceTraits& device, int cluster_m, int cluster_n);
 
 // Why the sm90 kernel cannot run an n-column GEMM with `k_splits` in cluster_m x cluster_n clusters
-// (dimensions outside [1, kSm90MaxClusterDim], split-K in a cluster, cluster_n not dividing the
-// N-tiles), or empty when it can. WithSm90Cluster and the launcher both ask it.
-std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n);
+// of block_n-wide tiles (dimensions outside [1, kSm90MaxClusterDim], split-K in a cluster, cluster_n
+// not dividing the N-tiles), or empty when it can. WithSm90Cluster and the launcher both ask it.
+std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n, int block_n = kSm90BlockN);
+
+// Why the sm90 kernel cannot run block_n-wide tiles with this config and problem (block_n neither
+// kSm90BlockN nor kSm90WideBlockN; for the wide tile: block_m other than 128, split-K, E4M3 output,
+// tiled B), or empty when it can. WithSm90BlockN and the launcher both ask it.
+std::string Sm90BlockNProblem(int block_n, int block_m, int k_splits, GemmOutput output, WeightLayout b_layout);
+
+// `config` (an sm90 config with block_m 128, no split-K and no cluster yet) with block_n-wide tiles:
+// the pipeline as deep as shared memory allows and the grid over the new tiles (apply
+// WithSm90Cluster after this, not before). Row-major B is assumed (the launcher refuses tiled B
+// with the wide tile). INVALID_ARGUMENT for what Sm90BlockNProblem() names, a clustered config, or
+// FAILED_PRECONDITION when two stages do not fit the device's shared memory.
+absl::StatusOr<GemmConfig> WithSm90BlockN(const GemmConfig& config, const GemmShape& shape,
+                                          const DeviceTraits& device, int block_n);
 
 // Split-K workspace layout. The int32 arrival counters come first, at the same place for every
 // launch: they must read zero at the start of each launch (zeroed once at allocation; the last

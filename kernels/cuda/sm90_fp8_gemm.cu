@@ -3,8 +3,8 @@
 // output), and the launch.
 //
 // Instances: BLOCK_M in kSm90BlockMs x {E4M3, E5M2} weights x {E4M3, BF16, F32} output with
-// promotion (12), plus the test-only no-promotion variant for E4M3 weights and F32 output at both
-// BLOCK_Ms (2). The pipeline depth is a runtime value (at most kSm90MaxStages), so the config's
+// promotion (12), the wide tile (BLOCK_M 128 x BLOCK_N 192) x {E4M3, E5M2} x {BF16, F32} (4), plus
+// the test-only no-promotion variant for E4M3 weights and F32 output at both BLOCK_Ms (2). The pipeline depth is a runtime value (at most kSm90MaxStages), so the config's
 // stage count does not multiply the instances.
 #include "kernels/cuda/sm90_fp8_gemm.cuh"
 
@@ -111,7 +111,10 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   };
   if (c.kernel != GemmKernel::kSm90Wgmma) return bad("config is not for the sm90 kernel");
   if (c.block_m != kSm90BlockMs[0] && c.block_m != kSm90BlockMs[1]) return bad("block_m must be 64 or 128");
-  if (c.block_n != kSm90BlockN || c.block_k != kGemmBlockK) return bad("block_n and block_k must be 128");
+  if (c.block_k != kGemmBlockK) return bad("block_k must be 128");
+  if (std::string why = Sm90BlockNProblem(c.block_n, c.block_m, c.k_splits, a.output, a.b_layout); !why.empty()) {
+    return bad(why);
+  }
   const int groups = a.k / kGemmBlockK;
   if (c.k_splits < 1 || c.k_splits > groups) {
     return bad(absl::StrCat("k_splits outside [1, ", groups, " groups]: every split owns a 128-K group"));
@@ -123,14 +126,18 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   if (c.pair_loads && c.stages < 3) return bad("paired loads need 3 or more stages");
   if (c.raster_group < 1) return bad("raster_group must be >= 1");
   if (c.grid < 1 || c.grid > dev.num_sms) return bad(absl::StrCat("grid outside [1, ", dev.num_sms, " SMs]"));
-  if (std::string why = Sm90ClusterProblem(c.cluster_m, c.cluster_n, c.k_splits, a.n); !why.empty()) return bad(why);
+  if (std::string why = Sm90ClusterProblem(c.cluster_m, c.cluster_n, c.k_splits, a.n, c.block_n); !why.empty()) {
+    return bad(why);
+  }
   if (c.grid % (c.cluster_m * c.cluster_n) != 0) return bad("the grid must be whole clusters");
-  const size_t need = c.block_m == 64 ? Sm90SmemLayout<64>::Bytes(c.stages) : Sm90SmemLayout<128>::Bytes(c.stages);
+  const size_t need = c.block_m == 64                ? Sm90SmemLayout<64>::Bytes(c.stages)
+                      : c.block_n == kSm90WideBlockN ? Sm90SmemLayout<128, kSm90WideBlockN>::Bytes(c.stages)
+                                                     : Sm90SmemLayout<128>::Bytes(c.stages);
   if (c.smem_bytes < need) return bad(absl::StrCat("smem_bytes below the ", need, " the pipeline needs"));
   if (c.smem_bytes > static_cast<size_t>(dev.smem_per_block_optin)) {
     return bad(absl::StrCat("smem_bytes above the device's ", dev.smem_per_block_optin));
   }
-  const int64_t tiles = (static_cast<int64_t>(a.m) + c.block_m - 1) / c.block_m * (a.n / kSm90BlockN);
+  const int64_t tiles = (static_cast<int64_t>(a.m) + c.block_m - 1) / c.block_m * Sm90TilesN(a.n, c.block_n);
   if (tiles * c.k_splits > INT32_MAX) return bad("too many tiles");
   if (c.k_splits > 1) {
     // Workspace (gemm_config.h): int32 counters at a fixed place, then float partials[splits][m][n]
@@ -182,10 +189,10 @@ absl::StatusOr<int> MaxActiveClusters(Kernel kernel, int device, int threads, si
   return clusters;
 }
 
-template <int BLOCK_M, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
+template <int BLOCK_M, int BLOCK_N, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
 absl::Status LaunchInstance(const CUtensorMap& tmap_a, const CUtensorMap& tmap_b, const Sm90GemmParams& params,
                             const GemmConfig& c, int device, const DeviceTraits& dev, cudaStream_t stream) {
-  constexpr auto kernel = &sm90_fp8_gemm_kernel<BLOCK_M, kBFormat, kOutput, kPromote>;
+  constexpr auto kernel = &sm90_fp8_gemm_kernel<BLOCK_M, BLOCK_N, kBFormat, kOutput, kPromote>;
   constexpr int kThreads = 128 * (BLOCK_M / 64 + 1);  // consumer warpgroups + the producer warpgroup
   static_assert(kThreads <= kSm90MaxThreads, "the kernel's launch bound is kSm90MaxThreads");
   // Opt in to the device's whole shared memory once per (instance, device).
@@ -214,38 +221,42 @@ absl::Status LaunchInstance(const CUtensorMap& tmap_a, const CUtensorMap& tmap_b
   return absl::OkStatus();
 }
 
-template <int BLOCK_M, Fp8Format kBFormat, bool kPromote>
+template <int BLOCK_M, int BLOCK_N, Fp8Format kBFormat, bool kPromote>
 absl::Status DispatchOutput(const Fp8GemmArgs& a, const CUtensorMap& ta, const CUtensorMap& tb,
                             const Sm90GemmParams& p, const GemmConfig& c, int device, const DeviceTraits& dev,
                             cudaStream_t stream) {
   if constexpr (!kPromote) {
     if (a.output != GemmOutput::kF32) return Invalid(a, "the no-promotion test variant writes F32 only");
-    return LaunchInstance<BLOCK_M, kBFormat, GemmOutput::kF32, false>(ta, tb, p, c, device, dev, stream);
+    return LaunchInstance<BLOCK_M, BLOCK_N, kBFormat, GemmOutput::kF32, false>(ta, tb, p, c, device, dev, stream);
   } else {
     switch (a.output) {
       case GemmOutput::kE4M3:
-        return LaunchInstance<BLOCK_M, kBFormat, GemmOutput::kE4M3, true>(ta, tb, p, c, device, dev, stream);
+        // (CheckConfig refuses E4M3 output for the wide tile)
+        if constexpr (BLOCK_N == kSm90BlockN) {
+          return LaunchInstance<BLOCK_M, BLOCK_N, kBFormat, GemmOutput::kE4M3, true>(ta, tb, p, c, device, dev, stream);
+        }
+        break;
       case GemmOutput::kBF16:
-        return LaunchInstance<BLOCK_M, kBFormat, GemmOutput::kBF16, true>(ta, tb, p, c, device, dev, stream);
+        return LaunchInstance<BLOCK_M, BLOCK_N, kBFormat, GemmOutput::kBF16, true>(ta, tb, p, c, device, dev, stream);
       case GemmOutput::kF32:
-        return LaunchInstance<BLOCK_M, kBFormat, GemmOutput::kF32, true>(ta, tb, p, c, device, dev, stream);
+        return LaunchInstance<BLOCK_M, BLOCK_N, kBFormat, GemmOutput::kF32, true>(ta, tb, p, c, device, dev, stream);
     }
-    return Invalid(a, "unknown output type");
+    return Invalid(a, absl::StrCat("no instance for ", GemmOutputName(a.output), " output with block_n ", BLOCK_N));
   }
 }
 
-template <int BLOCK_M, bool kPromote>
+template <int BLOCK_M, int BLOCK_N, bool kPromote>
 absl::Status DispatchFormat(const Fp8GemmArgs& a, const CUtensorMap& ta, const CUtensorMap& tb,
                             const Sm90GemmParams& p, const GemmConfig& c, int device, const DeviceTraits& dev,
                             cudaStream_t stream) {
   if constexpr (!kPromote) {
     if (a.b_format != Fp8Format::kE4M3) return Invalid(a, "the no-promotion test variant takes E4M3 weights only");
-    return DispatchOutput<BLOCK_M, Fp8Format::kE4M3, false>(a, ta, tb, p, c, device, dev, stream);
+    return DispatchOutput<BLOCK_M, BLOCK_N, Fp8Format::kE4M3, false>(a, ta, tb, p, c, device, dev, stream);
   } else {
     if (a.b_format == Fp8Format::kE4M3) {
-      return DispatchOutput<BLOCK_M, Fp8Format::kE4M3, true>(a, ta, tb, p, c, device, dev, stream);
+      return DispatchOutput<BLOCK_M, BLOCK_N, Fp8Format::kE4M3, true>(a, ta, tb, p, c, device, dev, stream);
     }
-    return DispatchOutput<BLOCK_M, Fp8Format::kE5M2, true>(a, ta, tb, p, c, device, dev, stream);
+    return DispatchOutput<BLOCK_M, BLOCK_N, Fp8Format::kE5M2, true>(a, ta, tb, p, c, device, dev, stream);
   }
 }
 
@@ -261,6 +272,7 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   }
   if (absl::Status st = CheckConfig(a, c, *dev); !st.ok()) return st;
   if (!kPromote && c.k_splits != 1) return Invalid(a, "the no-promotion test variant does not split K");
+  if (!kPromote && c.block_n != kSm90BlockN) return Invalid(a, "the no-promotion test variant has 128-wide tiles only");
 
   // NOTES: the tensor maps are encoded on every call (a few hundred ns of host work, no driver
   // round trip). Caching them per (pointer, shape) would be the next step if it ever shows up.
@@ -272,8 +284,8 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   // Tiled B (gemm_config.h) is a [n * k / 128, 128] array of 128-byte rows: 16 KB blocks of 128 rows
   const bool b_tiled = a.b_layout == WeightLayout::kTiled128;
   absl::StatusOr<CUtensorMap> tmap_b =
-      b_tiled ? MakeOperandMap(*encode, a.b, a.n * (a.k / kGemmBlockK), kGemmBlockK, kSm90BlockN / c.cluster_m, "B")
-              : MakeOperandMap(*encode, a.b, a.n, a.k, kSm90BlockN / c.cluster_m, "B");
+      b_tiled ? MakeOperandMap(*encode, a.b, a.n * (a.k / kGemmBlockK), kGemmBlockK, c.block_n / c.cluster_m, "B")
+              : MakeOperandMap(*encode, a.b, a.n, a.k, c.block_n / c.cluster_m, "B");
   if (!tmap_b.ok()) return tmap_b.status();
 
   Sm90GemmParams p;
@@ -300,8 +312,13 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   const size_t elem = a.output == GemmOutput::kE4M3 ? 1 : a.output == GemmOutput::kBF16 ? 2 : 4;
   p.paired_stores = a.ldd % 2 == 0 && reinterpret_cast<uintptr_t>(a.d) % (2 * elem) == 0;
 
-  if (c.block_m == 64) return DispatchFormat<64, kPromote>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
-  return DispatchFormat<128, kPromote>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
+  if (c.block_m == 64) return DispatchFormat<64, kSm90BlockN, kPromote>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
+  if constexpr (kPromote) {
+    if (c.block_n == kSm90WideBlockN) {
+      return DispatchFormat<128, kSm90WideBlockN, true>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
+    }
+  }
+  return DispatchFormat<128, kSm90BlockN, kPromote>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
 }
 
 }  // namespace

@@ -35,6 +35,16 @@
 // cluster's CTAs all walk the same stage sequence. A producer leaves only after the last releases of every stage have
 // reached it: no other CTA arrives on, or writes into, a CTA that has exited. The per-tile
 // arithmetic is the same as without clusters, so the bits are too.
+//
+// The wide tile (BLOCK_N 192, kSm90WideBlockN in gemm_config.h; BLOCK_M 128, BF16/FP32 output, no
+// split-K, row-major B): each consumer warpgroup runs 4 x wgmma m64n192k32 per group into one
+// accumulator of 96 registers, waits for them, hands the stage back and promotes. Two accumulators
+// of 96 and the promoted 96 would pass the 232 registers, so the tensor cores are kept busy across a
+// promotion by the other consumer warpgroup's wgmmas instead. A tile spans two 128-column blocks of
+// B's scales (ScaleBlocksOfTile): each 8-column chunk takes its own block's scale product. Its
+// columns past n (the last tile, when 192 does not divide n) read zero weights from TMA's fill and
+// are neither read from the column scales and bias nor stored. The product of each element is the
+// one the 128-wide tile forms, in the same order.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap
@@ -84,30 +94,34 @@ struct Sm90GemmParams {
 // Shared memory carve-up, from the dynamic base aligned up to 1024 bytes:
 //   A tiles [num_stages][BLOCK_M][128], B tiles [num_stages][128][128], full barriers
 //   [num_stages], empty barriers [num_stages].
-template <int BLOCK_M>
+template <int BLOCK_M, int BLOCK_N = kSm90BlockN>
 struct Sm90SmemLayout {
   static constexpr uint32_t kTileABytes = BLOCK_M * kGemmBlockK;
-  static constexpr uint32_t kTileBBytes = kSm90BlockN * kGemmBlockK;
+  static constexpr uint32_t kTileBBytes = BLOCK_N * kGemmBlockK;
   static constexpr uint32_t kAlign = 1024;  // one 128-byte-swizzle atom: 8 rows x 128 bytes
   static_assert(kTileABytes % kAlign == 0 && kTileBBytes % kAlign == 0, "tiles must keep the 1024-byte alignment");
   // Bytes a launch with `stages` needs, alignment slack included.
   static constexpr size_t Bytes(int stages) {
     return kAlign + static_cast<size_t>(stages) * (kTileABytes + kTileBBytes + 2 * sizeof(uint64_t));
   }
-  static_assert(Bytes(1) == Sm90SmemBytes(BLOCK_M, kSm90BlockN, 1) &&
-                    Bytes(kSm90MaxStages) == Sm90SmemBytes(BLOCK_M, kSm90BlockN, kSm90MaxStages),
+  static_assert(Bytes(1) == Sm90SmemBytes(BLOCK_M, BLOCK_N, 1) &&
+                    Bytes(kSm90MaxStages) == Sm90SmemBytes(BLOCK_M, BLOCK_N, kSm90MaxStages),
                 "the config heuristic sizes shared memory with Sm90SmemBytes(): keep the two equal");
 };
 
-// The epilogue of one consumer thread: its 2 rows x 32 columns of the tile (see the accumulator
-// layout in sm90_utils.cuh). `row0` is the thread's first row, `col0` = n_tile * 128 + 2 * (lane % 4).
-template <GemmOutput kOutput>
-__device__ __forceinline__ void Sm90Epilogue(float (&v)[64], const Sm90GemmParams& p, int row0, int col0, int n_tile,
-                                             int lane) {
+// The epilogue of one consumer thread: its 2 rows x 2 kChunks columns of the tile (see the
+// accumulator layout in sm90_utils.cuh; kChunks = BLOCK_N / 8). `row0` is the thread's first row,
+// `col0` = n_tile * BLOCK_N + 2 * (lane % 4).
+template <GemmOutput kOutput, int kChunks = kSm90BlockN / 8>
+__device__ __forceinline__ void Sm90Epilogue(float (&v)[4 * kChunks], const Sm90GemmParams& p, int row0, int col0,
+                                             int n_tile, int lane) {
+  // Only the wide tile reaches past n (its last tile): those columns read no scale or bias
+  constexpr bool kMayPassN = kChunks * 8 != kSm90BlockN;
   // v = acc * col_scale + bias, then ReLU (the contract's order, no contraction into an FMA)
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
+  for (int j = 0; j < kChunks; ++j) {
     const int c = col0 + 8 * j;
+    if (kMayPassN && c >= p.n) continue;
     if (p.col_scales != nullptr) {
       const float s0 = __ldg(p.col_scales + c), s1 = __ldg(p.col_scales + c + 1);
       v[4 * j + 0] = __fmul_rn(v[4 * j + 0], s0);
@@ -129,6 +143,7 @@ __device__ __forceinline__ void Sm90Epilogue(float (&v)[64], const Sm90GemmParam
   }
 
   if constexpr (kOutput == GemmOutput::kE4M3) {
+    static_assert(kChunks == 16, "E4M3 output needs the tile to be one 1x128 group wide");
     // Each row's 128 columns (one 1x128 group) live in one quad of lanes: reduce over the thread's
     // 32 values, then across the quad. fmaxf ignores NaN, like the CPU quantizer.
     float amax[2] = {0.0f, 0.0f};
@@ -189,7 +204,7 @@ __device__ __forceinline__ void Sm90Epilogue(float (&v)[64], const Sm90GemmParam
       if (row >= p.m) continue;
       T* out = d + static_cast<size_t>(row) * p.ldd;
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
+      for (int j = 0; j < kChunks; ++j) {
         const int c = col0 + 8 * j;
         const float x0 = v[4 * j + 2 * h + 0], x1 = v[4 * j + 2 * h + 1];
         if (p.paired_stores && c + 1 < p.n_store) {
@@ -297,16 +312,19 @@ __device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmP
 // kPromote = false is the test-only variant (LaunchSm90Fp8GemmNoPromotionForTest): the wgmma
 // accumulator carries the whole K (zeroed only by the tile's first k32 step), and the scales of
 // group 0 are applied once at the end.
-template <int BLOCK_M, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
+template <int BLOCK_M, int BLOCK_N, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
 __global__ void __launch_bounds__(kSm90MaxThreads, 1)
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a, const __grid_constant__ CUtensorMap tmap_b,
                          const Sm90GemmParams p) {
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "BLOCK_M must be 64 or 128 (one wgmma M=64 per consumer warpgroup)");
-  static_assert(kSm90BlockN == 128, "the kernel is written for wgmma m64n128k32 (BLOCK_N 128)");
+  static_assert(BLOCK_N == kSm90BlockN || (BLOCK_N == kSm90WideBlockN && BLOCK_M == 128 && kPromote &&
+                                           kOutput != GemmOutput::kE4M3),
+                "BLOCK_N 128, or the wide tile with BLOCK_M 128 and BF16/FP32 output");
   static_assert(kGemmBlockK == 128, "a stage holds one 128-K group: one 128-byte swizzle row per tile row");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Layout = Sm90SmemLayout<BLOCK_M>;
-  constexpr int BLOCK_N = kSm90BlockN;
+  using Layout = Sm90SmemLayout<BLOCK_M, BLOCK_N>;
+  constexpr int kAcc = BLOCK_N / 2;      // accumulator registers per thread: 64 rows x BLOCK_N / 128 threads
+  constexpr int kChunks = BLOCK_N / 8;   // 8-column chunks of the tile (4 accumulators each)
   constexpr int BLOCK_K = kGemmBlockK;
   constexpr int kWgmmaK = 32;                       // FP8 wgmma K: 32 bytes of a 128-byte row
   constexpr int kNumConsumerWarpgroups = BLOCK_M / 64;
@@ -462,22 +480,27 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
   const int quad_col = 2 * (lane % 4);
   const uint32_t a_wg_offset = static_cast<uint32_t>(warpgroup) * 64 * BLOCK_K;
 
-  // NOTES: two wgmma accumulators. Group g + 1's wgmmas are issued into one while group g's
-  // finished partial sum, in the other, is promoted, so the tensor cores keep working through the
-  // promotion FMAs (with one accumulator they idle while both consumer warpgroups promote the same
-  // stage). 2 x 64 + 64 promoted registers fit the consumers' 232.
-  float accum0[64], accum1[64];  // wgmma accumulators: one 128-K group's partial sum each (or all of K)
-  float result[64];              // the promoted FP32 sum
+  // NOTES: two wgmma accumulators (128-wide tile). Group g + 1's wgmmas are issued into one while
+  // group g's finished partial sum, in the other, is promoted, so the tensor cores keep working
+  // through the promotion FMAs (with one accumulator they idle while both consumer warpgroups
+  // promote the same stage). 2 x 64 + 64 promoted registers fit the consumers' 232; the wide
+  // tile's 2 x 96 + 96 would not, so it keeps one (see the top of the file).
+  constexpr bool kTwoAccumulators = BLOCK_N == kSm90BlockN;
+  // wgmma accumulators: one 128-K group's partial sum each (or all of K)
+  float accum0[kAcc], accum1[kTwoAccumulators ? kAcc : 1];
+  float result[kAcc];  // the promoted FP32 sum
   // The first k32 step overwrites an accumulator (scale-d = 0); zeroing once keeps the asm operands defined.
 #pragma unroll
-  for (int i = 0; i < 64; ++i) accum0[i] = accum1[i] = 0.0f;
+  for (int i = 0; i < kAcc; ++i) accum0[i] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(accum1) / sizeof(float)); ++i) accum1[i] = 0.0f;
   // The ring position of the next stage to consume (issue) and of the next to hand back (release).
   int issue_stage = 0, release_stage = 0;
   uint32_t issue_phase = 0;
 
   // Waits for the next stage's TMA and issues its 4 x k32 wgmmas over the group's 128 bytes of K
   // into `acc` as one commit group (no wait). `zero_first`: the first k32 step starts from zero.
-  auto issue_group = [&](float(&acc)[64], bool zero_first) {
+  auto issue_group = [&](float(&acc)[kAcc], bool zero_first) {
     sm90::MbarWait(full_bars + 8 * issue_stage, issue_phase);
     const uint64_t desc_a = sm90::MakeSmemDescSw128(smem_a + issue_stage * Layout::kTileABytes + a_wg_offset);
     const uint64_t desc_b = sm90::MakeSmemDescSw128(smem_b + issue_stage * Layout::kTileBBytes);
@@ -486,7 +509,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
 #pragma unroll
     for (int kk = 0; kk < BLOCK_K / kWgmmaK; ++kk) {
       const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;  // +32 bytes per k32 step
-      sm90::WgmmaM64N128K32<kBFormat>(acc, desc_a + step, desc_b + step, (kk == 0 && zero_first) ? 0u : 1u);
+      sm90::WgmmaM64NK32<BLOCK_N, kBFormat>(acc, desc_a + step, desc_b + step, (kk == 0 && zero_first) ? 0u : 1u);
     }
     sm90::WgmmaCommitGroup();
     sm90::FenceOperands(acc);
@@ -522,12 +545,44 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
     // Scale rows from the split's first group (predicated: rows past m read nothing and contribute zero).
     const float* a_scales0 = p.a_scales + static_cast<size_t>(row0_ok ? row0 : 0) * num_k_groups + g_begin;
     const float* a_scales1 = p.a_scales + static_cast<size_t>(row1_ok ? row1 : 0) * num_k_groups + g_begin;
-    const float* b_scales = p.b_scales + static_cast<size_t>(n_tile) * num_k_groups + g_begin;
+    // The tile's (first) 128-column scale block
+    const int b_block = BLOCK_N == kSm90BlockN ? n_tile : n_tile * BLOCK_N / kGemmBlockK;
+    const float* b_scales = p.b_scales + static_cast<size_t>(b_block) * num_k_groups + g_begin;
 
 #pragma unroll
-    for (int i = 0; i < 64; ++i) result[i] = 0.0f;
+    for (int i = 0; i < kAcc; ++i) result[i] = 0.0f;
 
-    if constexpr (kPromote) {
+    if constexpr (kPromote && !kTwoAccumulators) {
+      // The wide tile: one accumulator. Chunk j of the tile (columns 8j..8j+7) lies in scale block
+      // `lo` or `hi` (ScaleBlocksOfTile): chunks below 8 always in lo and from 16 on always in hi,
+      // since a tile starts at a multiple of 64 columns; 8..15 by the tile's boundary.
+      static_assert(kChunks > 16 && kChunks <= 32 && BLOCK_N % 64 == 0, "a wide tile spans exactly two scale blocks");
+      const Sm90TileScaleBlocks blocks = ScaleBlocksOfTile(n_tile, BLOCK_N, p.n);
+      const float* b_scales_hi = p.b_scales + static_cast<size_t>(blocks.hi) * num_k_groups + g_begin;
+      const int lo_chunks = blocks.lo_chunks;
+      for (int g = 0; g < num_groups; ++g) {
+        // The group's scales are loaded before its full-barrier wait and used after its wgmmas
+        const float b_lo = __ldg(b_scales + g), b_hi = __ldg(b_scales_hi + g);
+        const float a0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
+        const float a1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
+        issue_group(accum0, true);
+        sm90::WgmmaWaitGroup<0>();
+        sm90::FenceOperands(accum0);
+        release_group();
+        // The same product (a_scale[row] * b_scale, rounded once) as the 128-wide tile forms
+        const float s0_lo = __fmul_rn(a0, b_lo), s0_hi = __fmul_rn(a0, b_hi);
+        const float s1_lo = __fmul_rn(a1, b_lo), s1_hi = __fmul_rn(a1, b_hi);
+#pragma unroll
+        for (int j = 0; j < kChunks; ++j) {
+          const bool lo = j < 8 || (j < 16 && j < lo_chunks);
+          const float s0 = lo ? s0_lo : s0_hi, s1 = lo ? s1_lo : s1_hi;
+          result[4 * j + 0] = __fmaf_rn(s0, accum0[4 * j + 0], result[4 * j + 0]);
+          result[4 * j + 1] = __fmaf_rn(s0, accum0[4 * j + 1], result[4 * j + 1]);
+          result[4 * j + 2] = __fmaf_rn(s1, accum0[4 * j + 2], result[4 * j + 2]);
+          result[4 * j + 3] = __fmaf_rn(s1, accum0[4 * j + 3], result[4 * j + 3]);
+        }
+      }
+    } else if constexpr (kPromote) {
       // Group g's scales, loaded when g is issued and multiplied (a_scale[row] * b_scale, rounded
       // once) only when g is promoted. NOTES: multiplying at load time put the FMULs, and so the
       // wait for the loads, in front of the next group's wgmma issue; now the loads complete under
@@ -592,7 +647,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       const float s0 = __fmul_rn(row0_ok ? __ldg(a_scales0) : 0.0f, sb);
       const float s1 = __fmul_rn(row1_ok ? __ldg(a_scales1) : 0.0f, sb);
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
+      for (int j = 0; j < kChunks; ++j) {
         result[4 * j + 0] = __fmul_rn(s0, accum0[4 * j + 0]);
         result[4 * j + 1] = __fmul_rn(s0, accum0[4 * j + 1]);
         result[4 * j + 2] = __fmul_rn(s1, accum0[4 * j + 2]);
@@ -602,11 +657,13 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
 
     // Split-K: only the warp that arrives last at its 16 rows finishes them, with every split's sum
     bool finish = true;
-    if (kPromote && p.sched.k_splits > 1) {
-      int* counter = p.counters + tile * kNumConsumerWarps + static_cast<int>(threadIdx.x / 32);
-      finish = Sm90SplitKReduce(result, p, row0, n_tile * BLOCK_N + quad_col, split, counter, lane);
+    if constexpr (kTwoAccumulators) {  // (the wide tile does not split K)
+      if (kPromote && p.sched.k_splits > 1) {
+        int* counter = p.counters + tile * kNumConsumerWarps + static_cast<int>(threadIdx.x / 32);
+        finish = Sm90SplitKReduce(result, p, row0, n_tile * BLOCK_N + quad_col, split, counter, lane);
+      }
     }
-    if (finish) Sm90Epilogue<kOutput>(result, p, row0, n_tile * BLOCK_N + quad_col, n_tile, lane);
+    if (finish) Sm90Epilogue<kOutput, kChunks>(result, p, row0, n_tile * BLOCK_N + quad_col, n_tile, lane);
   }
 #else
   // Built for a target without wgmma/TMA (sm_89): the launcher never starts it there.

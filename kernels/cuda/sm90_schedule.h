@@ -57,12 +57,33 @@ struct Sm90TileScheduler {
   }
 };
 
+// The 128-column scale blocks of B (b_scales rows) that tile `n_tile` of a BLOCK_N-wide tiling
+// spans: its 8-column chunks [0, lo_chunks) lie in block `lo`, the rest in block `hi`. A 128-wide
+// tile lies in one block (lo_chunks = 16, hi = lo). A 192-wide tile starts at a multiple of 64, so
+// it spans exactly two blocks, the boundary after chunk 16 (even tiles) or 8 (odd tiles); `hi` is
+// clamped to the last block of an n-column B, which only columns past n would otherwise need.
+struct Sm90TileScaleBlocks {
+  int lo = 0;
+  int hi = 0;
+  int lo_chunks = 0;
+};
+FP8SERVE_HOST_DEVICE inline Sm90TileScaleBlocks ScaleBlocksOfTile(int n_tile, int block_n, int n) {
+  Sm90TileScaleBlocks b;
+  const int first_col = n_tile * block_n;
+  b.lo = first_col / kGemmBlockK;
+  const int lo_cols = (b.lo + 1) * kGemmBlockK - first_col;
+  b.lo_chunks = (lo_cols < block_n ? lo_cols : block_n) / 8;
+  const int last_block = n / kGemmBlockK - 1;
+  b.hi = b.lo_chunks * 8 == block_n ? b.lo : (b.lo + 1 < last_block ? b.lo + 1 : last_block);
+  return b;
+}
+
 // The schedule of a launch of `c` (checked by the launcher) for an m x n x k GEMM, with the grid as
 // configured (a cluster launch may shrink the grid, and unit_stride with it).
 inline Sm90TileScheduler MakeSm90Schedule(int m, int n, int k, const GemmConfig& c) {
   Sm90TileScheduler s;
   s.tiles_m = (m + c.block_m - 1) / c.block_m;
-  s.tiles_n = n / kSm90BlockN;
+  s.tiles_n = Sm90TilesN(n, c.block_n);
   s.cluster_m = c.cluster_m;
   s.cluster_n = c.cluster_n;
   s.cluster_size = c.cluster_m * c.cluster_n;

@@ -262,6 +262,65 @@ __device__ __forceinline__ void WgmmaM64N128K32(float (&d)[64], uint64_t desc_a,
 #undef FP8SERVE_WGMMA_N128_DREGS
 #undef FP8SERVE_WGMMA_N128_OUTS
 
+#define FP8SERVE_WGMMA_N192_DREGS \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, " \
+  "%41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, " \
+  "%61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, " \
+  "%81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}"
+#define FP8SERVE_WGMMA_N192_OUTS(d) \
+      "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+      "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+      "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+      "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+      "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+      "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), \
+      "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), \
+      "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), \
+      "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), \
+      "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+
+// D[64 x 192] (+)= A[64 x 32] . B[192 x 32]^T: WgmmaM64N128K32 with a 192-row B (the wide tile,
+// gemm_config.h). Accumulator layout as WgmmaM64N128K32's, for j = 0..23.
+template <Fp8Format kBFormat>
+__device__ __forceinline__ void WgmmaM64N192K32(float (&d)[96], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+  if constexpr (kBFormat == Fp8Format::kE4M3) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %98, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 " FP8SERVE_WGMMA_N192_DREGS ", %96, %97, p, 1, 1;\n"
+        "}\n"
+        : FP8SERVE_WGMMA_N192_OUTS(d)
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+  } else {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %98, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e5m2 " FP8SERVE_WGMMA_N192_DREGS ", %96, %97, p, 1, 1;\n"
+        "}\n"
+        : FP8SERVE_WGMMA_N192_OUTS(d)
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+  }
+}
+
+#undef FP8SERVE_WGMMA_N192_DREGS
+#undef FP8SERVE_WGMMA_N192_OUTS
+
+// The m64nNk32 wgmma of an N-wide tile (N = 128 or 192), accumulators float[N / 2].
+template <int N, Fp8Format kBFormat>
+__device__ __forceinline__ void WgmmaM64NK32(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+  static_assert(N == 128 || N == 192, "wgmma wrappers exist for N = 128 and 192");
+  if constexpr (N == 128) {
+    WgmmaM64N128K32<kBFormat>(d, desc_a, desc_b, scale_d);
+  } else {
+    WgmmaM64N192K32<kBFormat>(d, desc_a, desc_b, scale_d);
+  }
+}
+
 #define FP8SERVE_WGMMA_N64_DREGS                                                                                \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
   "%24, %25, %26, %27, %28, %29, %30, %31}"

@@ -529,6 +529,22 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
       ours.push_back({absl::StrFormat("ours/%s+mc%dx%d", GemmKernelName(GemmKernel::kSm90Wgmma), cm, cn), *mc});
     }
   }
+  // The wide tile (128 x 192: 17% less operand traffic per FLOP), alone and in clusters, where M
+  // fills 128-row tiles (BF16 output; it splits no K)
+  if (ours[1].config.ok() && s.m >= 256) {
+    GemmConfig plain = *ours[1].config;
+    plain.block_m = 128;
+    plain.k_splits = 1;
+    absl::StatusOr<GemmConfig> wide = WithSm90BlockN(plain, shape, ctx.traits, kSm90WideBlockN);
+    if (wide.ok()) {
+      ours.push_back({absl::StrFormat("ours/%s+n192", GemmKernelName(GemmKernel::kSm90Wgmma)), *wide});
+      for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{2, 2}}) {
+        absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, ctx.traits, cm, cn);
+        if (!mc.ok()) continue;
+        ours.push_back({absl::StrFormat("ours/%s+n192+mc%dx%d", GemmKernelName(GemmKernel::kSm90Wgmma), cm, cn), *mc});
+      }
+    }
+  }
   // The wgmma config reading the weights in the tiled streaming layout (each weight tile's TMA box
   // one contiguous 16 KB read), alone and with the 2x1 cluster
   std::vector<DeviceArray<uint8_t>> b_tiled;
@@ -656,7 +672,8 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   };
   // Every other variant of ours is checked against the first on the block-scaled inputs (the same
   // numerics; split-K only reorders FP32 sums), then timed. +tiledB runs the wgmma variant's config
-  // on tiled weights: its bits must equal that variant's.
+  // on tiled weights, and +n192 forms every element as the 128-wide tile does: their bits must
+  // equal the wgmma variant's (+n192 only when that one splits no K).
   std::vector<__nv_bfloat16> first_out, wgmma_out;
   for (size_t vi = 0; vi < ours.size(); ++vi) {
     const Variant& v = ours[vi];
@@ -678,7 +695,10 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
           ctx.failed_check = true;
           std::printf("  MISMATCH: %s differs from %s by %.2e\n", v.name.c_str(), ours[0].name.c_str(), check);
         }
-        if (absl::EndsWith(v.name, "+tiledB") && !wgmma_out.empty() &&
+        const bool same_bits = absl::EndsWith(v.name, "+tiledB") ||
+                               (v.name.find("+n192") != std::string::npos && ours[1].config.ok() &&
+                                ours[1].config->k_splits == 1);
+        if (same_bits && !wgmma_out.empty() &&
             (out.size() != wgmma_out.size() ||
              std::memcmp(out.data(), wgmma_out.data(), out.size() * sizeof(__nv_bfloat16)) != 0)) {
           ctx.failed_check = true;
@@ -1090,14 +1110,14 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
 
 void PrintSummary(const Report& report) {
   std::printf("\n==================== SUMMARY (median us; speedup = cuBLASLt time / ours) ====================\n");
-  std::printf("GEMM E4M3 x E4M3 -> BF16      %10s %10s %10s %10s %10s %10s %8s %9s %9s %9s  %s\n", "ours", "paired",
-              "cluster", "tiledB", "lt_tensor", "lt_block", "TFLOP/s", "vs_tensor", "vs_block", "best_mc",
-              "fastest of ours (its time vs cuBLASLt per-tensor)");
+  std::printf("GEMM E4M3 x E4M3 -> BF16      %10s %10s %10s %10s %10s %10s %10s %8s %9s %9s %9s  %s\n", "ours",
+              "paired", "cluster", "tiledB", "wide192", "lt_tensor", "lt_block", "TFLOP/s", "vs_tensor", "vs_block",
+              "best_mc", "fastest of ours (its time vs cuBLASLt per-tensor)");
   const auto& rows = report.rows();
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     if (r.section != "gemm" || r.variant != "ours") continue;
-    double lt_t = NAN, lt_b = NAN, paired = NAN, cluster = NAN, tiled = NAN, fastest = NAN;
+    double lt_t = NAN, lt_b = NAN, paired = NAN, cluster = NAN, tiled = NAN, wide = NAN, fastest = NAN;
     std::string best_mc = "-", fastest_name = "-";
     for (const Row& o : rows) {
       if (o.section != "gemm" || o.m != r.m || o.n != r.n || o.k != r.k) continue;
@@ -1109,16 +1129,19 @@ void PrintSummary(const Report& report) {
         fastest = o.us;
         fastest_name = o.variant;
       }
+      // wide192: the best of the 128 x 192 tile's variants (alone or clustered)
+      if (o.variant.find("+n192") != std::string::npos && !(o.us >= wide)) wide = o.us;
       const size_t mc = o.variant.rfind("+mc");
-      if (mc != std::string::npos && o.variant.find("+tiledB") == std::string::npos && !(o.us >= cluster)) {
+      if (mc != std::string::npos && o.variant.find("+tiledB") == std::string::npos &&
+          o.variant.find("+n192") == std::string::npos && !(o.us >= cluster)) {
         cluster = o.us;
         best_mc = o.variant.substr(mc + 3);
       }
     }
-    std::printf("%6d x %5d x %5d         %10s %10s %10s %10s %10s %10s %8.1f %9.2f %9.2f %9s  %s (x%.2f)\n", r.m,
-                r.n, r.k, Us(r.us).c_str(), Us(paired).c_str(), Us(cluster).c_str(), Us(tiled).c_str(),
-                Us(lt_t).c_str(), Us(lt_b).c_str(), r.tflops, lt_t / r.us, lt_b / r.us, best_mc.c_str(),
-                fastest_name.c_str(), lt_t / fastest);
+    std::printf("%6d x %5d x %5d         %10s %10s %10s %10s %10s %10s %10s %8.1f %9.2f %9.2f %9s  %s (x%.2f)\n",
+                r.m, r.n, r.k, Us(r.us).c_str(), Us(paired).c_str(), Us(cluster).c_str(), Us(tiled).c_str(),
+                Us(wide).c_str(), Us(lt_t).c_str(), Us(lt_b).c_str(), r.tflops, lt_t / r.us, lt_b / r.us,
+                best_mc.c_str(), fastest_name.c_str(), lt_t / fastest);
   }
   bool header = false;
   for (const Row& r : rows) {

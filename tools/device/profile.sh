@@ -10,7 +10,8 @@
 #   usage (device tool): run(command="tools/device/profile.sh", carry=["device-bundle"], timeout_s=...)
 #   env: PROFILE_RUNS (newline-separated entries; default: the fused forward at batch 64 with
 #        mma.sync and with wgmma, the wgmma GEMM at 8192^3 plain and in 2x2 multicast clusters, the
-#        GEMM at 64x16384x4096 plain and on tiled weights (bench --profile_variant)), OUT, BUNDLE
+#        GEMM at 64x16384x4096 plain and on tiled weights, the 128x192 tile in 2x1 clusters at
+#        8192^3 (bench --profile_variant)), OUT, BUNDLE
 set -u -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 OUT=${OUT:-$PWD/profile-out}
@@ -27,7 +28,8 @@ fused64w|fused_mlp_kernelI.*Lb1E|--skip_gemm --mlp_batches=64 --iters=5 --warmup
 wgmma8192|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1
 m64_ffn|fp8_gemm|--skip_mlp --shapes=64x16384x4096 --iters=3 --warmup=1
 wgmma8192mc|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+mc2x2
-m64_ffn_tiled|sm90_fp8_gemm|--skip_mlp --shapes=64x16384x4096 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+tiledB"}
+m64_ffn_tiled|sm90_fp8_gemm|--skip_mlp --shapes=64x16384x4096 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+tiledB
+wgmma8192wide|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+n192+mc2x1"}
 sections="--section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active"
 while IFS='|' read -r label regex flags base; do
   [ -n "$label" ] || continue

@@ -522,6 +522,37 @@ TEST_F(Fp8GemmGpuSmoke, Sm90Clusters) {
   }
 }
 
+// The wide tile under compute-sanitizer: 2 x 4 wide tiles, the last reaching past n_pad (memcheck
+// sees any read of the column scales or bias past n), plain and in 2x1 clusters.
+TEST_F(Fp8GemmGpuSmoke, Sm90WideTile) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
+  const GemmCase c{129, 600, 640, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 8};
+  const Problem p = MakeProblem(c, SeedOf(c) + 29);
+  DeviceOperands ops;
+  FP8SERVE_ASSERT_OK(Upload(p, &ops));
+  const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kBF16};
+  absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits_);
+  ASSERT_TRUE(base.ok()) << base.status();
+  GemmConfig plain = *base;
+  plain.block_m = 128;
+  plain.k_splits = 1;
+  absl::StatusOr<GemmConfig> wide = WithSm90BlockN(plain, shape, traits_, kSm90WideBlockN);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, traits_, 2, 1);
+  ASSERT_TRUE(mc.ok()) << mc.status();
+  for (const GemmConfig& config : {*wide, *mc}) {
+    for (const GemmOutput out : {GemmOutput::kBF16, GemmOutput::kF32}) {
+      absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
+      ASSERT_TRUE(run.ok()) << DescribeGemmConfig(config) << ": " << run.status();
+      const CheckResult cr = CheckOutput(p, out, *run);
+      EXPECT_EQ(cr.failures, 0) << DescribeGemmConfig(config) << " " << GemmOutputName(out) << cr.first;
+    }
+  }
+}
+
 // The wgmma pipeline's bookkeeping, from the simplest case up: one 128-K group and one tile (the
 // descriptors, the swizzle and the k32 steps and nothing else), then configs forced to exercise the
 // persistent loop: one or three CTAs walking many tiles, stage counts that do not divide the group
@@ -757,6 +788,115 @@ TEST_F(Fp8GemmGpuSm90Pipeline, TiledWeightsGiveTheRowMajorBits) {
     EXPECT_NE(refused.status().message().find("row-major"), std::string_view::npos) << refused.status();
   }
   std::fflush(stdout);
+}
+
+// The wide tile (128 x 192, WithSm90BlockN), forced: N not a multiple of 192 (the last tile reaches
+// past n_pad, its extra columns read TMA's zeros and no scale or bias), tiles that start mid-way
+// through a 128-column scale block (odd N-tiles: every chunk must take its own block's scale; the
+// block-scaled cases have different scales per block), K tails, a long K (many promotions), M
+// tails, one CTA walking every tile (phases carrying across tiles on 3 stages), strided output rows,
+// 2x1 / 1x2 / 2x2 clusters, BF16 and FP32 output. Each element's arithmetic is the 128-wide tile's
+// (same products, same order), so the bits must equal the 128-wide launch's.
+TEST_F(Fp8GemmGpuSm90Pipeline, WideTilesGiveThe128WideBits) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
+  struct Forced {
+    GemmCase c;
+    int stages, grid;  // for the 128-wide reference launch and the first wide launch
+  };
+  const Forced cases[] = {
+      // one row; 2 wide tiles over n_pad 256 (the second mostly past it); K tail
+      {{1, 200, 300, Fp8Format::kE5M2, ScaleGranularity::kBlock128, true, true, 16}, 3, 2},
+      // 2 x 4 wide tiles (odd tiles start at 64 mod 128); one CTA walks them all
+      {{129, 640, 896, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0}, 3, 1},
+      // 3 x 6 wide tiles over n_pad 1024, per-channel scales, 32 groups
+      {{300, 1000, 4096, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0}, 4, 5},
+      // 128 groups: promotion at every one of them, per-tensor scales
+      {{257, 384, 16384, Fp8Format::kE4M3, ScaleGranularity::kPerTensor, true, false, 0}, 4, 3},
+  };
+  for (const Forced& f : cases) {
+    const Problem p = MakeProblem(f.c, SeedOf(f.c) + 23);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    for (const GemmOutput out : {GemmOutput::kF32, GemmOutput::kBF16}) {
+      const GemmShape shape{f.c.m, p.w.n_pad, p.w.k_pad, f.c.format, out};
+      const GemmConfig narrow = ForcedSm90Config(128, f.stages, f.grid, 2, 1);
+      absl::StatusOr<GemmRun> want = RunGemm(p, ops, out, narrow, stream_);
+      ASSERT_TRUE(want.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(narrow) << "]: " << want.status();
+      absl::StatusOr<GemmConfig> wide = WithSm90BlockN(narrow, shape, traits_, kSm90WideBlockN);
+      ASSERT_TRUE(wide.ok()) << wide.status();
+      std::vector<GemmConfig> configs;
+      GemmConfig forced = *wide;  // the narrow launch's grid and a 3-stage pipeline
+      forced.grid = std::min(f.grid, wide->grid);
+      forced.stages = 3;
+      forced.smem_bytes = Sm90SmemBytes(128, kSm90WideBlockN, 3);
+      configs.push_back(forced);
+      configs.push_back(*wide);
+      for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{1, 2}, std::pair{2, 2}}) {
+        if (Sm90TilesN(p.w.n_pad, kSm90WideBlockN) % cn != 0) continue;
+        absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, traits_, cm, cn);
+        ASSERT_TRUE(mc.ok()) << mc.status();
+        configs.push_back(*mc);
+      }
+      for (const GemmConfig& config : configs) {
+        absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
+        ASSERT_TRUE(run.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << run.status();
+        const CheckResult cr = CheckOutput(p, out, *run);
+        const bool same = run->d == want->d;
+        const std::string rel = std::isnan(cr.max_rel_l1) ? "-" : absl::StrFormat("%.3e", cr.max_rel_l1);
+        std::printf("%-44s sm90 wide    %-4s max|d|/L1 %9s  failures %ld  same bits as 128-wide: %s  [%s]\n",
+                    CaseName(f.c).c_str(), GemmOutputName(out), rel.c_str(), cr.failures, same ? "yes" : "NO",
+                    DescribeGemmConfig(config).c_str());
+        EXPECT_EQ(cr.failures, 0) << CaseName(f.c) << " " << GemmOutputName(out) << " ["
+                                  << DescribeGemmConfig(config) << "]" << cr.first;
+        EXPECT_TRUE(same) << CaseName(f.c) << " " << GemmOutputName(out) << " [" << DescribeGemmConfig(config)
+                          << "]: differs from the 128-wide launch";
+      }
+    }
+  }
+  std::fflush(stdout);
+}
+
+// The wgmma launcher refuses wide-tile configs it has no instance for, before any launch: E4M3
+// output (the tile straddles 1x128 groups), 64-row tiles, split-K, tiled B, other widths.
+TEST_F(Fp8GemmGpuSm90Pipeline, WideTileConfigsAreChecked) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  const GemmCase c{65, 384, 512, Fp8Format::kE4M3, ScaleGranularity::kBlock128, false, true, 0};
+  const Problem p = MakeProblem(c, SeedOf(c));
+  DeviceOperands ops;
+  FP8SERVE_ASSERT_OK(Upload(p, &ops));
+  FP8SERVE_ASSERT_OK(TileOnDevice(p, &ops, stream_));
+  const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kBF16};
+  absl::StatusOr<GemmConfig> wide = WithSm90BlockN(ForcedSm90Config(128, 3, 2, 1, 1), shape, traits_, kSm90WideBlockN);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  struct Bad {
+    GemmOutput out;
+    int block_m, block_n, k_splits;
+    WeightLayout layout;
+    const char* says;
+  };
+  for (const Bad& b : {Bad{GemmOutput::kE4M3, 128, kSm90WideBlockN, 1, WeightLayout::kRowMajor, "E4M3"},
+                       Bad{GemmOutput::kBF16, 64, kSm90WideBlockN, 1, WeightLayout::kRowMajor, "block_m 128"},
+                       Bad{GemmOutput::kBF16, 128, kSm90WideBlockN, 2, WeightLayout::kRowMajor, "split"},
+                       Bad{GemmOutput::kF32, 128, kSm90WideBlockN, 1, WeightLayout::kTiled128, "row-major"},
+                       Bad{GemmOutput::kF32, 128, 256, 1, WeightLayout::kRowMajor, "block_n must be"}}) {
+    GemmConfig config = *wide;
+    config.block_m = b.block_m;
+    config.block_n = b.block_n;
+    config.k_splits = b.k_splits;
+    ops.b_layout = b.layout;
+    absl::StatusOr<GemmRun> run = RunGemm(p, ops, b.out, config, stream_);
+    ASSERT_FALSE(run.ok()) << b.says;
+    EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
+    EXPECT_NE(run.status().message().find(b.says), std::string_view::npos) << run.status();
+  }
+  // The no-promotion test variant has 128-wide tiles only
+  ops.b_layout = WeightLayout::kRowMajor;
+  absl::StatusOr<GemmRun> unpromoted = RunGemm(p, ops, GemmOutput::kF32, *wide, stream_, Launcher::kNoPromotion);
+  ASSERT_FALSE(unpromoted.ok());
+  EXPECT_EQ(unpromoted.status().code(), absl::StatusCode::kInvalidArgument) << unpromoted.status();
 }
 
 // The wgmma launcher refuses split-K configs it cannot run, before any launch.

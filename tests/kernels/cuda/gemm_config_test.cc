@@ -297,6 +297,84 @@ TEST(GemmConfigTest, ClusterConfigsAreWholeClustersOverEveryTile) {
   EXPECT_FALSE(WithSm90Cluster(*ada, big, L4(), 2, 1).ok());
 }
 
+// The wide tile: WithSm90BlockN keeps the kernel and rows, deepens the pipeline as far as shared
+// memory allows, covers the new N-tiles with at most one wave, and refuses what the kernel cannot run.
+TEST(GemmConfigTest, WideTileConfigsFitAndCoverTheProblem) {
+  int checked = 0;
+  for (const DeviceTraits& dev : {H100(), H100Pcie()}) {
+    for (int m : {1, 129, 1000, 4096, 8192}) {
+      for (int n : {128, 384, 1024, 4096, 8192, 16384}) {
+        for (GemmOutput out : {GemmOutput::kBF16, GemmOutput::kF32}) {
+          const GemmShape shape{m, n, 4096, Fp8Format::kE4M3, out};
+          absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, dev);
+          ASSERT_TRUE(base.ok()) << base.status();
+          GemmConfig plain = *base;
+          plain.block_m = 128;
+          plain.k_splits = 1;
+          absl::StatusOr<GemmConfig> c = WithSm90BlockN(plain, shape, dev, kSm90WideBlockN);
+          ASSERT_TRUE(c.ok()) << DescribeGemmConfig(plain) << ": " << c.status();
+          EXPECT_EQ(c->block_n, kSm90WideBlockN);
+          EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma);
+          EXPECT_EQ(c->block_m, 128);
+          EXPECT_EQ(c->k_splits, 1);
+          EXPECT_EQ(c->smem_bytes, Sm90SmemBytes(128, kSm90WideBlockN, c->stages));
+          EXPECT_LE(c->smem_bytes, static_cast<size_t>(dev.smem_per_block_optin));
+          EXPECT_GT(Sm90SmemBytes(128, kSm90WideBlockN, c->stages + 1), static_cast<size_t>(dev.smem_per_block_optin))
+              << "a deeper pipeline fits";
+          const int tiles = (m + 127) / 128 * Sm90TilesN(n, kSm90WideBlockN);
+          EXPECT_EQ(c->grid, std::min(tiles, dev.num_sms));
+          EXPECT_GE(c->raster_group, 1);
+          EXPECT_LE(c->raster_group, (m + 127) / 128);
+          EXPECT_NE(DescribeGemmConfig(*c).find("x192x"), std::string::npos) << DescribeGemmConfig(*c);
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 100);
+  // 227 KB: 5 stages of 40 KB
+  const GemmShape big{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16};
+  absl::StatusOr<GemmConfig> base = SelectGemmConfig(big, H100());
+  ASSERT_TRUE(base.ok());
+  absl::StatusOr<GemmConfig> wide = WithSm90BlockN(*base, big, H100(), kSm90WideBlockN);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  EXPECT_EQ(wide->stages, 5);
+  EXPECT_EQ(wide->grid, 132);
+  // Then clusters over the 43 wide N-tiles: 2 x 1 only (43 is odd)
+  EXPECT_TRUE(WithSm90Cluster(*wide, big, H100(), 2, 1).ok());
+  EXPECT_FALSE(WithSm90Cluster(*wide, big, H100(), 1, 2).ok());
+  // 128 stays 128 (the identity, stage count included)
+  absl::StatusOr<GemmConfig> same = WithSm90BlockN(*base, big, H100(), kSm90BlockN);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(DescribeGemmConfig(*same), DescribeGemmConfig(*base));
+
+  // Refused: other widths, E4M3 output, 64-row tiles, split-K, a cluster chosen first, sm89 configs
+  const auto refused = [&](const GemmConfig& c, const GemmShape& s, int block_n, absl::string_view why) {
+    absl::StatusOr<GemmConfig> r = WithSm90BlockN(c, s, H100(), block_n);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << why;
+    EXPECT_NE(r.status().message().find(why), std::string_view::npos) << r.status();
+  };
+  refused(*base, big, 256, "block_n must be");
+  refused(*base, GemmShape{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kE4M3}, kSm90WideBlockN, "E4M3");
+  GemmConfig short_rows = *base;
+  short_rows.block_m = 64;
+  refused(short_rows, big, kSm90WideBlockN, "block_m 128");
+  GemmConfig split = *base;
+  split.k_splits = 2;
+  refused(split, big, kSm90WideBlockN, "split");
+  absl::StatusOr<GemmConfig> clustered = WithSm90Cluster(*base, big, H100(), 2, 1);
+  ASSERT_TRUE(clustered.ok());
+  refused(*clustered, big, kSm90WideBlockN, "before the cluster");
+  absl::StatusOr<GemmConfig> ada = SelectGemmConfig(big, L4());
+  ASSERT_TRUE(ada.ok());
+  refused(*ada, big, kSm90WideBlockN, "sm90");
+  // The launcher's question, tiled B included
+  EXPECT_EQ(Sm90BlockNProblem(kSm90WideBlockN, 128, 1, GemmOutput::kBF16, WeightLayout::kRowMajor), "");
+  EXPECT_NE(Sm90BlockNProblem(kSm90WideBlockN, 128, 1, GemmOutput::kBF16, WeightLayout::kTiled128), "");
+  EXPECT_EQ(Sm90BlockNProblem(kSm90BlockN, 64, 4, GemmOutput::kE4M3, WeightLayout::kTiled128), "");
+}
+
 // The tiled weight layout: a bijection onto [0, n * k), each 128 x 128 block one contiguous 16 KB run
 // in (N-tile, K-group) order, and TileWeights128 puts every byte where Tiled128Offset says.
 TEST(GemmConfigTest, Tiled128LayoutIsContiguousBlocksInTileMajorOrder) {

@@ -142,5 +142,81 @@ TEST(Sm90ScheduleTest, EveryTileAndSplitOnceWithAndWithoutClusters) {
   std::printf("replayed %ld schedules (%ld CTA-units below the matrix)\n", cases, outside);
 }
 
+// The wide tile (192 columns, WithSm90BlockN): N-tiles cover n once even where 192 does not divide
+// it (the last tile reaches past n), with and without clusters.
+TEST(Sm90ScheduleTest, WideTilesCoverEveryColumnOnce) {
+  const DeviceTraits h100{9, 0, 132, 227 * 1024};
+  long cases = 0;
+  for (int m : {1, 129, 1000, 8192}) {
+    for (int n : {128, 256, 384, 640, 1024, 4096, 8192, 16384}) {
+      for (int k : {128, 4096}) {
+        const GemmShape shape{m, n, k, Fp8Format::kE4M3, GemmOutput::kBF16};
+        absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, h100);
+        ASSERT_TRUE(base.ok()) << base.status();
+        GemmConfig plain = *base;
+        plain.block_m = 128;
+        plain.k_splits = 1;
+        absl::StatusOr<GemmConfig> wide = WithSm90BlockN(plain, shape, h100, kSm90WideBlockN);
+        ASSERT_TRUE(wide.ok()) << wide.status();
+        const int tiles_n = Sm90TilesN(n, kSm90WideBlockN);
+        EXPECT_LT((tiles_n - 1) * kSm90WideBlockN, n) << "a tile wholly past n";
+        EXPECT_GE(tiles_n * kSm90WideBlockN, n) << "columns no tile covers";
+        for (const auto& [cm, cn] : {std::pair{1, 1}, std::pair{2, 1}, std::pair{1, 2}, std::pair{2, 2}}) {
+          absl::StatusOr<GemmConfig> c = WithSm90Cluster(*wide, shape, h100, cm, cn);
+          if (!c.ok()) {
+            EXPECT_NE(tiles_n % cn, 0) << c.status();  // the only refusal here
+            continue;
+          }
+          EXPECT_EQ(c->block_n, kSm90WideBlockN);
+          const std::string what = absl::StrCat("m", m, " n", n, " k", k, " ", DescribeGemmConfig(*c));
+          const Sm90TileScheduler s = MakeSm90Schedule(m, n, k, *c);
+          EXPECT_EQ(s.tiles_n, tiles_n) << what;
+          Replay r;
+          Walk(s, what, &r);
+          ++cases;
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+  EXPECT_GT(cases, 150);
+  std::printf("replayed %ld wide-tile schedules\n", cases);
+}
+
+// ScaleBlocksOfTile: every column of every tile below n gets the scale block it lies in, and the
+// split the wide-tile kernel assumes holds (chunks below 8 always in `lo`, from 16 on always in `hi`).
+TEST(Sm90ScheduleTest, EveryColumnGetsItsScaleBlock) {
+  long columns = 0;
+  for (int n = 128; n <= 16384; n += 128) {
+    for (const int block_n : {kSm90BlockN, kSm90WideBlockN}) {
+      for (int t = 0; t < Sm90TilesN(n, block_n); ++t) {
+        const Sm90TileScaleBlocks b = ScaleBlocksOfTile(t, block_n, n);
+        const std::string what = absl::StrCat("n ", n, " block_n ", block_n, " tile ", t);
+        ASSERT_GE(b.lo, 0) << what;
+        ASSERT_LE(b.lo, b.hi) << what;
+        ASSERT_LT(b.hi, n / kGemmBlockK) << what << ": a scale row past B's";
+        if (block_n == kSm90BlockN) {
+          EXPECT_EQ(b.lo, t) << what;
+          EXPECT_EQ(b.lo_chunks, 16) << what;
+        } else {
+          ASSERT_GE(b.lo_chunks, 8) << what;
+          ASSERT_LE(b.lo_chunks, 16) << what;
+        }
+        for (int j = 0; j < block_n / 8; ++j) {
+          const int col = t * block_n + 8 * j;
+          if (col >= n) break;
+          const int want = col / kGemmBlockK;
+          const int got = j < b.lo_chunks ? b.lo : b.hi;
+          ASSERT_EQ(got, want) << what << " chunk " << j;
+          // All 8 columns of a chunk lie in one block
+          ASSERT_EQ((col + 7) / kGemmBlockK, want) << what << " chunk " << j;
+          ++columns;
+        }
+      }
+    }
+  }
+  EXPECT_GT(columns, 100000);
+}
+
 }  // namespace
 }  // namespace fp8serve::cuda

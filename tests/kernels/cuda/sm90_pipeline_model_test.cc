@@ -4,8 +4,8 @@
 // zero; try_wait.parity(p) passes once the phase of parity p has completed), and every TMA
 // delivery and remote arrival as a separate event that may land at any later time, multicast
 // deliveries to each destination independently. The producer and consumer steps are transcribed
-// from the kernel (paired loads, the two stages a consumer holds, the release to every CTA of the
-// cluster, the producer's final drain).
+// from the kernel (paired loads, the two stages a consumer of the 128-wide tile holds or the one of
+// the wide tile, the release to every CTA of the cluster, the producer's final drain).
 // Checked: no deadlock; a consumer that passes a full barrier finds every share of that group's
 // A and B tiles in the stage; no share lands in a stage a consumer of that CTA still reads; and no
 // delivery or arrival reaches a CTA after it has exited.
@@ -48,6 +48,9 @@ struct Barrier {
 
 struct Config {
   int cluster_m = 1, cluster_n = 1, stages = 2, warps = 1;
+  // Stages a consumer warp holds at once: 2 with the 128-wide tile's two accumulators (it issues
+  // group g + 1 before it releases g), 1 with the wide tile's one (it releases g before g + 1)
+  int held = 2;
   bool pair = false;
   std::vector<int> groups;  // per unit
 };
@@ -225,13 +228,14 @@ class Model {
     }
   }
 
-  // ---- consumer warp: issue(0); for g: issue(g + 1) if any; release(g) ----
+  // ---- consumer warp, 128-wide: issue(0); for g: issue(g + 1) if any; release(g) ----
+  // ----                wide:      for g: issue(g); release(g) ----
   bool WarpCanMove(int t, int w) const {
     const Cta& x = ctas_[t];
     const Warp& k = x.warp[w];
     if (k.done) return false;
     if (k.unit >= Units()) return true;  // exit
-    const bool want_issue = k.g_issued < Groups(k.unit) && k.g_issued <= k.g_released + 1;
+    const bool want_issue = k.g_issued < Groups(k.unit) && k.g_issued < k.g_released + c_.held;
     if (want_issue) return x.full[k.issue_stage].PhaseDone(k.issue_phase);
     return true;  // a release
   }
@@ -242,7 +246,7 @@ class Model {
       k.done = true;
       return;
     }
-    const bool want_issue = k.g_issued < Groups(k.unit) && k.g_issued <= k.g_released + 1;
+    const bool want_issue = k.g_issued < Groups(k.unit) && k.g_issued < k.g_released + c_.held;
     if (want_issue) {
       // Passed the full barrier: every share of this group must be in the stage
       const int s = k.issue_stage, id = Id(k.unit, k.g_issued);
@@ -315,21 +319,25 @@ TEST(Sm90PipelineModel, NoDeadlockNoOverwriteNoLateDeliveryUnderRandomInterleavi
       for (bool pair : {false, true}) {
         if (pair && stages < 3) continue;  // the launcher refuses it
         for (int warps : {1, 2}) {
-          for (const std::vector<int>& groups :
-               {std::vector<int>{1}, std::vector<int>{2}, std::vector<int>{5}, std::vector<int>{1, 3, 2},
-                std::vector<int>{7, 1, 4, 4}}) {
-            for (uint32_t seed = 0; seed < 40; ++seed) {
-              Config c;
-              c.cluster_m = cm;
-              c.cluster_n = cn;
-              c.stages = stages;
-              c.pair = pair;
-              c.warps = warps;
-              c.groups = groups;
-              const std::string err = Model(c, seed * 7919u + static_cast<uint32_t>(stages)).Run();
-              ASSERT_EQ(err, "") << "cluster " << cm << "x" << cn << " stages " << stages << " pair " << pair
-                                 << " warps " << warps << " units " << groups.size() << " seed " << seed;
-              ++runs;
+          for (int held : {1, 2}) {
+            for (const std::vector<int>& groups :
+                 {std::vector<int>{1}, std::vector<int>{2}, std::vector<int>{5}, std::vector<int>{1, 3, 2},
+                  std::vector<int>{7, 1, 4, 4}}) {
+              for (uint32_t seed = 0; seed < 40; ++seed) {
+                Config c;
+                c.cluster_m = cm;
+                c.cluster_n = cn;
+                c.stages = stages;
+                c.pair = pair;
+                c.warps = warps;
+                c.held = held;
+                c.groups = groups;
+                const std::string err = Model(c, seed * 7919u + static_cast<uint32_t>(stages)).Run();
+                ASSERT_EQ(err, "") << "cluster " << cm << "x" << cn << " stages " << stages << " pair " << pair
+                                   << " warps " << warps << " held " << held << " units " << groups.size() << " seed "
+                                   << seed;
+                ++runs;
+              }
             }
           }
         }

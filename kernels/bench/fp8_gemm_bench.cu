@@ -532,10 +532,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   // The wide tile (128 x 192: 17% less operand traffic per FLOP), alone and in clusters, where M
   // fills 128-row tiles (BF16 output; it splits no K)
   if (ours[1].config.ok() && s.m >= 256) {
-    GemmConfig plain = *ours[1].config;
-    plain.block_m = 128;
-    plain.k_splits = 1;
-    absl::StatusOr<GemmConfig> wide = WithSm90BlockN(plain, shape, ctx.traits, kSm90WideBlockN);
+    absl::StatusOr<GemmConfig> wide = SelectSm90WideTileConfig(shape, ctx.traits);
     if (wide.ok()) {
       ours.push_back({absl::StrFormat("ours/%s+n192", GemmKernelName(GemmKernel::kSm90Wgmma)), *wide});
       for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{2, 2}}) {

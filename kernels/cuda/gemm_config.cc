@@ -257,6 +257,14 @@ absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmS
   return c;
 }
 
+absl::StatusOr<GemmConfig> SelectSm90WideTileConfig(const GemmShape& shape, const DeviceTraits& device) {
+  absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, device);
+  if (!base.ok()) return base.status();
+  base->block_m = 128;
+  base->k_splits = 1;
+  return WithSm90BlockN(*base, shape, device, kSm90WideBlockN);
+}
+
 absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape, const DeviceTraits& device) {
   if (absl::Status st = CheckShape(shape); !st.ok()) return st;
   if (!HasFp8TensorCores(device)) {

@@ -176,6 +176,10 @@ std::string Sm90BlockNProblem(int block_n, int block_m, int k_splits, GemmOutput
 absl::StatusOr<GemmConfig> WithSm90BlockN(const GemmConfig& config, const GemmShape& shape,
                                           const DeviceTraits& device, int block_n);
 
+// The heuristic's sm90 config for `shape` with 128-row tiles and no split-K, made wide by
+// WithSm90BlockN(kSm90WideBlockN): what the benchmark's +n192 variants and the tests start from.
+absl::StatusOr<GemmConfig> SelectSm90WideTileConfig(const GemmShape& shape, const DeviceTraits& device);
+
 // Split-K workspace layout. The int32 arrival counters come first, at the same place for every
 // launch: they must read zero at the start of each launch (zeroed once at allocation; the last
 // split to arrive at a counter resets it), and one workspace serves every layer and batch size of

@@ -230,6 +230,19 @@ __device__ __forceinline__ void FenceOperands(float (&r)[N]) {
       "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
       "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 
+// The asm of a wgmma with both operands in shared memory (descriptors %desc_a, %desc_b), E4M3 A and
+// BTYPE ("e4m3" / "e5m2") B, FP32 accumulators DREGS bound to OUTS; SCALE_D is the operand that,
+// when zero, starts from zero instead of adding to the accumulators.
+#define FP8SERVE_WGMMA_SS(SHAPE, BTYPE, DREGS, OUTS, DESC_A, DESC_B, SCALE_D)                                 \
+  asm volatile("{\n"                                                                                          \
+               ".reg .pred p;\n"                                                                              \
+               "setp.ne.b32 p, " SCALE_D ", 0;\n"                                                             \
+               "wgmma.mma_async.sync.aligned." SHAPE ".f32.e4m3." BTYPE " " DREGS ", " DESC_A ", " DESC_B      \
+               ", p, 1, 1;\n"                                                                                 \
+               "}\n"                                                                                          \
+               : OUTS                                                                                         \
+               : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+
 // D[64 x 128] (+)= A[64 x 32] . B[128 x 32]^T, both operands FP8 in shared memory (descriptors),
 // FP32 accumulators in registers. scale_d == 0 starts from zero instead of adding to d.
 // Accumulator layout (thread t of the warpgroup, warp w = t / 32, lane l = t % 32), for
@@ -239,23 +252,9 @@ __device__ __forceinline__ void FenceOperands(float (&r)[N]) {
 template <Fp8Format kBFormat>
 __device__ __forceinline__ void WgmmaM64N128K32(float (&d)[64], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
   if constexpr (kBFormat == Fp8Format::kE4M3) {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "setp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " FP8SERVE_WGMMA_N128_DREGS ", %64, %65, p, 1, 1;\n"
-        "}\n"
-        : FP8SERVE_WGMMA_N128_OUTS(d)
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+    FP8SERVE_WGMMA_SS("m64n128k32", "e4m3", FP8SERVE_WGMMA_N128_DREGS, FP8SERVE_WGMMA_N128_OUTS(d), "%64", "%65", "%66");
   } else {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "setp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e5m2 " FP8SERVE_WGMMA_N128_DREGS ", %64, %65, p, 1, 1;\n"
-        "}\n"
-        : FP8SERVE_WGMMA_N128_OUTS(d)
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+    FP8SERVE_WGMMA_SS("m64n128k32", "e5m2", FP8SERVE_WGMMA_N128_DREGS, FP8SERVE_WGMMA_N128_OUTS(d), "%64", "%65", "%66");
   }
 }
 
@@ -287,28 +286,15 @@ __device__ __forceinline__ void WgmmaM64N128K32(float (&d)[64], uint64_t desc_a,
 template <Fp8Format kBFormat>
 __device__ __forceinline__ void WgmmaM64N192K32(float (&d)[96], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
   if constexpr (kBFormat == Fp8Format::kE4M3) {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "setp.ne.b32 p, %98, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 " FP8SERVE_WGMMA_N192_DREGS ", %96, %97, p, 1, 1;\n"
-        "}\n"
-        : FP8SERVE_WGMMA_N192_OUTS(d)
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+    FP8SERVE_WGMMA_SS("m64n192k32", "e4m3", FP8SERVE_WGMMA_N192_DREGS, FP8SERVE_WGMMA_N192_OUTS(d), "%96", "%97", "%98");
   } else {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "setp.ne.b32 p, %98, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e5m2 " FP8SERVE_WGMMA_N192_DREGS ", %96, %97, p, 1, 1;\n"
-        "}\n"
-        : FP8SERVE_WGMMA_N192_OUTS(d)
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+    FP8SERVE_WGMMA_SS("m64n192k32", "e5m2", FP8SERVE_WGMMA_N192_DREGS, FP8SERVE_WGMMA_N192_OUTS(d), "%96", "%97", "%98");
   }
 }
 
 #undef FP8SERVE_WGMMA_N192_DREGS
 #undef FP8SERVE_WGMMA_N192_OUTS
+#undef FP8SERVE_WGMMA_SS
 
 // The m64nNk32 wgmma of an N-wide tile (N = 128 or 192), accumulators float[N / 2].
 template <int N, Fp8Format kBFormat>

@@ -534,12 +534,7 @@ TEST_F(Fp8GemmGpuSmoke, Sm90WideTile) {
   DeviceOperands ops;
   FP8SERVE_ASSERT_OK(Upload(p, &ops));
   const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kBF16};
-  absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, traits_);
-  ASSERT_TRUE(base.ok()) << base.status();
-  GemmConfig plain = *base;
-  plain.block_m = 128;
-  plain.k_splits = 1;
-  absl::StatusOr<GemmConfig> wide = WithSm90BlockN(plain, shape, traits_, kSm90WideBlockN);
+  absl::StatusOr<GemmConfig> wide = SelectSm90WideTileConfig(shape, traits_);
   ASSERT_TRUE(wide.ok()) << wide.status();
   absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, traits_, 2, 1);
   ASSERT_TRUE(mc.ok()) << mc.status();

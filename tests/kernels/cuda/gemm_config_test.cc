@@ -306,13 +306,8 @@ TEST(GemmConfigTest, WideTileConfigsFitAndCoverTheProblem) {
       for (int n : {128, 384, 1024, 4096, 8192, 16384}) {
         for (GemmOutput out : {GemmOutput::kBF16, GemmOutput::kF32}) {
           const GemmShape shape{m, n, 4096, Fp8Format::kE4M3, out};
-          absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, dev);
-          ASSERT_TRUE(base.ok()) << base.status();
-          GemmConfig plain = *base;
-          plain.block_m = 128;
-          plain.k_splits = 1;
-          absl::StatusOr<GemmConfig> c = WithSm90BlockN(plain, shape, dev, kSm90WideBlockN);
-          ASSERT_TRUE(c.ok()) << DescribeGemmConfig(plain) << ": " << c.status();
+          absl::StatusOr<GemmConfig> c = SelectSm90WideTileConfig(shape, dev);
+          ASSERT_TRUE(c.ok()) << c.status();
           EXPECT_EQ(c->block_n, kSm90WideBlockN);
           EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma);
           EXPECT_EQ(c->block_m, 128);
@@ -332,6 +327,15 @@ TEST(GemmConfigTest, WideTileConfigsFitAndCoverTheProblem) {
     }
   }
   EXPECT_GT(checked, 100);
+  // Not on Ada, and not for E4M3 output
+  EXPECT_EQ(SelectSm90WideTileConfig(GemmShape{4096, 4096, 4096, Fp8Format::kE4M3, GemmOutput::kBF16}, L4())
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(SelectSm90WideTileConfig(GemmShape{4096, 4096, 4096, Fp8Format::kE4M3, GemmOutput::kE4M3}, H100())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
   // 227 KB: 5 stages of 40 KB
   const GemmShape big{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16};
   absl::StatusOr<GemmConfig> base = SelectGemmConfig(big, H100());

@@ -151,12 +151,7 @@ TEST(Sm90ScheduleTest, WideTilesCoverEveryColumnOnce) {
     for (int n : {128, 256, 384, 640, 1024, 4096, 8192, 16384}) {
       for (int k : {128, 4096}) {
         const GemmShape shape{m, n, k, Fp8Format::kE4M3, GemmOutput::kBF16};
-        absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, h100);
-        ASSERT_TRUE(base.ok()) << base.status();
-        GemmConfig plain = *base;
-        plain.block_m = 128;
-        plain.k_splits = 1;
-        absl::StatusOr<GemmConfig> wide = WithSm90BlockN(plain, shape, h100, kSm90WideBlockN);
+        absl::StatusOr<GemmConfig> wide = SelectSm90WideTileConfig(shape, h100);
         ASSERT_TRUE(wide.ok()) << wide.status();
         const int tiles_n = Sm90TilesN(n, kSm90WideBlockN);
         EXPECT_LT((tiles_n - 1) * kSm90WideBlockN, n) << "a tile wholly past n";

@@ -13,7 +13,8 @@
 # Steps, each under its own timeout: nvidia-smi; every GPU test binary (--gtest_brief); compute-
 # sanitizer memcheck then racecheck over the GEMM and fused tests' Smoke suites; fp8_gemm_bench;
 # tools/device/serving_e2e.sh when present; with time left, tools/device/profile.sh (an ncu digest;
-# a failure there does not fail the check). Logs in $OUT (at most 8 files come back): gpu_check.log
+# a failure there does not fail the check). The summary at the end includes
+# tools/device/decide_from_bench.py's reading of the bench (which opt-in variant wins where). Logs in $OUT (at most 8 files come back): gpu_check.log
 # (this console), tests.log, sanitizer.log, bench.log, bench.csv, e2e.tar.gz (the serving run's own
 # logs and JSON), profile.tar.gz, summary.txt. The last thing printed is the summary table. Exit status 0 when
 # every step that ran passed.
@@ -280,6 +281,11 @@ main() {
     if [ -s "$OUT/bench.log" ]; then
       echo
       sed -n '/==== SUMMARY/,$p' "$OUT/bench.log"
+      # Per opt-in variant: where it beats the heuristic's config, and where the P3 targets stand
+      if [ -s "$OUT/bench.csv" ] && command -v python3 >/dev/null; then
+        echo
+        python3 tools/device/decide_from_bench.py "$OUT/bench.csv" || echo "*** decide_from_bench.py failed (rc=$?)"
+      fi
       # The fused kernel's own timelines (where its time goes, per cluster rank) and back-to-back times
       if grep -q 'fused kernel timeline' "$OUT/bench.log"; then
         echo

@@ -1,0 +1,108 @@
+"""tools/device/decide_from_bench.py on bench CSVs written the way fp8_gemm_bench writes them."""
+import csv
+import importlib.util
+import io
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("decide_from_bench", ROOT / "tools/device/decide_from_bench.py")
+decide = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(decide)
+
+HEADER = ["section", "m", "n", "k", "variant", "us", "tflops", "gbps", "speedup_vs_cublaslt_tensor",
+          "check_rel_err", "config"]
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        for section, m, n, k, variant, us, check in rows:
+            w.writerow([section, m, n, k, variant, us, 0, 0, 0, check, "cfg"])
+
+
+def gemm(m, n, k, variant, us, check=1e-4):
+    return ("gemm", m, n, k, variant, us, check)
+
+
+def run(tmp_path, rows, *args):
+    path = tmp_path / "bench.csv"
+    write_csv(path, rows)
+    out = io.StringIO()
+    old = sys.stdout
+    sys.stdout = out
+    try:
+        rc = decide.main([str(path), *args])
+    finally:
+        sys.stdout = old
+    return rc, out.getvalue()
+
+
+def line_with(text, *words):
+    hits = [l for l in text.splitlines() if all(w in l for w in words)]
+    assert hits, f"no line with {words} in:\n{text}"
+    return hits[0]
+
+
+def test_a_variant_ahead_at_every_compute_shape_is_a_candidate(tmp_path):
+    rows = []
+    for m in (1024, 8192):
+        rows += [gemm(m, 8192, 8192, "ours", 1000), gemm(m, 8192, 8192, "ours/sm90_wgmma", 1000),
+                 gemm(m, 8192, 8192, "ours/sm90_wgmma+mc2x2", 800),   # x1.25: ahead
+                 gemm(m, 8192, 8192, "ours/sm90_wgmma+n192", 990),    # x1.01: level
+                 gemm(m, 8192, 8192, "cublaslt/tensor", 700, "nan")]
+    # at a streaming shape +mc2x2 is slower by 10%
+    rows += [gemm(64, 16384, 4096, "ours/sm90_wgmma", 25), gemm(64, 16384, 4096, "ours/sm90_wgmma+mc2x2", 27.5),
+             gemm(64, 16384, 4096, "cublaslt/tensor", 23.3, "nan")]
+    rc, text = run(tmp_path, rows)
+    assert rc == 0
+    assert "AHEAD at every shape" in line_with(text, "+mc2x2", "compute")
+    assert "behind" in line_with(text, "+mc2x2", "streaming")
+    assert "level" in line_with(text, "+n192", "compute")
+    # 8192^3: best of ours 800 us against cuBLASLt's 700: x0.88, missed; it would need 636.4 us
+    target = line_with(text, "8192 x  8192 x  8192", "goal")
+    assert "x0.88" in target and "missed: needs 636.4 us" in target and "+mc2x2" in target
+    assert "needs 17.9 us" in line_with(text, "64 x 16384 x  4096", "goal")
+
+
+def test_a_variant_whose_check_failed_is_left_out(tmp_path):
+    rows = [gemm(8192, 8192, 8192, "ours/sm90_wgmma", 1000),
+            gemm(8192, 8192, 8192, "ours/sm90_wgmma+mc2x1", 500, 0.3),   # fast but wrong
+            gemm(8192, 8192, 8192, "ours/sm90_wgmma+mc2x2", 900),
+            gemm(8192, 8192, 8192, "cublaslt/tensor", 1000, "nan")]
+    rc, text = run(tmp_path, rows)
+    assert rc == 0
+    assert "CHECK FAILED, left out: ours/sm90_wgmma+mc2x1 at 8192x8192x8192" in text
+    target = line_with(text, "8192 x  8192 x  8192", "goal")
+    assert "+mc2x2" in target and "x1.11" in target and "met" in target
+    assert not any("+mc2x1" in l and "compute" in l for l in text.splitlines())
+
+
+def test_fused_target_and_kinds(tmp_path):
+    rows = [("forward", 64, 10, 784, "fused", 14.5, "nan"),
+            ("forward", 64, 10, 784, "fused/back_to_back", 9.0, "nan"),
+            ("forward", 64, 10, 784, "chain", 26.3, "nan"),
+            ("forward", 64, 10, 784, "cublaslt_per_layer", 13.6, "nan"),
+            ("forward", 64, 10, 784, "fused/mma_sync/clusterauto", 14.5, "nan"),
+            ("forward", 64, 10, 784, "fused/wgmma/clusterauto", 4.5, "nan"),
+            ("forward", 1, 10, 784, "empty_kernel", 3.3, "nan")]
+    rc, text = run(tmp_path, rows)
+    assert rc == 0
+    assert "x3.22 vs mma_sync" in line_with(text, "batch     64", "wgmma/clusterauto")
+    assert "met" in line_with(text, "fused 784-256-10 at batch 64", "4.5 us per replay")
+    rows[5] = ("forward", 64, 10, 784, "fused/wgmma/clusterauto", 7.0, "nan")
+    rc, text = run(tmp_path, rows)
+    assert "missed by 2.0 us" in line_with(text, "fused 784-256-10 at batch 64")
+
+
+def test_not_a_bench_csv_is_an_error(tmp_path, capsys):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2\n")
+    assert decide.main([str(path)]) == 2
+    assert "not an fp8_gemm_bench CSV" in capsys.readouterr().err
+    assert decide.main([str(tmp_path / "missing.csv")]) == 2
+    with pytest.raises(SystemExit):
+        decide.main([str(path), "--margin", "1.5"])

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Reads fp8_gemm_bench's CSV (--csv=FILE; gpu_check.sh keeps it as bench.csv) and says, per opt-in
+variant of our kernels, where it beats the configuration the heuristic picks today, and where the
+P3 targets stand. It decides nothing by itself: the heuristic (kernels/cuda/gemm_config.cc) and the
+fused launcher change only by hand, from what this prints.
+
+    python3 tools/device/decide_from_bench.py bench.csv [--margin 0.03]
+
+GEMM variants are compared with ours/sm90_wgmma (the heuristic's sm90 config) on the same shape in
+the same run. A variant is "ahead" in a class of shapes (weight streaming: M <= 128; compute:
+M >= 256) when it is faster by more than the margin at every shape of that class the run measured,
+"behind" when it is slower by more than the margin at any of them, and "level" otherwise. Variants
+whose output check failed in the run (check_rel_err above --max_check) are listed and left out; a
+variant that should equal another bit for bit and does not says so in bench.log (MISMATCH lines). Standard library only: it runs on the GPU machine, which has python3 but no pip.
+"""
+import argparse
+import csv
+import math
+import sys
+from collections import defaultdict
+
+BASELINE = "ours/sm90_wgmma"
+LT_TENSOR = "cublaslt/tensor"
+# The P3 targets (issue 4): best of ours vs cuBLASLt per-tensor, and the fused forward at batch 64.
+TARGET_8192 = 1.1
+TARGET_SMALL_M = 1.3
+TARGET_FUSED_US = 5.0
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "section" not in rows[0]:
+        raise ValueError(f"{path}: not an fp8_gemm_bench CSV (no 'section' column)")
+    out = []
+    for r in rows:
+        try:
+            r["m"], r["n"], r["k"] = int(r["m"]), int(r["n"]), int(r["k"])
+            r["us"] = float(r["us"]) if r["us"] not in ("", "nan") else math.nan
+            check = r.get("check_rel_err", "")
+            r["check"] = float(check) if check not in ("",) else math.nan
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{path}: bad row {r}: {e}") from e
+        out.append(r)
+    return out
+
+
+def shape_class(m):
+    return "streaming (M<=128)" if m <= 128 else "compute (M>=256)"
+
+
+def fmt_x(v):
+    return "-" if v is None or not math.isfinite(v) else f"x{v:.2f}"
+
+
+def geomean(values):
+    values = [v for v in values if math.isfinite(v) and v > 0]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
+
+
+def gemm_report(rows, margin, max_check, out):
+    shapes = defaultdict(dict)  # (m, n, k) -> variant -> row
+    for r in rows:
+        if r["section"] == "gemm":
+            shapes[(r["m"], r["n"], r["k"])][r["variant"]] = r
+    if not shapes:
+        print("no GEMM rows in the CSV", file=out)
+        return {}
+    variants = sorted({v for per in shapes.values() for v in per
+                       if v.startswith("ours/sm90_wgmma+")})
+    # A check the run made and failed (NaN: not compared, e.g. cuBLASLt not offered)
+    failed = sorted({(v, s) for s, per in shapes.items() for v, r in per.items()
+                     if v.startswith("ours") and math.isfinite(r["check"]) and r["check"] > max_check})
+    print("== GEMM: each variant's speedup over " + BASELINE + " (same shape, same run)", file=out)
+    header = f"{'M x N x K':>20} {'base us':>9} " + " ".join(f"{v.split('+', 1)[1]:>12}" for v in variants)
+    print(header + f" {'best/cuBLASLt':>14}  best", file=out)
+    # per variant, per class: list of speedups
+    by_class = defaultdict(lambda: defaultdict(list))
+    best_vs_lt = {}
+    for s in sorted(shapes):
+        per = shapes[s]
+        base = per.get(BASELINE)
+        if base is None or not math.isfinite(base["us"]):
+            continue
+        cells = []
+        for v in variants:
+            r = per.get(v)
+            if r is None or not math.isfinite(r["us"]) or (v, s) in failed:
+                cells.append(f"{'-':>12}")
+                continue
+            x = base["us"] / r["us"]
+            by_class[v][shape_class(s[0])].append(x)
+            cells.append(f"{fmt_x(x):>12}")
+        ours = [(r["us"], v) for v, r in per.items()
+                if v.startswith("ours") and math.isfinite(r["us"]) and (v, s) not in failed]
+        best_us, best_name = min(ours) if ours else (math.nan, "-")
+        lt = per.get(LT_TENSOR)
+        ratio = lt["us"] / best_us if lt is not None and math.isfinite(lt["us"]) else math.nan
+        best_vs_lt[s] = (ratio, best_name, best_us, lt["us"] if lt else math.nan)
+        print(f"{s[0]:>6} x{s[1]:>6} x{s[2]:>6} {base['us']:>9.1f} " + " ".join(cells) +
+              f" {fmt_x(ratio):>14}  {best_name}", file=out)
+    for v, s in failed:
+        print(f"  CHECK FAILED, left out: {v} at {s[0]}x{s[1]}x{s[2]}", file=out)
+
+    print(f"\n== GEMM variants by class of shapes (margin {margin:.0%})", file=out)
+    for v in variants:
+        for cls in ("streaming (M<=128)", "compute (M>=256)"):
+            xs = by_class[v].get(cls, [])
+            if not xs:
+                continue
+            if all(x > 1 + margin for x in xs):
+                verdict = "AHEAD at every shape: a candidate for the heuristic"
+            elif any(x < 1 - margin for x in xs):
+                verdict = "behind at some shape"
+            else:
+                verdict = "level"
+            print(f"  {v:<32} {cls:<20} {len(xs)} shapes  geomean {fmt_x(geomean(xs)):>6}  "
+                  f"min {fmt_x(min(xs)):>6}  max {fmt_x(max(xs)):>6}  {verdict}", file=out)
+    return best_vs_lt
+
+
+def fused_report(rows, out):
+    fwd = defaultdict(dict)  # batch -> variant -> us
+    for r in rows:
+        if r["section"] == "forward":
+            fwd[r["m"]][r["variant"]] = r["us"]
+    if not fwd:
+        print("\nno forward rows in the CSV", file=out)
+        return None
+    print("\n== Fused forward of the bundled model (us; graph replays)", file=out)
+    empty = next((per.get("empty_kernel") for per in fwd.values() if "empty_kernel" in per), math.nan)
+    kinds = sorted({v for per in fwd.values() for v in per if v.startswith("fused/") and v.endswith("clusterauto")})
+    print(f"{'batch':>7} {'fused':>8} {'b2b':>8} {'chain':>8} {'lt/layer':>9} " +
+          " ".join(f"{k[len('fused/'):-len('/clusterauto')]:>16}" for k in kinds), file=out)
+    fused64 = None
+    for batch in sorted(fwd):
+        per = fwd[batch]
+        if "fused" not in per:
+            continue
+        cells = " ".join(f"{per.get(k, math.nan):>16.1f}" for k in kinds)
+        print(f"{batch:>7} {per.get('fused', math.nan):>8.1f} {per.get('fused/back_to_back', math.nan):>8.1f} "
+              f"{per.get('chain', math.nan):>8.1f} {per.get('cublaslt_per_layer', math.nan):>9.1f} {cells}", file=out)
+        if batch == 64:
+            candidates = [per.get(k, math.nan) for k in ["fused"] + kinds]
+            candidates = [c for c in candidates if math.isfinite(c)]
+            fused64 = (min(candidates) if candidates else math.nan, per.get("fused/back_to_back", math.nan))
+    if math.isfinite(empty):
+        print(f"  an empty kernel timed the same way: {empty:.1f} us", file=out)
+    for batch in sorted(fwd):
+        per = fwd[batch]
+        base = per.get("fused/mma_sync/clusterauto")
+        if base is None or not math.isfinite(base):
+            continue
+        for k in kinds:
+            if k == "fused/mma_sync/clusterauto" or not math.isfinite(per.get(k, math.nan)):
+                continue
+            print(f"  batch {batch:>6}: {k[len('fused/'):]:<28} {fmt_x(base / per[k])} vs mma_sync", file=out)
+    return fused64
+
+
+def targets_report(best_vs_lt, fused64, out):
+    print("\n== P3 targets (best of ours vs cuBLASLt per-tensor, same run)", file=out)
+    for s, (ratio, name, ours_us, lt_us) in sorted(best_vs_lt.items()):
+        if s == (8192, 8192, 8192):
+            goal = TARGET_8192
+        elif s[0] <= 128 and s[1] * s[2] >= 4096 * 4096:
+            goal = TARGET_SMALL_M
+        else:
+            continue
+        state = "met" if ratio >= goal else f"missed: needs {lt_us / goal:.1f} us, has {ours_us:.1f}"
+        print(f"  {s[0]:>5} x {s[1]:>5} x {s[2]:>5}  {fmt_x(ratio)} (goal x{goal})  {name}  {state}", file=out)
+    if fused64 is not None:
+        best, b2b = fused64
+        state = "met" if best <= TARGET_FUSED_US else f"missed by {best - TARGET_FUSED_US:.1f} us"
+        print(f"  fused 784-256-10 at batch 64: {best:.1f} us per replay, {b2b:.1f} us back to back "
+              f"(goal <= {TARGET_FUSED_US} us)  {state}", file=out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("csv", help="fp8_gemm_bench --csv output")
+    ap.add_argument("--margin", type=float, default=0.03,
+                    help="relative speed difference below which two variants count as level (default 0.03)")
+    ap.add_argument("--max_check", type=float, default=1e-2,
+                    help="largest check_rel_err a variant may have and still count (default 1e-2, the bench's)")
+    args = ap.parse_args(argv)
+    if not 0 <= args.margin < 1:
+        ap.error("--margin must be in [0, 1)")
+    try:
+        rows = read_rows(args.csv)
+    except (OSError, ValueError) as e:
+        print(f"decide_from_bench: {e}", file=sys.stderr)
+        return 2
+    best_vs_lt = gemm_report(rows, args.margin, args.max_check, sys.stdout)
+    fused64 = fused_report(rows, sys.stdout)
+    targets_report(best_vs_lt, fused64, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -205,6 +205,7 @@ absl::StatusOr<GemmConfig> WithSm90BlockN(const GemmConfig& config, const GemmSh
       !why.empty()) {
     return bad(why);
   }
+  if (block_n == config.block_n) return config;
   GemmConfig c = config;
   c.block_n = block_n;
   c.stages = 0;
@@ -224,7 +225,7 @@ absl::StatusOr<GemmConfig> WithSm90BlockN(const GemmConfig& config, const GemmSh
   c.smem_bytes = Sm90SmemBytes(c.block_m, c.block_n, c.stages);
   const int tiles_m = CeilDivInt(shape.m, c.block_m);
   const long long tiles = static_cast<long long>(tiles_m) * Sm90TilesN(shape.n, c.block_n);
-  c.grid = static_cast<int>(std::min<long long>(tiles, device.num_sms));
+  c.grid = static_cast<int>(std::min<long long>(tiles * c.k_splits, device.num_sms));
   c.raster_group = std::min(tiles_m, std::max(1, config.raster_group));
   return c;
 }

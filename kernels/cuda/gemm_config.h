@@ -118,8 +118,8 @@ struct GemmConfig {
   // M-tile (cluster_n of them) each load 1/cluster_n of its A tile for all of them, the CTAs of one
   // N-tile each 1/cluster_m of its B tile, so each operand byte leaves L2 once per cluster instead
   // of once per CTA. 1 x 1 is a plain launch. Needs k_splits == 1, a grid that is a multiple of
-  // the cluster size, and N-tiles (n / 128) a multiple of cluster_n (WithSm90Cluster() makes such
-  // a config). Off in the heuristic until measured.
+  // the cluster size, and N-tiles (Sm90TilesN(n, block_n)) a multiple of cluster_n
+  // (WithSm90Cluster() makes such a config). Off in the heuristic until measured.
   int cluster_m = 1;
   int cluster_n = 1;
   size_t smem_bytes = 0; // dynamic shared memory per CTA
@@ -154,14 +154,15 @@ absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShap
 // lies below the matrix still loads and computes its share, and stores nothing), and the raster
 // group counts cluster tiles. The launcher may shrink the grid further to the clusters the device
 // can run at once (cudaOccupancyMaxActiveClusters). INVALID_ARGUMENT for a split-K or non-sm90
-// config, a cluster dimension outside [1, kSm90MaxClusterDim], or cluster_n not dividing n / 128.
+// config, a cluster dimension outside [1, kSm90MaxClusterDim], or cluster_n not dividing the
+// N-tiles (Sm90TilesN(n, config.block_n)).
 absl::StatusOr<GemmConfig> WithSm90Cluster(const GemmConfig& config, const GemmShape& shape,
                                            const DeviceTraits& device, int cluster_m, int cluster_n);
 
 // Why the sm90 kernel cannot run an n-column GEMM with `k_splits` in cluster_m x cluster_n clusters
 // of block_n-wide tiles (dimensions outside [1, kSm90MaxClusterDim], split-K in a cluster, cluster_n
 // not dividing the N-tiles), or empty when it can. WithSm90Cluster and the launcher both ask it.
-std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n, int block_n = kSm90BlockN);
+std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n, int block_n);
 
 // Why the sm90 kernel cannot run block_n-wide tiles with this config and problem (block_n neither
 // kSm90BlockN nor kSm90WideBlockN; for the wide tile: block_m other than 128, split-K, E4M3 output,

@@ -4,8 +4,9 @@
 //
 // Instances: BLOCK_M in kSm90BlockMs x {E4M3, E5M2} weights x {E4M3, BF16, F32} output with
 // promotion (12), the wide tile (BLOCK_M 128 x BLOCK_N 192) x {E4M3, E5M2} x {BF16, F32} (4), plus
-// the test-only no-promotion variant for E4M3 weights and F32 output at both BLOCK_Ms (2). The pipeline depth is a runtime value (at most kSm90MaxStages), so the config's
-// stage count does not multiply the instances.
+// the test-only no-promotion variant for E4M3 weights and F32 output at both BLOCK_Ms (2). The
+// pipeline depth is a runtime value (at most kSm90MaxStages), so the config's stage count does not
+// multiply the instances.
 #include "kernels/cuda/sm90_fp8_gemm.cuh"
 
 #include <cuda.h>
@@ -312,7 +313,9 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   const size_t elem = a.output == GemmOutput::kE4M3 ? 1 : a.output == GemmOutput::kBF16 ? 2 : 4;
   p.paired_stores = a.ldd % 2 == 0 && reinterpret_cast<uintptr_t>(a.d) % (2 * elem) == 0;
 
-  if (c.block_m == 64) return DispatchFormat<64, kSm90BlockN, kPromote>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
+  if (c.block_m == 64) {
+    return DispatchFormat<64, kSm90BlockN, kPromote>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
+  }
   if constexpr (kPromote) {
     if (c.block_n == kSm90WideBlockN) {
       return DispatchFormat<128, kSm90WideBlockN, true>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);

@@ -1,12 +1,13 @@
 // Device code: the Hopper FP8 GEMM, D = epilogue(A . B^T) with fine-grained scaling (fp8_gemm.h has
 // the exact semantics). TMA + wgmma, warp-specialized and persistent:
 //  - one producer warpgroup: a single thread walks the CTA's tiles and streams, per 128-K group, an
-//    A tile [BLOCK_M, 128] and a B tile [128, 128] into a ring of shared-memory stages with TMA
-//    (128-byte swizzle, M tail zero-filled by the hardware);
-//  - BLOCK_M / 64 consumer warpgroups: each owns 64 rows of the tile, runs 4 x wgmma m64n128k32
-//    per group into a fresh FP32 accumulator (two, alternating, so that the next group's wgmmas
-//    run while the last one is promoted), hands the stage back, and promotes the partial sum
-//    into its FP32 result with acc = fma(a_scale[row] * b_scale, partial, acc);
+//    A tile [BLOCK_M, 128] and a B tile [BLOCK_N, 128] into a ring of shared-memory stages with TMA
+//    (128-byte swizzle, M and N tails zero-filled by the hardware);
+//  - BLOCK_M / 64 consumer warpgroups: each owns 64 rows of the tile, runs 4 x wgmma m64nBLOCK_Nk32
+//    per group into a fresh FP32 accumulator (with BLOCK_N 128 two, alternating, so that the next
+//    group's wgmmas run while the last one is promoted; see the wide tile below), hands the stage
+//    back, and promotes the partial sum into its FP32 result with
+//    acc = fma(a_scale[row] * b_scale, partial, acc);
 //  - the epilogue works on registers: column scales, bias, ReLU, then FP32 / BF16 stores or E4M3
 //    requantization with fresh 1x128 scales (one 128-column group = one tile row).
 // Stage s has a `full` barrier (producer -> consumers: TMA bytes landed) and an `empty` barrier
@@ -39,8 +40,13 @@
 // The wide tile (BLOCK_N 192, kSm90WideBlockN in gemm_config.h; BLOCK_M 128, BF16/FP32 output, no
 // split-K, row-major B): each consumer warpgroup runs 4 x wgmma m64n192k32 per group into one
 // accumulator of 96 registers, waits for them, hands the stage back and promotes. Two accumulators
-// of 96 and the promoted 96 would pass the 232 registers, so the tensor cores are kept busy across a
-// promotion by the other consumer warpgroup's wgmmas instead. A tile spans two 128-column blocks of
+// of 96 and the promoted 96 would pass the 232 registers. NOTES: what keeps the tensor cores busy
+// through a promotion is then only the other consumer warpgroup: the tensor cores run the two
+// warpgroups' wgmmas one after the other, so after the first group the second finishes later and
+// the two promote at different times, one while the other's wgmmas run (about 190 cycles of
+// promotion against 380 of wgmmas per warpgroup and group). Not yet measured: if the two stay in
+// step, the tensor cores idle for each promotion (up to ~20%); the bench's +n192 variants and
+// profile.sh's wgmma8192wide entry say which. A tile spans two 128-column blocks of
 // B's scales (ScaleBlocksOfTile): each 8-column chunk takes its own block's scale product. Its
 // columns past n (the last tile, when 192 does not divide n) read zero weights from TMA's fill and
 // are neither read from the column scales and bias nor stored. The product of each element is the
@@ -92,7 +98,7 @@ struct Sm90GemmParams {
 };
 
 // Shared memory carve-up, from the dynamic base aligned up to 1024 bytes:
-//   A tiles [num_stages][BLOCK_M][128], B tiles [num_stages][128][128], full barriers
+//   A tiles [num_stages][BLOCK_M][128], B tiles [num_stages][BLOCK_N][128], full barriers
 //   [num_stages], empty barriers [num_stages].
 template <int BLOCK_M, int BLOCK_N = kSm90BlockN>
 struct Sm90SmemLayout {
@@ -484,7 +490,8 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
   // group g's finished partial sum, in the other, is promoted, so the tensor cores keep working
   // through the promotion FMAs (with one accumulator they idle while both consumer warpgroups
   // promote the same stage). 2 x 64 + 64 promoted registers fit the consumers' 232; the wide
-  // tile's 2 x 96 + 96 would not, so it keeps one (see the top of the file).
+  // tile's 2 x 96 + 96 would not, so it keeps one and relies on the other warpgroup (see the top of
+  // the file).
   constexpr bool kTwoAccumulators = BLOCK_N == kSm90BlockN;
   // wgmma accumulators: one 128-K group's partial sum each (or all of K)
   float accum0[kAcc], accum1[kTwoAccumulators ? kAcc : 1];
@@ -545,19 +552,17 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
     // Scale rows from the split's first group (predicated: rows past m read nothing and contribute zero).
     const float* a_scales0 = p.a_scales + static_cast<size_t>(row0_ok ? row0 : 0) * num_k_groups + g_begin;
     const float* a_scales1 = p.a_scales + static_cast<size_t>(row1_ok ? row1 : 0) * num_k_groups + g_begin;
-    // The tile's (first) 128-column scale block
-    const int b_block = BLOCK_N == kSm90BlockN ? n_tile : n_tile * BLOCK_N / kGemmBlockK;
-    const float* b_scales = p.b_scales + static_cast<size_t>(b_block) * num_k_groups + g_begin;
+    // The tile's (first) 128-column scale block: n_tile itself when BLOCK_N is 128
+    const Sm90TileScaleBlocks blocks = ScaleBlocksOfTile(n_tile, BLOCK_N, p.n);
+    const float* b_scales = p.b_scales + static_cast<size_t>(blocks.lo) * num_k_groups + g_begin;
 
 #pragma unroll
     for (int i = 0; i < kAcc; ++i) result[i] = 0.0f;
 
     if constexpr (kPromote && !kTwoAccumulators) {
       // The wide tile: one accumulator. Chunk j of the tile (columns 8j..8j+7) lies in scale block
-      // `lo` or `hi` (ScaleBlocksOfTile): chunks below 8 always in lo and from 16 on always in hi,
-      // since a tile starts at a multiple of 64 columns; 8..15 by the tile's boundary.
+      // `lo` or `hi` (ScaleBlocksOfTile, ChunkInLoBlock).
       static_assert(kChunks > 16 && kChunks <= 32 && BLOCK_N % 64 == 0, "a wide tile spans exactly two scale blocks");
-      const Sm90TileScaleBlocks blocks = ScaleBlocksOfTile(n_tile, BLOCK_N, p.n);
       const float* b_scales_hi = p.b_scales + static_cast<size_t>(blocks.hi) * num_k_groups + g_begin;
       const int lo_chunks = blocks.lo_chunks;
       for (int g = 0; g < num_groups; ++g) {
@@ -574,7 +579,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         const float s1_lo = __fmul_rn(a1, b_lo), s1_hi = __fmul_rn(a1, b_hi);
 #pragma unroll
         for (int j = 0; j < kChunks; ++j) {
-          const bool lo = j < 8 || (j < 16 && j < lo_chunks);
+          const bool lo = ChunkInLoBlock(j, lo_chunks);
           const float s0 = lo ? s0_lo : s0_hi, s1 = lo ? s1_lo : s1_hi;
           result[4 * j + 0] = __fmaf_rn(s0, accum0[4 * j + 0], result[4 * j + 0]);
           result[4 * j + 1] = __fmaf_rn(s0, accum0[4 * j + 1], result[4 * j + 1]);

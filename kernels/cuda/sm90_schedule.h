@@ -78,6 +78,12 @@ FP8SERVE_HOST_DEVICE inline Sm90TileScaleBlocks ScaleBlocksOfTile(int n_tile, in
   return b;
 }
 
+// Whether 8-column chunk j of a tile lies in its `lo` scale block (ScaleBlocksOfTile), written the
+// way the wide-tile kernel evaluates it for j unrolled: chunks below 8 always do and chunks from 16
+// on never do (a 192-wide tile starts at a multiple of 64 columns, so 8 <= lo_chunks <= 16), which
+// leaves a runtime select only for chunks 8..15.
+FP8SERVE_HOST_DEVICE constexpr bool ChunkInLoBlock(int j, int lo_chunks) { return j < 8 || (j < 16 && j < lo_chunks); }
+
 // The schedule of a launch of `c` (checked by the launcher) for an m x n x k GEMM, with the grid as
 // configured (a cluster launch may shrink the grid, and unit_stride with it).
 inline Sm90TileScheduler MakeSm90Schedule(int m, int n, int k, const GemmConfig& c) {

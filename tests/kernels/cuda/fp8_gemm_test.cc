@@ -523,27 +523,33 @@ TEST_F(Fp8GemmGpuSmoke, Sm90Clusters) {
 }
 
 // The wide tile under compute-sanitizer: 2 x 4 wide tiles, the last reaching past n_pad (memcheck
-// sees any read of the column scales or bias past n), plain and in 2x1 clusters.
+// sees any read of the column scales or bias past n), plain and in 2x1 clusters, with block and
+// per-channel scales.
 TEST_F(Fp8GemmGpuSmoke, Sm90WideTile) {
   if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
   if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
     GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
   }
-  const GemmCase c{129, 600, 640, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 8};
-  const Problem p = MakeProblem(c, SeedOf(c) + 29);
-  DeviceOperands ops;
-  FP8SERVE_ASSERT_OK(Upload(p, &ops));
-  const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kBF16};
-  absl::StatusOr<GemmConfig> wide = SelectSm90WideTileConfig(shape, traits_);
-  ASSERT_TRUE(wide.ok()) << wide.status();
-  absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, traits_, 2, 1);
-  ASSERT_TRUE(mc.ok()) << mc.status();
-  for (const GemmConfig& config : {*wide, *mc}) {
-    for (const GemmOutput out : {GemmOutput::kBF16, GemmOutput::kF32}) {
-      absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
-      ASSERT_TRUE(run.ok()) << DescribeGemmConfig(config) << ": " << run.status();
-      const CheckResult cr = CheckOutput(p, out, *run);
-      EXPECT_EQ(cr.failures, 0) << DescribeGemmConfig(config) << " " << GemmOutputName(out) << cr.first;
+  // Block scales (each chunk's scale block) and per-channel scales (column scales read in the
+  // epilogue, where the last tile's columns past n must read nothing)
+  for (const ScaleGranularity g : {ScaleGranularity::kBlock128, ScaleGranularity::kPerChannel}) {
+    const GemmCase c{129, 600, 640, Fp8Format::kE4M3, g, true, true, 8};
+    const Problem p = MakeProblem(c, SeedOf(c) + 29);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, GemmOutput::kBF16};
+    absl::StatusOr<GemmConfig> wide = SelectSm90WideTileConfig(shape, traits_);
+    ASSERT_TRUE(wide.ok()) << wide.status();
+    absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, traits_, 2, 1);
+    ASSERT_TRUE(mc.ok()) << mc.status();
+    for (const GemmConfig& config : {*wide, *mc}) {
+      for (const GemmOutput out : {GemmOutput::kBF16, GemmOutput::kF32}) {
+        absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
+        ASSERT_TRUE(run.ok()) << DescribeGemmConfig(config) << ": " << run.status();
+        const CheckResult cr = CheckOutput(p, out, *run);
+        EXPECT_EQ(cr.failures, 0) << CaseName(c) << " " << DescribeGemmConfig(config) << " " << GemmOutputName(out)
+                                  << cr.first;
+      }
     }
   }
 }
@@ -829,6 +835,9 @@ TEST_F(Fp8GemmGpuSm90Pipeline, WideTilesGiveThe128WideBits) {
       forced.smem_bytes = Sm90SmemBytes(128, kSm90WideBlockN, 3);
       configs.push_back(forced);
       configs.push_back(*wide);
+      GemmConfig paired = *wide;  // two groups' loads back to back (consumers hold one stage here)
+      paired.pair_loads = true;
+      configs.push_back(paired);
       for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{1, 2}, std::pair{2, 2}}) {
         if (Sm90TilesN(p.w.n_pad, kSm90WideBlockN) % cn != 0) continue;
         absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, traits_, cm, cn);
@@ -887,6 +896,14 @@ TEST_F(Fp8GemmGpuSm90Pipeline, WideTileConfigsAreChecked) {
     EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
     EXPECT_NE(run.status().message().find(b.says), std::string_view::npos) << run.status();
   }
+  // Shared memory sized for the 128-wide tile's stages is too little for the wide one's
+  GemmConfig small = *wide;
+  small.smem_bytes = Sm90SmemBytes(128, kSm90BlockN, small.stages);
+  ops.b_layout = WeightLayout::kRowMajor;
+  absl::StatusOr<GemmRun> cramped = RunGemm(p, ops, GemmOutput::kBF16, small, stream_);
+  ASSERT_FALSE(cramped.ok());
+  EXPECT_EQ(cramped.status().code(), absl::StatusCode::kInvalidArgument) << cramped.status();
+  EXPECT_NE(cramped.status().message().find("smem_bytes"), std::string_view::npos) << cramped.status();
   // The no-promotion test variant has 128-wide tiles only
   ops.b_layout = WeightLayout::kRowMajor;
   absl::StatusOr<GemmRun> unpromoted = RunGemm(p, ops, GemmOutput::kF32, *wide, stream_, Launcher::kNoPromotion);

@@ -321,6 +321,20 @@ TEST(GemmConfigTest, WideTileConfigsFitAndCoverTheProblem) {
           EXPECT_GE(c->raster_group, 1);
           EXPECT_LE(c->raster_group, (m + 127) / 128);
           EXPECT_NE(DescribeGemmConfig(*c).find("x192x"), std::string::npos) << DescribeGemmConfig(*c);
+          // Then in clusters: whole clusters over the wide N-tiles
+          for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{1, 2}, std::pair{2, 2}}) {
+            absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*c, shape, dev, cm, cn);
+            const int tiles_n = Sm90TilesN(n, kSm90WideBlockN);
+            if (tiles_n % cn != 0) {
+              EXPECT_FALSE(mc.ok()) << DescribeGemmConfig(*c) << " in " << cm << "x" << cn;
+              continue;
+            }
+            ASSERT_TRUE(mc.ok()) << mc.status();
+            const int ctiles = ((m + 127) / 128 + cm - 1) / cm * (tiles_n / cn);
+            EXPECT_EQ(mc->grid, std::min(ctiles, dev.num_sms / (cm * cn)) * cm * cn) << DescribeGemmConfig(*mc);
+            EXPECT_EQ(mc->block_n, kSm90WideBlockN);
+            EXPECT_EQ(mc->stages, c->stages);
+          }
           ++checked;
         }
       }
@@ -351,6 +365,14 @@ TEST(GemmConfigTest, WideTileConfigsFitAndCoverTheProblem) {
   absl::StatusOr<GemmConfig> same = WithSm90BlockN(*base, big, H100(), kSm90BlockN);
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_EQ(DescribeGemmConfig(*same), DescribeGemmConfig(*base));
+  // also for a split-K config (its grid counts the splits)
+  const GemmShape down{64, 4096, 16384, Fp8Format::kE4M3, GemmOutput::kBF16};
+  absl::StatusOr<GemmConfig> split_base = SelectGemmConfig(down, H100());
+  ASSERT_TRUE(split_base.ok());
+  ASSERT_GT(split_base->k_splits, 1) << DescribeGemmConfig(*split_base);
+  absl::StatusOr<GemmConfig> split_same = WithSm90BlockN(*split_base, down, H100(), kSm90BlockN);
+  ASSERT_TRUE(split_same.ok()) << split_same.status();
+  EXPECT_EQ(DescribeGemmConfig(*split_same), DescribeGemmConfig(*split_base));
 
   // Refused: other widths, E4M3 output, 64-row tiles, split-K, a cluster chosen first, sm89 configs
   const auto refused = [&](const GemmConfig& c, const GemmShape& s, int block_n, absl::string_view why) {

@@ -860,8 +860,8 @@ __global__ void EmptyKernel() {}
 // the time each event is reached, the median over the row blocks, in ns since that CTA's entry (SM
 // cycles converted with the clock rate the same trace shows: its CTAs' cycles over their
 // globaltimer spans), and its layer-0 time per weight chunk.
-void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStream_t stream, int launches,
-                int cluster, FusedMma mma, int block_m = 0, bool fold = false) {
+void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStream_t stream, Report& report,
+                int launches, int cluster, FusedMma mma, int block_m = 0, bool fold = false) {
   FusedMlpArgs fa = dm.FusedArgs(x, rows, y);
   fa.cluster_size = cluster;
   fa.mma = mma;
@@ -898,6 +898,16 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   }
   const double ghz = ns > 0 ? cycles / ns : 0;
   std::sort(spans.begin(), spans.end());
+  // The kernel's own GPU time (first CTA's entry to last CTA's exit, by %globaltimer) as a CSV row
+  Row span;
+  span.section = "forward";
+  span.variant = absl::StrCat("fused_span/", FusedMmaName(mma), block_m == 0 ? "" : absl::StrCat("/bm", block_m),
+                              fold ? "/fold" : "", "/cluster", cluster == 0 ? "auto" : std::to_string(cluster));
+  span.m = rows;
+  span.n = dm.output_dim();
+  span.k = dm.input_dim();
+  span.us = spans[spans.size() / 2] / 1000.0;
+  report.Add(span);
   std::printf("    fused kernel timeline, batch %d (%s, BLOCK_M %d, %lld row blocks x cluster %d%s): "
               "kernel span %.2f us (median of %d launches, min %.2f), SM clock %.2f GHz\n",
               rows, plan->wgmma ? "wgmma" : "mma.sync", plan->block_m, plan->row_blocks, plan->cluster,
@@ -1074,16 +1084,16 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
         r.us = us;
         report.Add(r);
       }
-      TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kMmaSync);
+      TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 0, FusedMma::kMmaSync);
       if ((*dm)->traits().cc_major == 9) {
         // One CTA per row block: every chunk of the model in one CTA, the per-chunk cost in isolation;
         // and Hopper's wgmma
-        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 1, FusedMma::kMmaSync);
-        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kWgmma);
-        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 1, FusedMma::kWgmma);
-        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kWgmma, 64);
-        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kMmaSync, 0, true);
-        TraceFused(**dm, x.get(), rows, y.get(), stream, 15, 0, FusedMma::kWgmma, 0, true);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 1, FusedMma::kMmaSync);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 0, FusedMma::kWgmma);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 1, FusedMma::kWgmma);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 0, FusedMma::kWgmma, 64);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 0, FusedMma::kMmaSync, 0, true);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 0, FusedMma::kWgmma, 0, true);
       }
     }
     for (int p = 0; p < 3; ++p) {

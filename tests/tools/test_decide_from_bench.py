@@ -88,14 +88,22 @@ def test_fused_target_and_kinds(tmp_path):
             ("forward", 64, 10, 784, "cublaslt_per_layer", 13.6, "nan"),
             ("forward", 64, 10, 784, "fused/mma_sync/clusterauto", 14.5, "nan"),
             ("forward", 64, 10, 784, "fused/wgmma/clusterauto", 4.5, "nan"),
+            ("forward", 64, 10, 784, "fused_span/mma_sync/clusterauto", 11.2, "nan"),
+            ("forward", 64, 10, 784, "fused_span/wgmma/cluster1", 3.85, "nan"),
             ("forward", 1, 10, 784, "empty_kernel", 3.3, "nan")]
     rc, text = run(tmp_path, rows)
     assert rc == 0
     assert "x3.22 vs mma_sync" in line_with(text, "batch     64", "wgmma/clusterauto")
-    assert "met" in line_with(text, "fused 784-256-10 at batch 64", "4.5 us per replay")
+    assert "wgmma/cluster1 3.85, mma_sync/clusterauto 11.20" in line_with(text, "kernel span (first CTA")
+    target = line_with(text, "fused 784-256-10 at batch 64")
+    assert "4.5 us per replay (met)" in target
+    assert "kernel span 3.85 us, wgmma/cluster1 (met)" in target
     rows[5] = ("forward", 64, 10, 784, "fused/wgmma/clusterauto", 7.0, "nan")
+    rows[8] = ("forward", 64, 10, 784, "fused_span/wgmma/cluster1", 6.0, "nan")
     rc, text = run(tmp_path, rows)
-    assert "missed by 2.0 us" in line_with(text, "fused 784-256-10 at batch 64")
+    target = line_with(text, "fused 784-256-10 at batch 64")
+    assert "7.0 us per replay (missed by 2.0 us)" in target
+    assert "kernel span 6.00 us, wgmma/cluster1 (missed by 1.0 us)" in target
 
 
 def test_not_a_bench_csv_is_an_error(tmp_path, capsys):

@@ -108,7 +108,7 @@ main() {
     [[ $entry == *@* ]] && kernels=${entry#*@}
     case $t in
       act_quant_gpu_test) want=60 ;;
-      fp8_gemm_gpu_test) want=90 ;;
+      fp8_gemm_gpu_test) want=150 ;;
       *) want=120 ;;
     esac
     if [ ! -x "$B/$t" ]; then

@@ -529,16 +529,22 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
       ours.push_back({absl::StrFormat("ours/%s+mc%dx%d", GemmKernelName(GemmKernel::kSm90Wgmma), cm, cn), *mc});
     }
   }
-  // The wide tile (128 x 192: 17% less operand traffic per FLOP), alone and in clusters, where M
-  // fills 128-row tiles (BF16 output; it splits no K)
+  // The wide tile (128 x 192: 17% less operand traffic per FLOP), alone and in clusters, each with
+  // and without ordered consumers, where M fills 128-row tiles (BF16 output; it splits no K)
   if (ours[1].config.ok() && s.m >= 256) {
     absl::StatusOr<GemmConfig> wide = SelectSm90WideTileConfig(shape, ctx.traits);
     if (wide.ok()) {
-      ours.push_back({absl::StrFormat("ours/%s+n192", GemmKernelName(GemmKernel::kSm90Wgmma)), *wide});
+      // Each also with ordered consumers (+ord: the two warpgroups issue in turn)
+      const auto add = [&](const std::string& name, GemmConfig c) {
+        ours.push_back({name, c});
+        c.ordered_consumers = true;
+        ours.push_back({name + "+ord", c});
+      };
+      add(absl::StrFormat("ours/%s+n192", GemmKernelName(GemmKernel::kSm90Wgmma)), *wide);
       for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{2, 2}}) {
         absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, ctx.traits, cm, cn);
         if (!mc.ok()) continue;
-        ours.push_back({absl::StrFormat("ours/%s+n192+mc%dx%d", GemmKernelName(GemmKernel::kSm90Wgmma), cm, cn), *mc});
+        add(absl::StrFormat("ours/%s+n192+mc%dx%d", GemmKernelName(GemmKernel::kSm90Wgmma), cm, cn), *mc);
       }
     }
   }

@@ -166,7 +166,8 @@ std::string DescribeGemmConfig(const GemmConfig& c) {
   return absl::StrCat(GemmKernelName(c.kernel), " block ", c.block_m, "x", c.block_n, "x", c.block_k, " stages ",
                       c.stages, " splits ", c.k_splits, " grid ", c.grid, " raster ", c.raster_group, " smem ",
                       c.smem_bytes, c.pair_loads ? " paired loads" : "",
-                      c.cluster_m * c.cluster_n > 1 ? absl::StrCat(" cluster ", c.cluster_m, "x", c.cluster_n) : "");
+                      c.cluster_m * c.cluster_n > 1 ? absl::StrCat(" cluster ", c.cluster_m, "x", c.cluster_n) : "",
+                      c.ordered_consumers ? " ordered consumers" : "");
 }
 
 std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n, int block_n) {

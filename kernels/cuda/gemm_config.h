@@ -122,6 +122,11 @@ struct GemmConfig {
   // (WithSm90Cluster() makes such a config). Off in the heuristic until measured.
   int cluster_m = 1;
   int cluster_n = 1;
+  // sm90 wide tile (block_n kSm90WideBlockN) only: its two consumer warpgroups issue each K group's
+  // wgmmas in turn (warpgroup 0, then 1, then 0 ...; two named barriers), so that the tensor cores
+  // run one warpgroup's group while the other promotes its last one, whatever order they would
+  // otherwise take. Off until measured (the benchmark times both).
+  bool ordered_consumers = false;
   size_t smem_bytes = 0; // dynamic shared memory per CTA
 };
 

@@ -126,6 +126,9 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   // Two stages filled together while a consumer holds two: three at least
   if (c.pair_loads && c.stages < 3) return bad("paired loads need 3 or more stages");
   if (c.raster_group < 1) return bad("raster_group must be >= 1");
+  if (c.ordered_consumers && c.block_n != kSm90WideBlockN) {
+    return bad(absl::StrCat("ordered consumers are for the ", kSm90WideBlockN, "-column tile"));
+  }
   if (c.grid < 1 || c.grid > dev.num_sms) return bad(absl::StrCat("grid outside [1, ", dev.num_sms, " SMs]"));
   if (std::string why = Sm90ClusterProblem(c.cluster_m, c.cluster_n, c.k_splits, a.n, c.block_n); !why.empty()) {
     return bad(why);
@@ -305,6 +308,7 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   p.sched = MakeSm90Schedule(a.m, a.n, a.k, c);
   p.b_tiled = b_tiled;
   p.pair_loads = c.pair_loads;
+  p.ordered_consumers = c.ordered_consumers;
   if (c.k_splits > 1) {
     p.counters = static_cast<int*>(a.workspace);
     p.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(a.workspace) + kSplitKCounterBytes);

@@ -46,7 +46,9 @@
 // the two promote at different times, one while the other's wgmmas run (about 190 cycles of
 // promotion against 380 of wgmmas per warpgroup and group). Not yet measured: if the two stay in
 // step, the tensor cores idle for each promotion (up to ~20%); the bench's +n192 variants and
-// profile.sh's wgmma8192wide entry say which. A tile spans two 128-column blocks of
+// profile.sh's wgmma8192wide entry say which. GemmConfig::ordered_consumers makes the turns
+// explicit (two named barriers, kSm90OrderBar*: warpgroup 1 issues a group only after 0 has, 0 the
+// next only after 1 has), and the bench times it beside the plain wide tile (+ord). A tile spans two 128-column blocks of
 // B's scales (ScaleBlocksOfTile): each 8-column chunk takes its own block's scale product. Its
 // columns past n (the last tile, when 192 does not divide n) read zero weights from TMA's fill and
 // are neither read from the column scales and bias nor stored. The product of each element is the
@@ -95,7 +97,19 @@ struct Sm90GemmParams {
   Sm90TileScheduler sched;
   // B in WeightLayout::kTiled128 (tmap_b then maps the tiled array as [n * k / 128, 128] bytes)
   bool b_tiled = false;
+  // GemmConfig::ordered_consumers (the wide tile only)
+  bool ordered_consumers = false;
 };
+
+// The named barriers of the wide tile's ordered consumers: warpgroup 0 arrives on the first after
+// issuing a group, which warpgroup 1 syncs on before issuing it; warpgroup 1 arrives on the second,
+// which warpgroup 0 syncs on before its next group (and once at its end, which matches 1's last
+// arrival). Each barrier's arrivals and syncs alternate, so no two generations merge
+// (sm90_pipeline_model_test checks the protocol, and that both barriers and the final sync are
+// needed).
+inline constexpr uint32_t kSm90OrderBarWg0Issued = 1;
+inline constexpr uint32_t kSm90OrderBarWg1Issued = 2;
+inline constexpr uint32_t kSm90OrderBarThreads = 256;  // both consumer warpgroups
 
 // Shared memory carve-up, from the dynamic base aligned up to 1024 bytes:
 //   A tiles [num_stages][BLOCK_M][128], B tiles [num_stages][BLOCK_N][128], full barriers
@@ -504,6 +518,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
   // The ring position of the next stage to consume (issue) and of the next to hand back (release).
   int issue_stage = 0, release_stage = 0;
   uint32_t issue_phase = 0;
+  bool issued_any = false;  // (the wide tile's ordered consumers: this warpgroup has issued a group)
 
   // Waits for the next stage's TMA and issues its 4 x k32 wgmmas over the group's 128 bytes of K
   // into `acc` as one commit group (no wait). `zero_first`: the first k32 step starts from zero.
@@ -570,7 +585,20 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         const float b_lo = __ldg(b_scales + g), b_hi = __ldg(b_scales_hi + g);
         const float a0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
         const float a1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
+        // Ordered consumers: issue in turn with the other warpgroup (kSm90OrderBar*)
+        if (p.ordered_consumers) {
+          if (warpgroup == 1) {
+            sm90::NamedBarrierSync(kSm90OrderBarWg0Issued, kSm90OrderBarThreads);
+          } else if (issued_any) {
+            sm90::NamedBarrierSync(kSm90OrderBarWg1Issued, kSm90OrderBarThreads);
+          }
+        }
         issue_group(accum0, true);
+        if (p.ordered_consumers) {
+          sm90::NamedBarrierArrive(warpgroup == 0 ? kSm90OrderBarWg0Issued : kSm90OrderBarWg1Issued,
+                                   kSm90OrderBarThreads);
+          issued_any = true;
+        }
         sm90::WgmmaWaitGroup<0>();
         sm90::FenceOperands(accum0);
         release_group();
@@ -669,6 +697,12 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       }
     }
     if (finish) Sm90Epilogue<kOutput, kChunks>(result, p, row0, n_tile * BLOCK_N + quad_col, n_tile, lane);
+  }
+  if constexpr (!kTwoAccumulators) {
+    // Ordered consumers: warpgroup 0's last sync matches warpgroup 1's last arrival
+    if (p.ordered_consumers && warpgroup == 0 && issued_any) {
+      sm90::NamedBarrierSync(kSm90OrderBarWg1Issued, kSm90OrderBarThreads);
+    }
   }
 #else
   // Built for a target without wgmma/TMA (sm_89): the launcher never starts it there.

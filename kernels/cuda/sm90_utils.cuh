@@ -194,6 +194,16 @@ __device__ __forceinline__ uint64_t MakeSmemDescSw128(uint32_t smem_addr) {
   return static_cast<uint64_t>((smem_addr & 0x3FFFFu) >> 4) | (kLbo << 16) | (kSbo << 32) | (kSwizzle128B << 62);
 }
 
+// Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads, a multiple of 32 counted
+// per warp: bar.sync counts this warp and waits until `threads` have arrived; bar.arrive counts this
+// warp and goes on (the producer side of an ordering).
+__device__ __forceinline__ void NamedBarrierSync(uint32_t id, uint32_t threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void NamedBarrierArrive(uint32_t id, uint32_t threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // Orders this thread's earlier register and shared-memory accesses before the wgmma that follows
 // (needed before the first wgmma and whenever the accumulator registers were touched in between).
 __device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }

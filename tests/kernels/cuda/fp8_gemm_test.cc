@@ -523,8 +523,8 @@ TEST_F(Fp8GemmGpuSmoke, Sm90Clusters) {
 }
 
 // The wide tile under compute-sanitizer: 2 x 4 wide tiles, the last reaching past n_pad (memcheck
-// sees any read of the column scales or bias past n), plain and in 2x1 clusters, with block and
-// per-channel scales.
+// sees any read of the column scales or bias past n), plain and in 2x1 clusters (with and without
+// ordered consumers), with block and per-channel scales.
 TEST_F(Fp8GemmGpuSmoke, Sm90WideTile) {
   if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
   if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
@@ -542,7 +542,9 @@ TEST_F(Fp8GemmGpuSmoke, Sm90WideTile) {
     ASSERT_TRUE(wide.ok()) << wide.status();
     absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, traits_, 2, 1);
     ASSERT_TRUE(mc.ok()) << mc.status();
-    for (const GemmConfig& config : {*wide, *mc}) {
+    GemmConfig ordered = *mc;
+    ordered.ordered_consumers = true;
+    for (const GemmConfig& config : {*wide, *mc, ordered}) {
       for (const GemmOutput out : {GemmOutput::kBF16, GemmOutput::kF32}) {
         absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
         ASSERT_TRUE(run.ok()) << DescribeGemmConfig(config) << ": " << run.status();
@@ -844,6 +846,12 @@ TEST_F(Fp8GemmGpuSm90Pipeline, WideTilesGiveThe128WideBits) {
         ASSERT_TRUE(mc.ok()) << mc.status();
         configs.push_back(*mc);
       }
+      // Each also with ordered consumers (the two warpgroups issue in turn)
+      for (size_t i = 0, plain_configs = configs.size(); i < plain_configs; ++i) {
+        GemmConfig ordered = configs[i];
+        ordered.ordered_consumers = true;
+        configs.push_back(ordered);
+      }
       for (const GemmConfig& config : configs) {
         absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);
         ASSERT_TRUE(run.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << run.status();
@@ -896,6 +904,13 @@ TEST_F(Fp8GemmGpuSm90Pipeline, WideTileConfigsAreChecked) {
     EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
     EXPECT_NE(run.status().message().find(b.says), std::string_view::npos) << run.status();
   }
+  // Ordered consumers are the wide tile's
+  GemmConfig ordered_narrow = ForcedSm90Config(128, 3, 2, 1, 1);
+  ordered_narrow.ordered_consumers = true;
+  absl::StatusOr<GemmRun> unordered = RunGemm(p, ops, GemmOutput::kBF16, ordered_narrow, stream_);
+  ASSERT_FALSE(unordered.ok());
+  EXPECT_EQ(unordered.status().code(), absl::StatusCode::kInvalidArgument) << unordered.status();
+  EXPECT_NE(unordered.status().message().find("ordered consumers"), std::string_view::npos) << unordered.status();
   // Shared memory sized for the 128-wide tile's stages is too little for the wide one's
   GemmConfig small = *wide;
   small.smem_bytes = Sm90SmemBytes(128, kSm90BlockN, small.stages);

@@ -279,6 +279,9 @@ TEST(GemmConfigTest, ClusterConfigsAreWholeClustersOverEveryTile) {
   ASSERT_TRUE(four.ok()) << four.status();
   EXPECT_EQ(four->grid, 132);
   EXPECT_NE(DescribeGemmConfig(*four).find("cluster 2x2"), std::string::npos) << DescribeGemmConfig(*four);
+  GemmConfig ordered = *four;
+  ordered.ordered_consumers = true;
+  EXPECT_NE(DescribeGemmConfig(ordered).find("ordered consumers"), std::string::npos) << DescribeGemmConfig(ordered);
   EXPECT_EQ(DescribeGemmConfig(*base).find("cluster"), std::string::npos) << DescribeGemmConfig(*base);
 
   // Refused: dimensions outside [1, 2], N-tiles that cluster_n does not divide, sm89 configs

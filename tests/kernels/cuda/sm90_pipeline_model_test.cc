@@ -51,6 +51,14 @@ struct Config {
   // Stages a consumer warp holds at once: 2 with the 128-wide tile's two accumulators (it issues
   // group g + 1 before it releases g), 1 with the wide tile's one (it releases g before g + 1)
   int held = 2;
+  // The wide tile's ordered consumers (GemmConfig::ordered_consumers; warps == 2 stand for its two
+  // warpgroups, held == 1): warpgroup 1 issues group q only after warpgroup 0 has (named barrier 1,
+  // bar.sync after 0's bar.arrive), warpgroup 0 issues q + 1 only after 1 has issued q (named
+  // barrier 2), and warpgroup 0 syncs once more at its end so that no arrival is left behind.
+  bool ordered = false;
+  // Mutations of the ordering, which the model must catch: warpgroup 0 never waits for 1
+  // (one-way), or skips its final bar.sync
+  enum class OrderMutation { kNone, kOneWay, kNoFinalSync } order_mutation = OrderMutation::kNone;
   bool pair = false;
   std::vector<int> groups;  // per unit
 };
@@ -119,6 +127,8 @@ class Model {
   struct Warp {
     int unit = 0, g_issued = 0, g_released = 0;  // in the current unit
     int issue_stage = 0, issue_phase = 0, release_stage = 0;
+    long issued_total = 0;  // groups issued over every unit (ordered consumers)
+    bool synced = false;    // passed the ordering bar.sync of the next issue (ordered consumers)
     bool done = false;
   };
   struct Cta {
@@ -126,6 +136,10 @@ class Model {
     std::vector<std::vector<int>> a_tag, b_tag;  // [stage][share]: the (unit, group) id it holds
     std::vector<int> readers;                     // warps holding the stage
     std::vector<Warp> warp;
+    // Named barriers 1 and 2 of the ordered consumers: bar.arrive's not yet matched by a bar.sync.
+    // A second arrival before the match would merge two generations (the barrier would complete
+    // with one side's threads only): the model fails on it.
+    int named_pending[2] = {0, 0};
     // Producer: the flat sequence of (unit, group) it fills, walked in steps of 1 or 2
     int p_unit = 0, p_g = 0, p_stage = 0, p_phase = 0, p_op = 0;
     int p_waited = 0;   // stages of the current step already waited for
@@ -230,23 +244,48 @@ class Model {
 
   // ---- consumer warp, 128-wide: issue(0); for g: issue(g + 1) if any; release(g) ----
   // ----                wide:      for g: issue(g); release(g) ----
+  // The named barrier warp w syncs on before its next issue (ordered consumers), or -1 for none:
+  // warpgroup 1 always on barrier 0 (of warpgroup 0's arrivals), warpgroup 0 on barrier 1 from its
+  // second group on, and once more at its end
+  int SyncBarrier(const Warp& k, int w) const {
+    if (!c_.ordered || k.synced) return -1;
+    if (w == 1) return k.unit < Units() ? 0 : -1;
+    if (c_.order_mutation == Config::OrderMutation::kOneWay) return -1;
+    if (c_.order_mutation == Config::OrderMutation::kNoFinalSync && k.unit >= Units()) return -1;
+    return k.issued_total > 0 ? 1 : -1;
+  }
   bool WarpCanMove(int t, int w) const {
     const Cta& x = ctas_[t];
     const Warp& k = x.warp[w];
     if (k.done) return false;
+    const bool want_issue = k.unit < Units() && k.g_issued < Groups(k.unit) && k.g_issued < k.g_released + c_.held;
+    if (want_issue || k.unit >= Units()) {
+      const int b = SyncBarrier(k, w);
+      if (b >= 0) return x.named_pending[b] > 0;  // the bar.sync
+    }
     if (k.unit >= Units()) return true;  // exit
-    const bool want_issue = k.g_issued < Groups(k.unit) && k.g_issued < k.g_released + c_.held;
     if (want_issue) return x.full[k.issue_stage].PhaseDone(k.issue_phase);
     return true;  // a release
   }
   void WarpStep(int t, int w) {
     Cta& x = ctas_[t];
     Warp& k = x.warp[w];
+    const bool want_issue = k.unit < Units() && k.g_issued < Groups(k.unit) && k.g_issued < k.g_released + c_.held;
+    if (want_issue || k.unit >= Units()) {
+      const int b = SyncBarrier(k, w);
+      if (b >= 0) {  // passes the bar.sync (WarpCanMove checked the arrival)
+        --x.named_pending[b];
+        k.synced = true;
+        return;
+      }
+    }
     if (k.unit >= Units()) {
       k.done = true;
+      if (c_.ordered && (x.named_pending[0] != 0 || x.named_pending[1] != 0) && x.warp[0].done && x.warp[1].done) {
+        Fail(absl::StrCat("CTA ", t, ": a named barrier has arrivals left at exit"));
+      }
       return;
     }
-    const bool want_issue = k.g_issued < Groups(k.unit) && k.g_issued < k.g_released + c_.held;
     if (want_issue) {
       // Passed the full barrier: every share of this group must be in the stage
       const int s = k.issue_stage, id = Id(k.unit, k.g_issued);
@@ -262,6 +301,14 @@ class Model {
         k.issue_phase ^= 1;
       }
       ++k.g_issued;
+      if (c_.ordered) {
+        // bar.arrive on the barrier the other warpgroup syncs on
+        ++k.issued_total;
+        k.synced = false;
+        int& pending = x.named_pending[w == 0 ? 0 : 1];
+        if (pending != 0) Fail(absl::StrCat("CTA ", t, " warp ", w, ": a second bar.arrive before the bar.sync"));
+        ++pending;
+      }
       return;
     }
     // Release the oldest held stage to every CTA of the cluster (its own only without a cluster)
@@ -320,23 +367,27 @@ TEST(Sm90PipelineModel, NoDeadlockNoOverwriteNoLateDeliveryUnderRandomInterleavi
         if (pair && stages < 3) continue;  // the launcher refuses it
         for (int warps : {1, 2}) {
           for (int held : {1, 2}) {
-            for (const std::vector<int>& groups :
-                 {std::vector<int>{1}, std::vector<int>{2}, std::vector<int>{5}, std::vector<int>{1, 3, 2},
-                  std::vector<int>{7, 1, 4, 4}}) {
-              for (uint32_t seed = 0; seed < 40; ++seed) {
-                Config c;
-                c.cluster_m = cm;
-                c.cluster_n = cn;
-                c.stages = stages;
-                c.pair = pair;
-                c.warps = warps;
-                c.held = held;
-                c.groups = groups;
-                const std::string err = Model(c, seed * 7919u + static_cast<uint32_t>(stages)).Run();
-                ASSERT_EQ(err, "") << "cluster " << cm << "x" << cn << " stages " << stages << " pair " << pair
-                                   << " warps " << warps << " held " << held << " units " << groups.size() << " seed "
-                                   << seed;
-                ++runs;
+            for (bool ordered : {false, true}) {
+              if (ordered && (held != 1 || warps != 2)) continue;  // the wide tile's two warpgroups
+              for (const std::vector<int>& groups :
+                   {std::vector<int>{1}, std::vector<int>{2}, std::vector<int>{5}, std::vector<int>{1, 3, 2},
+                    std::vector<int>{7, 1, 4, 4}}) {
+                for (uint32_t seed = 0; seed < 40; ++seed) {
+                  Config c;
+                  c.cluster_m = cm;
+                  c.cluster_n = cn;
+                  c.stages = stages;
+                  c.pair = pair;
+                  c.warps = warps;
+                  c.held = held;
+                  c.ordered = ordered;
+                  c.groups = groups;
+                  const std::string err = Model(c, seed * 7919u + static_cast<uint32_t>(stages)).Run();
+                  ASSERT_EQ(err, "") << "cluster " << cm << "x" << cn << " stages " << stages << " pair " << pair
+                                     << " warps " << warps << " held " << held << " ordered " << ordered << " units "
+                                     << groups.size() << " seed " << seed;
+                  ++runs;
+                }
               }
             }
           }
@@ -345,6 +396,26 @@ TEST(Sm90PipelineModel, NoDeadlockNoOverwriteNoLateDeliveryUnderRandomInterleavi
     }
   }
   std::printf("%ld random interleavings ran to the end\n", runs);
+}
+
+// The ordered consumers need both named barriers and warpgroup 0's final bar.sync: without the
+// wait for warpgroup 1, warpgroup 0 can arrive twice before 1 syncs (two generations merge); without
+// the final sync, an arrival is left at exit.
+TEST(Sm90PipelineModel, OrderedConsumersNeedBothBarriersAndTheFinalSync) {
+  for (const auto mutation : {Config::OrderMutation::kOneWay, Config::OrderMutation::kNoFinalSync}) {
+    int caught = 0;
+    for (uint32_t seed = 0; seed < 200; ++seed) {
+      Config c;
+      c.stages = 4;
+      c.warps = 2;
+      c.held = 1;
+      c.ordered = true;
+      c.order_mutation = mutation;
+      c.groups = {5, 3};
+      if (!Model(c, seed).Run().empty()) ++caught;
+    }
+    EXPECT_GT(caught, 0) << "mutation " << static_cast<int>(mutation) << " was never caught";
+  }
 }
 
 // Why the launcher refuses paired loads on two stages: a consumer holds both, so the producer's

@@ -124,8 +124,9 @@ struct GemmConfig {
   int cluster_n = 1;
   // sm90 wide tile (block_n kSm90WideBlockN) only: its two consumer warpgroups issue each K group's
   // wgmmas in turn (warpgroup 0, then 1, then 0 ...; two named barriers), so that the tensor cores
-  // run one warpgroup's group while the other promotes its last one, whatever order they would
-  // otherwise take. Off until measured (the benchmark times both).
+  // run one warpgroup's group while the other promotes its last one (it orders the issue, which
+  // orders the work as long as each sub-partition's tensor core runs wgmmas in issue order). Off
+  // until measured (the benchmark times both).
   bool ordered_consumers = false;
   size_t smem_bytes = 0; // dynamic shared memory per CTA
 };

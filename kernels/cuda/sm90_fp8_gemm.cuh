@@ -48,7 +48,9 @@
 // step, the tensor cores idle for each promotion (up to ~20%); the bench's +n192 variants and
 // profile.sh's wgmma8192wide entry say which. GemmConfig::ordered_consumers makes the turns
 // explicit (two named barriers, kSm90OrderBar*: warpgroup 1 issues a group only after 0 has, 0 the
-// next only after 1 has), and the bench times it beside the plain wide tile (+ord). A tile spans two 128-column blocks of
+// next only after 1 has); it orders the issue only, which orders the work as long as each
+// sub-partition's tensor core runs wgmmas in issue order, and it re-staggers the two after both
+// woke on one full barrier. The bench times it beside the plain wide tile (+ord). A tile spans two 128-column blocks of
 // B's scales (ScaleBlocksOfTile): each 8-column chunk takes its own block's scale product. Its
 // columns past n (the last tile, when 192 does not divide n) read zero weights from TMA's fill and
 // are neither read from the column scales and bias nor stored. The product of each element is the
@@ -580,11 +582,9 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       static_assert(kChunks > 16 && kChunks <= 32 && BLOCK_N % 64 == 0, "a wide tile spans exactly two scale blocks");
       const float* b_scales_hi = p.b_scales + static_cast<size_t>(blocks.hi) * num_k_groups + g_begin;
       const int lo_chunks = blocks.lo_chunks;
+      // NOTES: with ordered consumers both warpgroups must walk exactly the same groups (no early
+      // exit or per-warpgroup split here), or the named barriers' arrivals and syncs stop pairing.
       for (int g = 0; g < num_groups; ++g) {
-        // The group's scales are loaded before its full-barrier wait and used after its wgmmas
-        const float b_lo = __ldg(b_scales + g), b_hi = __ldg(b_scales_hi + g);
-        const float a0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
-        const float a1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
         // Ordered consumers: issue in turn with the other warpgroup (kSm90OrderBar*)
         if (p.ordered_consumers) {
           if (warpgroup == 1) {
@@ -599,6 +599,12 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
                                    kSm90OrderBarThreads);
           issued_any = true;
         }
+        // The group's scales, loaded while its wgmmas run. NOTES: after the issue (and the arrive),
+        // not before: a bar.sync / bar.arrive completes this thread's earlier memory accesses, so
+        // loads ahead of them would put their latency in front of the issue.
+        const float b_lo = __ldg(b_scales + g), b_hi = __ldg(b_scales_hi + g);
+        const float a0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
+        const float a1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
         sm90::WgmmaWaitGroup<0>();
         sm90::FenceOperands(accum0);
         release_group();

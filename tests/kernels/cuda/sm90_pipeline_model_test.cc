@@ -56,9 +56,10 @@ struct Config {
   // bar.sync after 0's bar.arrive), warpgroup 0 issues q + 1 only after 1 has issued q (named
   // barrier 2), and warpgroup 0 syncs once more at its end so that no arrival is left behind.
   bool ordered = false;
-  // Mutations of the ordering, which the model must catch: warpgroup 0 never waits for 1
-  // (one-way), or skips its final bar.sync
-  enum class OrderMutation { kNone, kOneWay, kNoFinalSync } order_mutation = OrderMutation::kNone;
+  // Mutations of the ordering, which the model must catch: one-way ordering (warpgroup 0 never waits
+  // for 1, which never arrives for it), no final bar.sync, or a final bar.sync also when warpgroup 0
+  // issued nothing (a CTA without a unit)
+  enum class OrderMutation { kNone, kOneWay, kNoFinalSync, kFinalSyncAlways } order_mutation = OrderMutation::kNone;
   bool pair = false;
   std::vector<int> groups;  // per unit
 };
@@ -252,6 +253,7 @@ class Model {
     if (w == 1) return k.unit < Units() ? 0 : -1;
     if (c_.order_mutation == Config::OrderMutation::kOneWay) return -1;
     if (c_.order_mutation == Config::OrderMutation::kNoFinalSync && k.unit >= Units()) return -1;
+    if (c_.order_mutation == Config::OrderMutation::kFinalSyncAlways && k.unit >= Units()) return 1;
     return k.issued_total > 0 ? 1 : -1;
   }
   bool WarpCanMove(int t, int w) const {
@@ -305,6 +307,7 @@ class Model {
         // bar.arrive on the barrier the other warpgroup syncs on
         ++k.issued_total;
         k.synced = false;
+        if (w == 1 && c_.order_mutation == Config::OrderMutation::kOneWay) return;
         int& pending = x.named_pending[w == 0 ? 0 : 1];
         if (pending != 0) Fail(absl::StrCat("CTA ", t, " warp ", w, ": a second bar.arrive before the bar.sync"));
         ++pending;
@@ -370,8 +373,8 @@ TEST(Sm90PipelineModel, NoDeadlockNoOverwriteNoLateDeliveryUnderRandomInterleavi
             for (bool ordered : {false, true}) {
               if (ordered && (held != 1 || warps != 2)) continue;  // the wide tile's two warpgroups
               for (const std::vector<int>& groups :
-                   {std::vector<int>{1}, std::vector<int>{2}, std::vector<int>{5}, std::vector<int>{1, 3, 2},
-                    std::vector<int>{7, 1, 4, 4}}) {
+                   {std::vector<int>{}, std::vector<int>{1}, std::vector<int>{2}, std::vector<int>{5},
+                    std::vector<int>{1, 3, 2}, std::vector<int>{7, 1, 4, 4}}) {
                 for (uint32_t seed = 0; seed < 40; ++seed) {
                   Config c;
                   c.cluster_m = cm;
@@ -402,19 +405,30 @@ TEST(Sm90PipelineModel, NoDeadlockNoOverwriteNoLateDeliveryUnderRandomInterleavi
 // wait for warpgroup 1, warpgroup 0 can arrive twice before 1 syncs (two generations merge); without
 // the final sync, an arrival is left at exit.
 TEST(Sm90PipelineModel, OrderedConsumersNeedBothBarriersAndTheFinalSync) {
-  for (const auto mutation : {Config::OrderMutation::kOneWay, Config::OrderMutation::kNoFinalSync}) {
+  struct Case {
+    Config::OrderMutation mutation;
+    std::vector<int> groups;
+    const char* says;  // the failure the mutation must produce
+  };
+  for (const Case& m : {Case{Config::OrderMutation::kOneWay, {5, 3}, "a second bar.arrive before the bar.sync"},
+                        Case{Config::OrderMutation::kNoFinalSync, {5, 3}, "arrivals left at exit"},
+                        Case{Config::OrderMutation::kFinalSyncAlways, {}, "deadlock"}}) {
     int caught = 0;
+    std::string first;
     for (uint32_t seed = 0; seed < 200; ++seed) {
       Config c;
       c.stages = 4;
       c.warps = 2;
       c.held = 1;
       c.ordered = true;
-      c.order_mutation = mutation;
-      c.groups = {5, 3};
-      if (!Model(c, seed).Run().empty()) ++caught;
+      c.order_mutation = m.mutation;
+      c.groups = m.groups;
+      const std::string err = Model(c, seed).Run();
+      if (err.find(m.says) != std::string::npos) ++caught;
+      if (!err.empty() && first.empty()) first = err;
     }
-    EXPECT_GT(caught, 0) << "mutation " << static_cast<int>(mutation) << " was never caught";
+    EXPECT_GT(caught, 0) << "mutation " << static_cast<int>(m.mutation) << " never failed with \"" << m.says
+                         << "\" (first failure: " << first << ")";
   }
 }
 

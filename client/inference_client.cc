@@ -256,11 +256,15 @@ void InferenceClient::AsyncInfer(std::shared_ptr<const inference::ModelInferRequ
   PrepareContext(c->ctx, call);
   stub_->async()->ModelInfer(&c->ctx, c->req.get(), &c->resp, [c](grpc::Status st) {
     std::unique_ptr<Call> owned(c);
-    if (st.ok()) {
-      owned->done(std::move(owned->resp));
-    } else {
-      owned->done(FromGrpcStatus(st));
-    }
+    InferCallback done = std::move(owned->done);
+    InferResult result = st.ok() ? InferResult(std::move(owned->resp)) : InferResult(FromGrpcStatus(st));
+    // NOTES: the call goes before the caller hears back. Its ClientContext holds a reference to the
+    // channel; released after `done`, the caller could already have dropped its own and be leaving
+    // main, and the channel's last reference would then go on this gRPC callback thread during
+    // process exit: ~Channel shuts down the callback queue this thread polls (fp8serve-client
+    // crashed so in about 1 run in 10).
+    owned.reset();
+    done(std::move(result));
   });
 }
 

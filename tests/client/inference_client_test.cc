@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -320,6 +321,28 @@ TEST_F(InferenceClientTest, CallbacksAndFuturesEachGetTheirOwnRows) {
   }
   const std::vector<float> x = Inputs(2, 7);
   EXPECT_TRUE(test::RowsClose(Logits(c->InferFuture(Request(x, 2)).get()), Expected(x, 2), kOut, kTol));
+}
+
+// An asynchronous call lets go of the channel before its callback runs: the caller may drop the
+// client (and leave main) as soon as it hears back, and the channel's last reference must not then
+// go on gRPC's callback thread, where ~Channel shuts down the queue that very thread polls
+// (fp8serve-client used to crash at exit about once in ten runs).
+TEST_F(InferenceClientTest, AsyncCallsReleaseTheChannelBeforeTheirCallback) {
+  auto c = Client();
+  const std::weak_ptr<grpc::Channel> channel = c->channel();
+  const long idle = channel.use_count();  // the client's own reference(s)
+  const std::vector<float> x = Inputs(3, 11);
+  for (int i = 0; i < 8; ++i) {
+    std::promise<long> refs_in_callback;
+    c->AsyncInfer(std::make_shared<const inference::ModelInferRequest>(Request(x, 3)),
+                  [&refs_in_callback, &channel](InferResult r) {
+                    EXPECT_TRUE(r.ok()) << r.status();
+                    refs_in_callback.set_value(channel.use_count());
+                  });
+    EXPECT_EQ(refs_in_callback.get_future().get(), idle) << "call " << i << " still holds the channel";
+  }
+  c.reset();
+  EXPECT_TRUE(channel.expired()) << "the channel outlived the client";
 }
 
 TEST_F(InferenceClientTest, StreamAnswersEachWriteOnceAndSurvivesABadRequest) {

@@ -37,6 +37,15 @@ absl::Status CheckShape(const GemmShape& s) {
   return absl::OkStatus();
 }
 
+// The deepest sm90 pipeline (at most kSm90MaxStages) whose shared memory fits the device, or 0
+// when not even one stage does.
+int DeepestSm90Stages(int block_m, int block_n, const DeviceTraits& d) {
+  for (int st = kSm90MaxStages; st >= 1; --st) {
+    if (Sm90SmemBytes(block_m, block_n, st) <= static_cast<size_t>(d.smem_per_block_optin)) return st;
+  }
+  return 0;
+}
+
 bool HasFp8TensorCores(const DeviceTraits& d) { return d.cc_major > 8 || (d.cc_major == 8 && d.cc_minor >= 9); }
 bool IsHopper(const DeviceTraits& d) { return d.cc_major == 9 && d.cc_minor == 0; }
 
@@ -51,13 +60,7 @@ GemmConfig Sm90Config(const GemmShape& s, const DeviceTraits& d) {
   c.block_m = 128;
   const int tiles64 = CeilDivInt(s.m, 64) * tiles_n, tiles128 = CeilDivInt(s.m, 128) * tiles_n;
   if (s.m <= 64 || (tiles64 <= d.num_sms && tiles128 < tiles64)) c.block_m = 64;
-  c.stages = 0;
-  for (int st = kSm90MaxStages; st >= 2; --st) {
-    if (Sm90SmemBytes(c.block_m, c.block_n, st) <= static_cast<size_t>(d.smem_per_block_optin)) {
-      c.stages = st;
-      break;
-    }
-  }
+  c.stages = DeepestSm90Stages(c.block_m, c.block_n, d);  // (the caller refuses fewer than 2)
   c.smem_bytes = Sm90SmemBytes(c.block_m, c.block_n, c.stages);
   const int tiles_m = CeilDivInt(s.m, c.block_m);
   const int tiles = tiles_m * tiles_n;
@@ -209,13 +212,7 @@ absl::StatusOr<GemmConfig> WithSm90BlockN(const GemmConfig& config, const GemmSh
   if (block_n == config.block_n) return config;
   GemmConfig c = config;
   c.block_n = block_n;
-  c.stages = 0;
-  for (int st = kSm90MaxStages; st >= 2; --st) {
-    if (Sm90SmemBytes(c.block_m, c.block_n, st) <= static_cast<size_t>(device.smem_per_block_optin)) {
-      c.stages = st;
-      break;
-    }
-  }
+  c.stages = DeepestSm90Stages(c.block_m, c.block_n, device);
   if (c.stages < 2) {
     return absl::FailedPreconditionError(absl::StrCat("block_n ", block_n, ": two stages need ",
                                                       Sm90SmemBytes(c.block_m, c.block_n, 2),

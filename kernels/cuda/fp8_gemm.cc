@@ -13,9 +13,9 @@ absl::Status Invalid(const Fp8GemmArgs& a, const std::string& what) {
 }
 
 absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c) {
-  // (The sm90 kernel's wide tile need not divide n: its launcher checks its own block_n.)
-  const bool n_tiled = c.kernel == GemmKernel::kSm90Wgmma || (c.block_n >= 1 && a.n % c.block_n == 0);
-  if (c.block_k != kGemmBlockK || c.block_n < 1 || !n_tiled || c.block_m < 1) {
+  // Each launcher checks the block_n it has instances for (sm89: 128, which divides the padded n;
+  // sm90: 128, or 192 with the last N-tile reaching past n).
+  if (c.block_k != kGemmBlockK || c.block_n < 1 || c.block_m < 1) {
     return Invalid(a, absl::StrCat("config does not tile the problem: ", DescribeGemmConfig(c)));
   }
   if (c.k_splits > 1 && a.workspace == nullptr) return Invalid(a, "split-K config without a workspace");

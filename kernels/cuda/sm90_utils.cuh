@@ -226,17 +226,22 @@ __device__ __forceinline__ void FenceOperands(float (&r)[N]) {
   for (int i = 0; i < N; ++i) FenceOperand(r[i]);
 }
 
-// Operand lists of the wgmma accumulators: %0..%63 and d[0..63] (N = 128), extended to %95 and
-// d[95] for N = 192.
-#define FP8SERVE_WGMMA_DREGS_0_63 \
+// Operand lists of the wgmma accumulators: %0..%31 and d[0..31] (N = 64), extended to %63 and
+// d[63] (N = 128) and to %95 and d[95] (N = 192).
+#define FP8SERVE_WGMMA_DREGS_0_31 \
   "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
-  "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, " \
-  "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-#define FP8SERVE_WGMMA_OUTS_0_63(d) \
+  "%24, %25, %26, %27, %28, %29, %30, %31"
+#define FP8SERVE_WGMMA_OUTS_0_31(d) \
   "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define FP8SERVE_WGMMA_DREGS_0_63 \
+  FP8SERVE_WGMMA_DREGS_0_31 ", " \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, " \
+  "%54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define FP8SERVE_WGMMA_OUTS_0_63(d) \
+  FP8SERVE_WGMMA_OUTS_0_31(d), \
   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
@@ -298,8 +303,6 @@ __device__ __forceinline__ void WgmmaM64N192K32(float (&d)[96], uint64_t desc_a,
 #undef FP8SERVE_WGMMA_N128_OUTS
 #undef FP8SERVE_WGMMA_N192_DREGS
 #undef FP8SERVE_WGMMA_N192_OUTS
-#undef FP8SERVE_WGMMA_DREGS_0_63
-#undef FP8SERVE_WGMMA_OUTS_0_63
 #undef FP8SERVE_WGMMA_SS
 
 // The m64nNk32 wgmma of an N-wide tile (N = 128 or 192), accumulators float[N / 2].
@@ -313,14 +316,8 @@ __device__ __forceinline__ void WgmmaM64NK32(float (&d)[N / 2], uint64_t desc_a,
   }
 }
 
-#define FP8SERVE_WGMMA_N64_DREGS                                                                                \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
-  "%24, %25, %26, %27, %28, %29, %30, %31}"
-#define FP8SERVE_WGMMA_N64_OUTS(d)                                                                           \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),            \
-      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),  \
-      "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define FP8SERVE_WGMMA_N64_DREGS "{" FP8SERVE_WGMMA_DREGS_0_31 "}"
+#define FP8SERVE_WGMMA_N64_OUTS(d) FP8SERVE_WGMMA_OUTS_0_31(d)
 
 // D[64 x 64] (+)= A[64 x 32] . B[64 x 32]^T with A (E4M3) in registers and B (E4M3 or E5M2) in
 // shared memory (descriptor), FP32 accumulators. scale_d == 0 starts from zero.
@@ -356,6 +353,10 @@ __device__ __forceinline__ void WgmmaM64N64K32RS(float (&d)[32], const uint32_t 
 
 #undef FP8SERVE_WGMMA_N64_DREGS
 #undef FP8SERVE_WGMMA_N64_OUTS
+#undef FP8SERVE_WGMMA_DREGS_0_63
+#undef FP8SERVE_WGMMA_OUTS_0_63
+#undef FP8SERVE_WGMMA_DREGS_0_31
+#undef FP8SERVE_WGMMA_OUTS_0_31
 
 // Makes this thread's completed generic-proxy writes to shared memory (st.shared, cp.async) visible
 // to the async proxy, which wgmma reads its shared-memory operands through; a barrier after it

@@ -256,11 +256,15 @@ class Model {
     if (c_.order_mutation == Config::OrderMutation::kFinalSyncAlways && k.unit >= Units()) return 1;
     return k.issued_total > 0 ? 1 : -1;
   }
+  // Whether the warp's next step is an issue (else a release, or its exit past the last unit)
+  bool WantIssue(const Warp& k) const {
+    return k.unit < Units() && k.g_issued < Groups(k.unit) && k.g_issued < k.g_released + c_.held;
+  }
   bool WarpCanMove(int t, int w) const {
     const Cta& x = ctas_[t];
     const Warp& k = x.warp[w];
     if (k.done) return false;
-    const bool want_issue = k.unit < Units() && k.g_issued < Groups(k.unit) && k.g_issued < k.g_released + c_.held;
+    const bool want_issue = WantIssue(k);
     if (want_issue || k.unit >= Units()) {
       const int b = SyncBarrier(k, w);
       if (b >= 0) return x.named_pending[b] > 0;  // the bar.sync
@@ -272,7 +276,7 @@ class Model {
   void WarpStep(int t, int w) {
     Cta& x = ctas_[t];
     Warp& k = x.warp[w];
-    const bool want_issue = k.unit < Units() && k.g_issued < Groups(k.unit) && k.g_issued < k.g_released + c_.held;
+    const bool want_issue = WantIssue(k);
     if (want_issue || k.unit >= Units()) {
       const int b = SyncBarrier(k, w);
       if (b >= 0) {  // passes the bar.sync (WarpCanMove checked the arrival)

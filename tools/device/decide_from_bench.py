@@ -39,17 +39,20 @@ def read_rows(path):
     for r in rows:
         try:
             r["m"], r["n"], r["k"] = int(r["m"]), int(r["n"]), int(r["k"])
-            r["us"] = float(r["us"]) if r["us"] not in ("", "nan") else math.nan
-            check = r.get("check_rel_err", "")
-            r["check"] = float(check) if check not in ("",) else math.nan
+            # (float() reads the bench's "nan"; an empty field counts as not measured)
+            r["us"] = float(r["us"] or "nan")
+            r["check"] = float(r.get("check_rel_err") or "nan")
         except (KeyError, ValueError) as e:
             raise ValueError(f"{path}: bad row {r}: {e}") from e
         out.append(r)
     return out
 
 
+CLASSES = ("streaming (M<=128)", "compute (M>=256)")
+
+
 def shape_class(m):
-    return "streaming (M<=128)" if m <= 128 else "compute (M>=256)"
+    return CLASSES[0] if m <= 128 else CLASSES[1]
 
 
 def fmt_x(v):
@@ -107,7 +110,7 @@ def gemm_report(rows, margin, max_check, out):
 
     print(f"\n== GEMM variants by class of shapes (margin {margin:.0%})", file=out)
     for v in variants:
-        for cls in ("streaming (M<=128)", "compute (M>=256)"):
+        for cls in CLASSES:
             xs = by_class[v].get(cls, [])
             if not xs:
                 continue

@@ -520,6 +520,14 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
     paired.pair_loads = true;
     ours.push_back({absl::StrFormat("ours/%s+paired", GemmKernelName(GemmKernel::kSm90Wgmma)), paired});
   }
+  // The wgmma config with its pipeline cut to the K groups a unit streams (+fit: less shared memory
+  // for short K), where that changes it
+  if (ours[1].config.ok()) {
+    absl::StatusOr<GemmConfig> fit = WithSm90StagesForK(*ours[1].config, shape);
+    if (fit.ok() && fit->stages < ours[1].config->stages) {
+      ours.push_back({absl::StrFormat("ours/%s+fit", GemmKernelName(GemmKernel::kSm90Wgmma)), *fit});
+    }
+  }
   // The wgmma config in thread-block clusters with TMA multicast (each operand tile leaves L2 once
   // per cluster), where the shape allows one (no split-K, cluster_n dividing the N-tiles)
   if (ours[1].config.ok()) {
@@ -541,6 +549,11 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
         ours.push_back({name + "+ord", c});
       };
       add(absl::StrFormat("ours/%s+n192", GemmKernelName(GemmKernel::kSm90Wgmma)), *wide);
+      if (wide->stages >= 3) {  // the wide tile with paired loads (no +ord)
+        GemmConfig paired = *wide;
+        paired.pair_loads = true;
+        ours.push_back({absl::StrFormat("ours/%s+n192+paired", GemmKernelName(GemmKernel::kSm90Wgmma)), paired});
+      }
       for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{2, 2}}) {
         absl::StatusOr<GemmConfig> mc = WithSm90Cluster(*wide, shape, ctx.traits, cm, cn);
         if (!mc.ok()) continue;
@@ -675,8 +688,9 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   };
   // Every other variant of ours is checked against the first on the block-scaled inputs (the same
   // numerics; split-K only reorders FP32 sums), then timed. +tiledB runs the wgmma variant's config
-  // on tiled weights, and +n192 forms every element as the 128-wide tile does: their bits must
-  // equal the wgmma variant's (+n192 only when that one splits no K).
+  // on tiled weights, +paired and +fit only change its pipeline, and +n192 forms every element as
+  // the 128-wide tile does: their bits must equal the wgmma variant's (+n192 only when that one
+  // splits no K).
   std::vector<__nv_bfloat16> first_out, wgmma_out;
   for (size_t vi = 0; vi < ours.size(); ++vi) {
     const Variant& v = ours[vi];
@@ -698,7 +712,8 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
           ctx.failed_check = true;
           std::printf("  MISMATCH: %s differs from %s by %.2e\n", v.name.c_str(), ours[0].name.c_str(), check);
         }
-        const bool same_bits = absl::EndsWith(v.name, "+tiledB") ||
+        const bool same_bits = absl::EndsWith(v.name, "+tiledB") || absl::EndsWith(v.name, "+fit") ||
+                               absl::EndsWith(v.name, "+paired") ||
                                (v.name.find("+n192") != std::string::npos && ours[1].config.ok() &&
                                 ours[1].config->k_splits == 1);
         if (same_bits && !wgmma_out.empty() &&
@@ -1136,7 +1151,7 @@ void PrintSummary(const Report& report) {
       if (o.section != "gemm" || o.m != r.m || o.n != r.n || o.k != r.k) continue;
       if (o.variant == "cublaslt/tensor") lt_t = o.us;
       if (o.variant == "cublaslt/block") lt_b = o.us;
-      if (absl::EndsWith(o.variant, "+paired")) paired = o.us;
+      if (o.variant == absl::StrFormat("ours/%s+paired", GemmKernelName(GemmKernel::kSm90Wgmma))) paired = o.us;
       if (absl::EndsWith(o.variant, "+tiledB")) tiled = o.us;
       if (absl::StartsWith(o.variant, "ours") && !(o.us >= fastest)) {
         fastest = o.us;

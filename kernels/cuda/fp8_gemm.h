@@ -44,7 +44,7 @@ struct Fp8GemmArgs {
   void* workspace = nullptr;           // GemmWorkspaceBytes(shape, config) bytes, zeroed once at allocation
 };
 
-inline GemmShape ShapeOf(const Fp8GemmArgs& a) { return GemmShape{a.m, a.n, a.k, a.b_format, a.output}; }
+inline GemmShape ShapeOf(const Fp8GemmArgs& a) { return GemmShape{a.m, a.n, a.k, a.b_format, a.output, a.b_layout}; }
 
 // Checks `args` against the device layout and fp8_gemm.h's rules (shape, pointers, output columns):
 // INVALID_ARGUMENT naming the fault. Every launcher runs it.

@@ -204,8 +204,7 @@ absl::StatusOr<GemmConfig> WithSm90BlockN(const GemmConfig& config, const GemmSh
   };
   if (config.kernel != GemmKernel::kSm90Wgmma) return bad("only the sm90 kernel has wide tiles");
   if (config.cluster_m * config.cluster_n != 1) return bad("choose the tile width before the cluster");
-  if (std::string why = Sm90BlockNProblem(block_n, config.block_m, config.k_splits, shape.output,
-                                          WeightLayout::kRowMajor);
+  if (std::string why = Sm90BlockNProblem(block_n, config.block_m, config.k_splits, shape.output, shape.b_layout);
       !why.empty()) {
     return bad(why);
   }
@@ -294,7 +293,48 @@ absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShap
 
 absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const DeviceTraits& device) {
   const GemmKernel kernel = IsHopper(device) ? GemmKernel::kSm90Wgmma : GemmKernel::kSm89MmaSync;
-  return SelectGemmConfigFor(kernel, shape, device);
+  absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(kernel, shape, device);
+  if (!base.ok() || kernel != GemmKernel::kSm90Wgmma) return base;
+  return TuneSm90Config(*base, shape, device);
+}
+
+// NOTES: the measurements behind each rule (fp8_gemm_bench, H200, BF16 output, L2 flushed; the
+// variant's time against ours/sm90_wgmma's in the same run, session 7):
+//  - +n192 (the wide tile): 8192^3 x1.10, 8192 x 4096 x 16384 x1.09, 8192 x 16384 x 4096 x1.05,
+//    4096 x 16384 x 4096 x1.06, 4096 x 4096 x 16384 x1.01; behind wherever M or N was smaller:
+//    1024 x 16384 x 4096 x0.93, 1024 x 4096 x 16384 x0.77 (the base splits K there, the wide tile
+//    cannot), M >= 256 with N <= 256 x0.66-0.84 (most of a 192-wide tile past n). Clusters added
+//    nothing to it (+n192+mc2x1 within 1%), and ordered consumers lost 2-4%.
+//  - +paired: K = 16384: M = 128 x1.10, 256 x1.16, 1024 x1.08, 4096 x1.07, 8192 x1.07, M <= 64
+//    x0.99-1.01; 8192^3 x1.05; K = 4096 with M >= 256: x1.02-1.04; M <= 128 with K <= 4096:
+//    x0.97-1.02 (noise level), so it stays off there.
+absl::StatusOr<GemmConfig> TuneSm90Config(const GemmConfig& base, const GemmShape& shape, const DeviceTraits& device) {
+  if (absl::Status st = CheckShape(shape); !st.ok()) return st;
+  if (base.kernel != GemmKernel::kSm90Wgmma || base.cluster_m * base.cluster_n != 1 || base.block_n != kSm90BlockN) {
+    return base;
+  }
+  if (shape.m >= kSm90WideMinMN && shape.n >= kSm90WideMinMN &&
+      Sm90BlockNProblem(kSm90WideBlockN, base.block_m, base.k_splits, shape.output, shape.b_layout).empty()) {
+    absl::StatusOr<GemmConfig> wide = WithSm90BlockN(base, shape, device, kSm90WideBlockN);
+    if (wide.ok()) return wide;  // (else: the wide pipeline does not fit this device; stay 128-wide)
+  }
+  GemmConfig c = base;
+  c.pair_loads = c.stages >= 3 && (shape.k >= kSm90PairMinK || shape.m >= kSm90PairMinM);
+  return c;
+}
+
+absl::StatusOr<GemmConfig> WithSm90StagesForK(const GemmConfig& config, const GemmShape& shape) {
+  if (absl::Status st = CheckShape(shape); !st.ok()) return st;
+  if (config.kernel != GemmKernel::kSm90Wgmma || config.k_splits < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fitting the stages of ", DescribeGemmConfig(config), ": not an sm90 config"));
+  }
+  const int groups = shape.k / kGemmBlockK;
+  const int per_unit = CeilDivInt(groups, config.k_splits);
+  GemmConfig c = config;
+  c.stages = std::min(config.stages, std::max(per_unit, config.pair_loads ? 3 : 2));
+  c.smem_bytes = Sm90SmemBytes(c.block_m, c.block_n, c.stages);
+  return c;
 }
 
 size_t GemmWorkspaceBytes(const GemmShape& shape, const GemmConfig& c) {

@@ -65,6 +65,7 @@ struct GemmShape {
   int k = 0;  // padded depth, a multiple of 128
   Fp8Format b_format = Fp8Format::kE4M3;
   GemmOutput output = GemmOutput::kF32;
+  WeightLayout b_layout = WeightLayout::kRowMajor;  // (the wide tile reads row-major B only)
 };
 
 // What the heuristic needs to know about the GPU (filled from cudaGetDeviceProperties).
@@ -146,14 +147,37 @@ constexpr size_t Sm89SmemBytes(int block_m, int block_n, int stages) {
   return static_cast<size_t>(stages) * (block_m + block_n) * 128 + 4 * block_m * sizeof(float) + 16;
 }
 
-// The heuristic. INVALID_ARGUMENT for a shape outside the layout above, FAILED_PRECONDITION for a
-// device without FP8 tensor cores (compute capability < 8.9).
+// The heuristic: what every launch in serving uses. On Hopper it is the base wgmma config
+// (SelectGemmConfigFor) with the measured tunings of TuneSm90Config applied. INVALID_ARGUMENT for
+// a shape outside the layout above, FAILED_PRECONDITION for a device without FP8 tensor cores
+// (compute capability < 8.9).
 absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const DeviceTraits& device);
 
-// A config for a named kernel (tests and benchmarks force each path with it): the heuristic's block
-// sizes within that kernel. FAILED_PRECONDITION when the device cannot run that kernel.
+// The base config for a named kernel (tests and benchmarks force each path with it, and the
+// benchmark's variants start from it): block sizes, stages, split-K and grid, without the opt-in
+// features (wide tile, paired loads, clusters). FAILED_PRECONDITION when the device cannot run that
+// kernel.
 absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShape& shape,
                                                const DeviceTraits& device);
+
+// The opt-in features SelectGemmConfig turns on for an sm90 base config, each only where the
+// benchmark measured it ahead of the base (fp8_gemm_bench on an H200, variants against
+// ours/sm90_wgmma in one run; figures in the definition's NOTES):
+//  - the wide 128 x 192 tile for large GEMMs (m and n >= kSm90WideMinMN) that the base runs in
+//    128-row tiles without split-K, with BF16/F32 output and row-major B;
+//  - paired loads for the 128-wide tile when K is long (>= kSm90PairMinK) or M >= kSm90PairMinM.
+// Any other config comes back unchanged.
+inline constexpr int kSm90WideMinMN = 4096;
+inline constexpr int kSm90PairMinK = 8192;
+inline constexpr int kSm90PairMinM = 256;
+absl::StatusOr<GemmConfig> TuneSm90Config(const GemmConfig& base, const GemmShape& shape,
+                                          const DeviceTraits& device);
+
+// `config` (sm90) with its pipeline cut to the stages a unit can use: a unit streams at most
+// ceil(groups / k_splits) K groups, so deeper stages stay empty and only cost shared memory (the
+// launch needs the smem carveout they ask for). At least 2 stages (3 with paired loads); never
+// deeper than `config`. The benchmark times it as +fit.
+absl::StatusOr<GemmConfig> WithSm90StagesForK(const GemmConfig& config, const GemmShape& shape);
 
 // `config` (an sm90 config without split-K) turned into a cluster_m x cluster_n multicast config:
 // the grid becomes the most whole clusters that fit the SMs and the cluster tiles (a CTA whose tile
@@ -177,8 +201,7 @@ std::string Sm90BlockNProblem(int block_n, int block_m, int k_splits, GemmOutput
 
 // `config` (an sm90 config with block_m 128, no split-K and no cluster yet) with block_n-wide tiles:
 // the pipeline as deep as shared memory allows and the grid over the new tiles (apply
-// WithSm90Cluster after this, not before). Row-major B is assumed (the launcher refuses tiled B
-// with the wide tile). INVALID_ARGUMENT for what Sm90BlockNProblem() names, a clustered config, or
+// WithSm90Cluster after this, not before). B's layout is shape.b_layout. INVALID_ARGUMENT for what Sm90BlockNProblem() names, a clustered config, or
 // FAILED_PRECONDITION when two stages do not fit the device's shared memory.
 absl::StatusOr<GemmConfig> WithSm90BlockN(const GemmConfig& config, const GemmShape& shape,
                                           const DeviceTraits& device, int block_n);

@@ -53,7 +53,7 @@ class E4M3Requant {
     }
     if (!exact) {
 #pragma unroll
-      for (int i = 0; i < kPairs; ++i) codes[i] = CvtE4M3x2(__fdiv_rn(v[2 * i], s_), __fdiv_rn(v[2 * i + 1], s_));
+      for (int i = 0; i < kPairs; ++i) codes[i] = QuotientCodes(v[2 * i], v[2 * i + 1]);
     }
   }
 
@@ -76,6 +76,17 @@ class E4M3Requant {
   }
 
  private:
+  // The codes of (x / s, y / s) by IEEE divisions, x's in the low byte. A NaN quotient's code keeps
+  // the dividend's sign (the contract's EncodeE4M3Quotient): the GPU's division returns a positive
+  // NaN whatever the dividend's sign, so the sign is set here rather than trusted to the conversion.
+  __device__ __forceinline__ uint16_t QuotientCodes(float x, float y) const {
+    const float qx = __fdiv_rn(x, s_), qy = __fdiv_rn(y, s_);
+    uint32_t c = CvtE4M3x2(qx, qy);
+    if (isnan(qx)) c = (c & 0xff00u) | (signbit(x) ? 0xffu : 0x7fu);
+    if (isnan(qy)) c = (c & 0x00ffu) | (signbit(y) ? 0xff00u : 0x7f00u);
+    return static_cast<uint16_t>(c);
+  }
+
   float s_;
   bool fast_;
   float r_;

@@ -133,7 +133,7 @@ void QuantizeActivations(const float* x, int rows, int cols, uint8_t* q, float* 
       const size_t off = static_cast<size_t>(r) * cols + c0;
       const float s = ActivationScale(AbsMax(x + off, n));
       scales[static_cast<size_t>(r) * groups + g] = s;
-      for (int i = 0; i < n; ++i) q[off + i] = EncodeE4M3(x[off + i] / s);
+      for (int i = 0; i < n; ++i) q[off + i] = EncodeE4M3Quotient(x[off + i], s);
     }
   }
 }

@@ -10,6 +10,7 @@
 // all NaN) uses s = 1. These exact steps are what every GPU kernel must reproduce.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -66,6 +67,13 @@ inline float ActivationScale(float amax) {
   const float s = amax / kE4M3Max;
   return s > 0.0f ? s : 1.0f;
 }
+
+// The code of x in a group of scale s: EncodeE4M3(x / s), where a NaN quotient (x NaN, or x
+// infinite in a group whose scale is infinite) keeps x's sign. The sign of a NaN that a division
+// makes is the platform's (x86's default NaN is negative, the GPU's positive), so the contract
+// takes it from x: every platform then gives the same code. For a quotient that is not NaN the sign
+// is x's anyway (s > 0), so this is exactly EncodeE4M3(x / s) there.
+inline uint8_t EncodeE4M3Quotient(float x, float s) { return EncodeE4M3(std::copysign(x / s, x)); }
 
 // x [rows, cols] -> q [rows, cols] E4M3 codes and scales [rows, CeilDiv(cols, 128)].
 void QuantizeActivations(const float* x, int rows, int cols, uint8_t* q, float* scales);

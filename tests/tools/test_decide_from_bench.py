@@ -114,3 +114,18 @@ def test_not_a_bench_csv_is_an_error(tmp_path, capsys):
     assert decide.main([str(tmp_path / "missing.csv")]) == 2
     with pytest.raises(SystemExit):
         decide.main([str(path), "--margin", "1.5"])
+
+
+def test_the_tuned_heuristic_is_judged_against_the_base(tmp_path):
+    # "ours" (the heuristic with its tunings) gets its own column and verdict next to the variants
+    rows = []
+    for m in (4096, 8192):
+        rows += [gemm(m, 8192, 8192, "ours", 900), gemm(m, 8192, 8192, "ours/sm90_wgmma", 1000),
+                 gemm(m, 8192, 8192, "ours/sm90_wgmma+n192", 905)]
+    rc, text = run(tmp_path, rows)
+    assert rc == 0
+    header = line_with(text, "M x N x K", "base us")
+    assert header.split()[-3:] == ["ours", "best/cuBLASLt", "best"], header
+    verdict = [l for l in text.splitlines() if l.split()[:2] == ["ours", "compute"]]
+    assert verdict and "AHEAD at every shape" in verdict[0], text
+    assert "x1.11" in line_with(text, "8192 x  8192 x  8192", "ours")

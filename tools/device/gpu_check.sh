@@ -261,7 +261,7 @@ main() {
   # (tools/device/profile.sh; its files travel back as one archive).
   banner "profile"
   if [ -x tools/device/profile.sh ]; then
-    to=$(step_timeout 90 0)
+    to=$(step_timeout 150 0)
     if [ "$to" -lt 45 ]; then
       add_row "profile.sh" "SKIPPED (time)" ""
     else

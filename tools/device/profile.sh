@@ -12,6 +12,9 @@
 #        mma.sync and with wgmma, the wgmma GEMM at 8192^3 plain and in 2x2 multicast clusters, the
 #        GEMM at 64x16384x4096 plain and on tiled weights, the 128x192 tile in 2x1 clusters at
 #        8192^3 (bench --profile_variant)), OUT, BUNDLE
+#        PROFILE_SASS (entries of the same form; default: the 128-wide wgmma GEMM at 8192^3 and the
+#        fused forward at batch 64): ncu's source page per SASS instruction, digested to the 30
+#        instructions with the most warp-stall samples ($OUT/sass-LABEL.txt; the report beside it)
 set -u -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 OUT=${OUT:-$PWD/profile-out}
@@ -25,7 +28,7 @@ ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*
 [ -n "$ncu" ] || { echo "*** ncu not found"; exit 2; }
 runs=${PROFILE_RUNS:-"fused64|fused_mlp|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2
 fused64w|fused_mlp_kernelI.*Lb1E|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2|mangled
-wgmma8192|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1
+wgmma8192|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma
 m64_ffn|fp8_gemm|--skip_mlp --shapes=64x16384x4096 --iters=3 --warmup=1
 wgmma8192mc|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+mc2x2
 m64_ffn_tiled|sm90_fp8_gemm|--skip_mlp --shapes=64x16384x4096 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+tiledB
@@ -44,3 +47,41 @@ while IFS='|' read -r label regex flags base; do
   # The largest stall reasons (warps stalled per issued instruction)
   grep -E 'smsp__average_warps_issue_stalled_' "$OUT/ncu-$label.txt" | awk '{print $NF, $1}' | sort -rn | head -n 6
 done <<<"$runs"
+
+# Where the stalls sit, instruction by instruction: ncu's SourceCounters, read back as its source
+# page (SASS, CSV) and digested to the instructions with the most warp-stall samples.
+sass_runs=${PROFILE_SASS:-"wgmma8192|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma
+fused64|fused_mlp|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2"}
+while IFS='|' read -r label regex flags base; do
+  [ -n "$label" ] || continue
+  rep=$OUT/sass-$label
+  echo "==== SASS stalls, $label: kernels matching /$regex/, bench $flags"
+  # shellcheck disable=SC2086  # flags is a word list
+  timeout -k 5 120 "$ncu" --clock-control none --kernel-name-base "${base:-function}" --kernel-name "regex:$regex" \
+    --launch-skip 2 --launch-count 1 --section SourceCounters --section WarpStateStats --import-source no -f -o "$rep" \
+    "$B/fp8_gemm_bench" $flags --model=models/fashion_mlp/1/model.safetensors >"$rep.log" 2>&1
+  echo "rc=$?"
+  timeout 60 "$ncu" -i "$rep.ncu-rep" --page source --csv --print-source sass >"$rep.csv" 2>>"$rep.log" || echo "rc=$? (source page)"
+  python3 - "$rep.csv" <<'PY' | tee "$rep.txt" | head -n 40
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1], errors="replace")))
+head = next((i for i, r in enumerate(rows) if any("Stall Sampling (All" in c for c in r)), None)
+if head is None:
+    sys.exit("no stall-sampling column in the source page")
+cols = rows[head]
+allc = next(i for i, c in enumerate(cols) if "Stall Sampling (All" in c)
+notc = next((i for i, c in enumerate(cols) if "Stall Sampling (Not" in c), None)
+src = next((i for i, c in enumerate(cols) if c.strip() in ("Source", "SASS")), len(cols) - 1)
+addr = next((i for i, c in enumerate(cols) if "Address" in c), 0)
+def num(r, i):
+    try:
+        return float(r[i].replace(",", ""))
+    except (IndexError, ValueError):
+        return 0.0
+body = [r for r in rows[head + 1:] if len(r) > allc]
+total = sum(num(r, allc) for r in body) or 1.0
+print(f"{len(body)} instructions, {total:.0f} stall samples; the 30 with the most (share, samples, not-issued, address, SASS):")
+for r in sorted(body, key=lambda r: -num(r, allc))[:30]:
+    print(f"{100 * num(r, allc) / total:5.1f}% {num(r, allc):8.0f} {num(r, notc) if notc is not None else 0:8.0f}  {r[addr]:>8}  {r[src].strip()[:90]}")
+PY
+done <<<"$sass_runs"

@@ -61,11 +61,17 @@ TEST(GemmConfigTest, EveryConfigIsALaunchableInstanceThatCoversTheProblem) {
           ASSERT_TRUE(c.ok()) << c.status();
           EXPECT_EQ(c->block_k, kGemmBlockK);
           EXPECT_LE(c->smem_bytes, static_cast<size_t>(d.smem_per_block_optin));
-          EXPECT_EQ(n % c->block_n, 0);
-          const int tiles = (m + c->block_m - 1) / c->block_m * (n / c->block_n);
+          const int tiles = (m + c->block_m - 1) / c->block_m * Sm90TilesN(n, c->block_n);
           if (c->kernel == GemmKernel::kSm90Wgmma) {
             EXPECT_TRUE(Contains(std::begin(kSm90BlockMs), std::end(kSm90BlockMs), c->block_m));
-            EXPECT_EQ(c->block_n, kSm90BlockN);
+            // The tunings (TuneSm90Config): the wide tile exactly where its rule holds, paired loads
+            // exactly where theirs does (never with the wide tile)
+            const bool wide = m >= kSm90WideMinMN && n >= kSm90WideMinMN && out != GemmOutput::kE4M3 &&
+                              c->block_m == 128 && c->k_splits == 1;
+            EXPECT_EQ(c->block_n, wide ? kSm90WideBlockN : kSm90BlockN);
+            EXPECT_EQ(c->pair_loads, !wide && c->stages >= 3 && (k >= kSm90PairMinK || m >= kSm90PairMinM));
+            EXPECT_EQ(c->cluster_m * c->cluster_n, 1);
+            EXPECT_FALSE(c->ordered_consumers);
             EXPECT_EQ(c->smem_bytes, Sm90SmemBytes(c->block_m, c->block_n, c->stages));
             EXPECT_GE(c->stages, 2);
             EXPECT_LE(c->stages, 8);
@@ -96,6 +102,7 @@ TEST(GemmConfigTest, EveryConfigIsALaunchableInstanceThatCoversTheProblem) {
               EXPECT_EQ(ws, kSplitKCounterBytes + static_cast<size_t>(c->k_splits) * m * n * sizeof(float));
             }
           } else {
+            EXPECT_EQ(n % c->block_n, 0);
             EXPECT_TRUE(Contains(std::begin(kSm89BlockMs), std::end(kSm89BlockMs), c->block_m));
             EXPECT_EQ(c->block_n, kSm89BlockN);
             EXPECT_EQ(c->stages, kSm89Stages);
@@ -120,7 +127,7 @@ TEST(GemmConfigTest, EveryConfigIsALaunchableInstanceThatCoversTheProblem) {
 }
 
 TEST(GemmConfigTest, LargeSquareGemmUsesTheDeepestWgmmaPipeline) {
-  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{8192, 8192, 8192}, H100());
+  absl::StatusOr<GemmConfig> c = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, GemmShape{8192, 8192, 8192}, H100());
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma);
   EXPECT_EQ(c->block_m, 128);
@@ -210,7 +217,7 @@ TEST(GemmConfigTest, SmallSharedMemoryStepsDownToATileThatFits) {
 }
 
 TEST(GemmConfigTest, DescriptionNamesTheKernelAndBlocks) {
-  absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{8192, 8192, 8192}, H100());
+  absl::StatusOr<GemmConfig> c = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, GemmShape{8192, 8192, 8192}, H100());
   ASSERT_TRUE(c.ok());
   const std::string d = DescribeGemmConfig(*c);
   EXPECT_NE(d.find("sm90_wgmma"), std::string::npos) << d;
@@ -269,7 +276,7 @@ TEST(GemmConfigTest, ClusterConfigsAreWholeClustersOverEveryTile) {
 
   // 8192^3 on 132 SMs: 66 clusters of 2, or 33 of 4; the raster group keeps 8 M-tiles
   const GemmShape big{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16};
-  absl::StatusOr<GemmConfig> base = SelectGemmConfig(big, H100());
+  absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, big, H100());
   ASSERT_TRUE(base.ok());
   absl::StatusOr<GemmConfig> two = WithSm90Cluster(*base, big, H100(), 2, 1);
   ASSERT_TRUE(two.ok()) << two.status();
@@ -291,7 +298,7 @@ TEST(GemmConfigTest, ClusterConfigsAreWholeClustersOverEveryTile) {
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   }
   const GemmShape odd{8192, 384, 8192, Fp8Format::kE4M3, GemmOutput::kBF16};
-  absl::StatusOr<GemmConfig> odd_base = SelectGemmConfig(odd, H100());
+  absl::StatusOr<GemmConfig> odd_base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, odd, H100());
   ASSERT_TRUE(odd_base.ok());
   EXPECT_FALSE(WithSm90Cluster(*odd_base, odd, H100(), 1, 2).ok()) << "3 N-tiles in clusters of 2 along N";
   EXPECT_TRUE(WithSm90Cluster(*odd_base, odd, H100(), 2, 1).ok());
@@ -355,7 +362,7 @@ TEST(GemmConfigTest, WideTileConfigsFitAndCoverTheProblem) {
             absl::StatusCode::kInvalidArgument);
   // 227 KB: 5 stages of 40 KB
   const GemmShape big{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16};
-  absl::StatusOr<GemmConfig> base = SelectGemmConfig(big, H100());
+  absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, big, H100());
   ASSERT_TRUE(base.ok());
   absl::StatusOr<GemmConfig> wide = WithSm90BlockN(*base, big, H100(), kSm90WideBlockN);
   ASSERT_TRUE(wide.ok()) << wide.status();
@@ -370,7 +377,7 @@ TEST(GemmConfigTest, WideTileConfigsFitAndCoverTheProblem) {
   EXPECT_EQ(DescribeGemmConfig(*same), DescribeGemmConfig(*base));
   // also for a split-K config (its grid counts the splits)
   const GemmShape down{64, 4096, 16384, Fp8Format::kE4M3, GemmOutput::kBF16};
-  absl::StatusOr<GemmConfig> split_base = SelectGemmConfig(down, H100());
+  absl::StatusOr<GemmConfig> split_base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, down, H100());
   ASSERT_TRUE(split_base.ok());
   ASSERT_GT(split_base->k_splits, 1) << DescribeGemmConfig(*split_base);
   absl::StatusOr<GemmConfig> split_same = WithSm90BlockN(*split_base, down, H100(), kSm90BlockN);
@@ -406,6 +413,91 @@ TEST(GemmConfigTest, WideTileConfigsFitAndCoverTheProblem) {
 
 // The tiled weight layout: a bijection onto [0, n * k), each 128 x 128 block one contiguous 16 KB run
 // in (N-tile, K-group) order, and TileWeights128 puts every byte where Tiled128Offset says.
+// SelectGemmConfig on Hopper = the base wgmma config plus the measured tunings: the wide tile for
+// large BF16/F32 GEMMs on row-major weights, paired loads for long K or M >= 256, nothing else.
+TEST(GemmConfigTest, TuningsApplyWhereTheyWereMeasuredAhead) {
+  const auto select = [](GemmShape s) {
+    absl::StatusOr<GemmConfig> c = SelectGemmConfig(s, H100());
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : GemmConfig{};
+  };
+  const auto base = [](GemmShape s) {
+    absl::StatusOr<GemmConfig> c = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, s, H100());
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : GemmConfig{};
+  };
+  // 8192^3 with BF16 output: the wide tile, 5 stages, one wave of 132 persistent CTAs
+  const GemmShape big{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16};
+  GemmConfig c = select(big);
+  EXPECT_EQ(c.block_n, kSm90WideBlockN) << DescribeGemmConfig(c);
+  EXPECT_EQ(c.stages, 5);
+  EXPECT_EQ(c.grid, 132);
+  EXPECT_FALSE(c.pair_loads);
+  // Requantizing (hidden layers), tiled weights, or a smaller M or N: 128 wide, with paired loads
+  // (K >= 8192 here)
+  for (GemmShape s : {GemmShape{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kE4M3},
+                      GemmShape{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16, WeightLayout::kTiled128},
+                      GemmShape{2048, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16},
+                      GemmShape{8192, 2048, 8192, Fp8Format::kE4M3, GemmOutput::kBF16}}) {
+    c = select(s);
+    SCOPED_TRACE(testing::Message() << s.m << "x" << s.n << "x" << s.k << " " << GemmOutputName(s.output) << " "
+                                    << WeightLayoutName(s.b_layout));
+    EXPECT_EQ(c.block_n, kSm90BlockN);
+    EXPECT_TRUE(c.pair_loads);
+    GemmConfig want = base(s);
+    want.pair_loads = true;
+    EXPECT_EQ(DescribeGemmConfig(c), DescribeGemmConfig(want)) << "only the pairing differs from the base";
+  }
+  // Paired loads: long K at any M, or M >= 256 at any K; not for short K at small M
+  EXPECT_TRUE(select(GemmShape{1, 4096, 16384}).pair_loads);
+  EXPECT_TRUE(select(GemmShape{256, 256, 768}).pair_loads);
+  EXPECT_FALSE(select(GemmShape{64, 16384, 4096}).pair_loads);
+  EXPECT_FALSE(select(GemmShape{128, 256, 896}).pair_loads);
+  // The bundled model's layers at serving batches: the base config unchanged
+  for (int m : {1, 16, 64, 128}) {
+    const GemmShape s{m, 256, 896, Fp8Format::kE4M3, GemmOutput::kE4M3};
+    EXPECT_EQ(DescribeGemmConfig(select(s)), DescribeGemmConfig(base(s))) << m;
+  }
+  // Ada: the mma.sync config, untouched
+  absl::StatusOr<GemmConfig> ada = SelectGemmConfig(big, L4());
+  ASSERT_TRUE(ada.ok());
+  EXPECT_EQ(ada->kernel, GemmKernel::kSm89MmaSync);
+  EXPECT_FALSE(ada->pair_loads);
+  // Configs the tunings do not start from come back as they are
+  absl::StatusOr<GemmConfig> mc = WithSm90Cluster(base(big), big, H100(), 2, 1);
+  ASSERT_TRUE(mc.ok());
+  absl::StatusOr<GemmConfig> same = TuneSm90Config(*mc, big, H100());
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(DescribeGemmConfig(*same), DescribeGemmConfig(*mc));
+}
+
+// +fit: the pipeline cut to the groups one unit streams, never deeper than before, at least 2
+// stages (3 with paired loads), with the shared memory to match.
+TEST(GemmConfigTest, StagesForKFitTheGroupsAUnitStreams) {
+  for (int k : {128, 256, 384, 768, 1024, 4096, 16384}) {
+    for (int m : {1, 64, 256, 8192}) {
+      const GemmShape s{m, 4096, k, Fp8Format::kE4M3, GemmOutput::kBF16};
+      absl::StatusOr<GemmConfig> b = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, s, H100());
+      ASSERT_TRUE(b.ok());
+      for (bool paired : {false, true}) {
+        GemmConfig in = *b;
+        in.pair_loads = paired && in.stages >= 3;
+        absl::StatusOr<GemmConfig> c = WithSm90StagesForK(in, s);
+        ASSERT_TRUE(c.ok()) << c.status();
+        SCOPED_TRACE(testing::Message() << DescribeGemmConfig(in) << " -> " << DescribeGemmConfig(*c));
+        const int per_unit = (k / 128 + in.k_splits - 1) / in.k_splits;
+        EXPECT_EQ(c->stages, std::min(in.stages, std::max(per_unit, in.pair_loads ? 3 : 2)));
+        EXPECT_EQ(c->smem_bytes, Sm90SmemBytes(c->block_m, c->block_n, c->stages));
+        EXPECT_EQ(c->grid, in.grid);
+        EXPECT_EQ(c->k_splits, in.k_splits);
+      }
+    }
+  }
+  absl::StatusOr<GemmConfig> ada = SelectGemmConfig(GemmShape{64, 4096, 4096}, L4());
+  ASSERT_TRUE(ada.ok());
+  EXPECT_EQ(WithSm90StagesForK(*ada, GemmShape{64, 4096, 4096}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(GemmConfigTest, Tiled128LayoutIsContiguousBlocksInTileMajorOrder) {
   const int n = 384, k = 640;
   std::vector<uint8_t> src(static_cast<size_t>(n) * k);

@@ -126,6 +126,31 @@ TEST(ActivationQuantTest, ZeroAndNanGroups) {
   EXPECT_EQ(q[131], 0xfe) << "-3 is -amax -> -448";
 }
 
+// A NaN quotient's code takes the dividend's sign, whatever sign the platform's division gives its
+// NaN (x86's default NaN from inf / inf is negative, the GPU's positive): -NaN, and +-inf in a
+// group whose amax is infinite (scale inf, so inf / inf).
+TEST(ActivationQuantTest, NanCodesKeepTheInputsSign) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x(256, 1.0f);
+  x[5] = -nan;
+  x[6] = nan;
+  x[128] = inf;
+  x[129] = -inf;
+  x[130] = -2.0f;
+  std::vector<uint8_t> q(256);
+  std::vector<float> s(2);
+  QuantizeActivations(x.data(), 1, 256, q.data(), s.data());
+  EXPECT_EQ(q[5], 0xff) << "-NaN";
+  EXPECT_EQ(q[6], 0x7f) << "+NaN";
+  ASSERT_EQ(s[1], inf) << "an infinite amax gives an infinite scale";
+  EXPECT_EQ(q[128], 0x7f) << "inf / inf";
+  EXPECT_EQ(q[129], 0xff) << "-inf / inf";
+  EXPECT_EQ(q[130], 0x80) << "-2 / inf is -0";
+  EXPECT_EQ(EncodeE4M3Quotient(-nan, 2.0f), 0xff);
+  EXPECT_EQ(EncodeE4M3Quotient(-0.0f, 2.0f), 0x80);
+  EXPECT_EQ(EncodeE4M3Quotient(-896.0f, 2.0f), 0xfe);
+}
+
 // The fast forward's in-place quantize-dequantize must produce exactly decode(q) * s.
 TEST(ActivationQuantTest, QuantDequantMatchesQuantize) {
   for (int cols : {1, 100, 128, 300, 784, 1000}) {

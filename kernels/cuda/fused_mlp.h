@@ -61,8 +61,11 @@ struct FusedMlpArgs {
   // cluster_size tiles: each CTA that owns a tile of the layer before computes the last layer's K
   // group of that tile right where it is, and sends its FP32 partial sum to the owner of group 0,
   // instead of copying the tile to the one CTA that computes the whole last layer. The hand-over
-  // count stays, the last layer's chunks run in parallel. Ignored where it does not apply.
-  bool fold_last_layer = false;
+  // count stays, the last layer's chunks run in parallel. Ignored where it does not apply. On by
+  // default: measured on an H200 (fp8_gemm_bench, the bundled 784-256-10 model, mma.sync, cluster
+  // 8 / 8 / 2), graph replays of 12.1 / 11.4 / 19.9 us at batch 1 / 64 / 1024 against 13.2 / 12.4 /
+  // 20.5 us unfolded, and kernel spans of 8.19 / 7.46 / 15.87 us against 8.74 / 8.00 / 16.58.
+  bool fold_last_layer = true;
   // Optional per-CTA timeline of the launch (benchmark and profiling only; nullptr in serving):
   // grid CTAs x kFusedTraceSlots values, see FusedTraceSlot. Thread 0 of each CTA writes its slots
   // as it passes each point; a slot it never passes keeps what the caller put there.

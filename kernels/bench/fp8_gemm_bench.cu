@@ -520,14 +520,6 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
     paired.pair_loads = true;
     ours.push_back({absl::StrFormat("ours/%s+paired", GemmKernelName(GemmKernel::kSm90Wgmma)), paired});
   }
-  // The wgmma config with its pipeline cut to the K groups a unit streams (+fit: less shared memory
-  // for short K), where that changes it
-  if (ours[1].config.ok()) {
-    absl::StatusOr<GemmConfig> fit = WithSm90StagesForK(*ours[1].config, shape);
-    if (fit.ok() && fit->stages < ours[1].config->stages) {
-      ours.push_back({absl::StrFormat("ours/%s+fit", GemmKernelName(GemmKernel::kSm90Wgmma)), *fit});
-    }
-  }
   // The wgmma config in thread-block clusters with TMA multicast (each operand tile leaves L2 once
   // per cluster), where the shape allows one (no split-K, cluster_n dividing the N-tiles)
   if (ours[1].config.ok()) {
@@ -688,7 +680,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   };
   // Every other variant of ours is checked against the first on the block-scaled inputs (the same
   // numerics; split-K only reorders FP32 sums), then timed. +tiledB runs the wgmma variant's config
-  // on tiled weights, +paired and +fit only change its pipeline, and +n192 forms every element as
+  // on tiled weights, +paired only changes its pipeline, and +n192 forms every element as
   // the 128-wide tile does: their bits must equal the wgmma variant's (+n192 only when that one
   // splits no K).
   std::vector<__nv_bfloat16> first_out, wgmma_out;
@@ -712,8 +704,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
           ctx.failed_check = true;
           std::printf("  MISMATCH: %s differs from %s by %.2e\n", v.name.c_str(), ours[0].name.c_str(), check);
         }
-        const bool same_bits = absl::EndsWith(v.name, "+tiledB") || absl::EndsWith(v.name, "+fit") ||
-                               absl::EndsWith(v.name, "+paired") ||
+        const bool same_bits = absl::EndsWith(v.name, "+tiledB") || absl::EndsWith(v.name, "+paired") ||
                                (v.name.find("+n192") != std::string::npos && ours[1].config.ok() &&
                                 ours[1].config->k_splits == 1);
         if (same_bits && !wgmma_out.empty() &&

@@ -232,9 +232,13 @@ absl::StatusOr<std::unique_ptr<DeviceWorkspace>> DeviceMlp::AllocateWorkspace(in
   // Split-K scratch: the most any layer needs at any row count up to max_rows (the heuristic is
   // a few hundred nanoseconds per call, so asking it for every count is cheap at load).
   size_t gemm_ws = 0;
-  for (const Layer& l : layers_) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    // The shape the forward launches (ShapeOf of its arguments): the layout and output decide the kernel
+    const GemmOutput output = i + 1 == layers_.size() ? GemmOutput::kF32 : GemmOutput::kE4M3;
+    const WeightLayout layout = l.w_tiled != nullptr ? WeightLayout::kTiled128 : WeightLayout::kRowMajor;
     for (int m = 1; m <= max_rows; ++m) {
-      const GemmShape shape{m, l.n_pad, l.k_pad, l.format, GemmOutput::kE4M3};
+      const GemmShape shape{m, l.n_pad, l.k_pad, l.format, output, layout};
       absl::StatusOr<GemmConfig> c = SelectGemmConfig(shape, traits_);
       if (!c.ok()) return c.status();
       gemm_ws = std::max(gemm_ws, GemmWorkspaceBytes(shape, *c));

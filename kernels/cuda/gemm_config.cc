@@ -292,7 +292,9 @@ absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShap
 }
 
 absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const DeviceTraits& device) {
-  const GemmKernel kernel = IsHopper(device) ? GemmKernel::kSm90Wgmma : GemmKernel::kSm89MmaSync;
+  // (one row on row-major weights: mma.sync on Hopper too, see the header)
+  const bool wgmma = IsHopper(device) && (shape.m > kHopperMmaSyncMaxM || shape.b_layout != WeightLayout::kRowMajor);
+  const GemmKernel kernel = wgmma ? GemmKernel::kSm90Wgmma : GemmKernel::kSm89MmaSync;
   absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(kernel, shape, device);
   if (!base.ok() || kernel != GemmKernel::kSm90Wgmma) return base;
   return TuneSm90Config(*base, shape, device);
@@ -301,7 +303,8 @@ absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const Device
 // NOTES: the measurements behind each rule (fp8_gemm_bench, H200, BF16 output, L2 flushed; the
 // variant's time against ours/sm90_wgmma's in the same run, session 7):
 //  - +n192 (the wide tile): 8192^3 x1.10, 8192 x 4096 x 16384 x1.09, 8192 x 16384 x 4096 x1.05,
-//    4096 x 16384 x 4096 x1.06, 4096 x 4096 x 16384 x1.01; behind wherever M or N was smaller:
+//    4096 x 16384 x 4096 x1.06 (paired loads x1.03-1.07 on those); 4096 x 4096 x 16384 x1.00-1.01,
+//    where paired loads gave x1.07 (hence the m x n floor); behind wherever M or N was smaller:
 //    1024 x 16384 x 4096 x0.93, 1024 x 4096 x 16384 x0.77 (the base splits K there, the wide tile
 //    cannot), M >= 256 with N <= 256 x0.66-0.84 (most of a 192-wide tile past n). Clusters added
 //    nothing to it (+n192+mc2x1 within 1%), and ordered consumers lost 2-4%.
@@ -314,6 +317,7 @@ absl::StatusOr<GemmConfig> TuneSm90Config(const GemmConfig& base, const GemmShap
     return base;
   }
   if (shape.m >= kSm90WideMinMN && shape.n >= kSm90WideMinMN &&
+      static_cast<long long>(shape.m) * shape.n >= kSm90WideMinMxN &&
       Sm90BlockNProblem(kSm90WideBlockN, base.block_m, base.k_splits, shape.output, shape.b_layout).empty()) {
     absl::StatusOr<GemmConfig> wide = WithSm90BlockN(base, shape, device, kSm90WideBlockN);
     if (wide.ok()) return wide;  // (else: the wide pipeline does not fit this device; stay 128-wide)
@@ -323,19 +327,6 @@ absl::StatusOr<GemmConfig> TuneSm90Config(const GemmConfig& base, const GemmShap
   return c;
 }
 
-absl::StatusOr<GemmConfig> WithSm90StagesForK(const GemmConfig& config, const GemmShape& shape) {
-  if (absl::Status st = CheckShape(shape); !st.ok()) return st;
-  if (config.kernel != GemmKernel::kSm90Wgmma || config.k_splits < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("fitting the stages of ", DescribeGemmConfig(config), ": not an sm90 config"));
-  }
-  const int groups = shape.k / kGemmBlockK;
-  const int per_unit = CeilDivInt(groups, config.k_splits);
-  GemmConfig c = config;
-  c.stages = std::min(config.stages, std::max(per_unit, config.pair_loads ? 3 : 2));
-  c.smem_bytes = Sm90SmemBytes(c.block_m, c.block_n, c.stages);
-  return c;
-}
 
 size_t GemmWorkspaceBytes(const GemmShape& shape, const GemmConfig& c) {
   if (c.k_splits <= 1) return 0;

@@ -99,6 +99,7 @@ inline constexpr int kSm90MaxClusterDim = 2;  // cluster_m and cluster_n are 1 o
 inline constexpr int kSm89BlockMs[] = {16, 32, 64};
 inline constexpr int kSm89BlockN = 128;
 inline constexpr int kSm89Stages = 4;
+inline constexpr int kHopperMmaSyncMaxM = 1;  // SelectGemmConfig on Hopper: mma.sync up to this many rows
 
 struct GemmConfig {
   GemmKernel kernel = GemmKernel::kSm89MmaSync;
@@ -148,7 +149,11 @@ constexpr size_t Sm89SmemBytes(int block_m, int block_n, int stages) {
 }
 
 // The heuristic: what every launch in serving uses. On Hopper it is the base wgmma config
-// (SelectGemmConfigFor) with the measured tunings of TuneSm90Config applied. INVALID_ARGUMENT for
+// (SelectGemmConfigFor) with the measured tunings of TuneSm90Config applied, except for GEMMs of
+// at most kHopperMmaSyncMaxM rows on row-major weights, which take the mma.sync kernel (measured on
+// an H200 in two runs: 1 x 10 x 256 6.6 us against 8.4, 1 x 256 x 784 9.3 against 9.9, 1 x 4096 x
+// 16384 28.6-29.6 against 31.3-31.8, 1 x 16384 x 4096 level at 25.8 / 25.6; at 16 rows wgmma was
+// ahead at three shapes of four). INVALID_ARGUMENT for
 // a shape outside the layout above, FAILED_PRECONDITION for a device without FP8 tensor cores
 // (compute capability < 8.9).
 absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const DeviceTraits& device);
@@ -163,21 +168,18 @@ absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShap
 // The opt-in features SelectGemmConfig turns on for an sm90 base config, each only where the
 // benchmark measured it ahead of the base (fp8_gemm_bench on an H200, variants against
 // ours/sm90_wgmma in one run; figures in the definition's NOTES):
-//  - the wide 128 x 192 tile for large GEMMs (m and n >= kSm90WideMinMN) that the base runs in
-//    128-row tiles without split-K, with BF16/F32 output and row-major B;
+//  - the wide 128 x 192 tile for large GEMMs (m and n >= kSm90WideMinMN, m x n >= kSm90WideMinMxN)
+//    that the base runs in 128-row tiles without split-K, with BF16/F32 output and row-major B;
 //  - paired loads for the 128-wide tile when K is long (>= kSm90PairMinK) or M >= kSm90PairMinM.
-// Any other config comes back unchanged.
+// Any other config comes back unchanged. (SelectGemmConfig also takes the mma.sync kernel for one
+// row on Hopper: kHopperMmaSyncMaxM.)
 inline constexpr int kSm90WideMinMN = 4096;
+inline constexpr long long kSm90WideMinMxN = 1LL << 26;
 inline constexpr int kSm90PairMinK = 8192;
 inline constexpr int kSm90PairMinM = 256;
 absl::StatusOr<GemmConfig> TuneSm90Config(const GemmConfig& base, const GemmShape& shape,
                                           const DeviceTraits& device);
 
-// `config` (sm90) with its pipeline cut to the stages a unit can use: a unit streams at most
-// ceil(groups / k_splits) K groups, so deeper stages stay empty and only cost shared memory (the
-// launch needs the smem carveout they ask for). At least 2 stages (3 with paired loads); never
-// deeper than `config`. The benchmark times it as +fit.
-absl::StatusOr<GemmConfig> WithSm90StagesForK(const GemmConfig& config, const GemmShape& shape);
 
 // `config` (an sm90 config without split-K) turned into a cluster_m x cluster_n multicast config:
 // the grid becomes the most whole clusters that fit the SMs and the cluster tiles (a CTA whose tile

@@ -66,7 +66,8 @@ TEST(GemmConfigTest, EveryConfigIsALaunchableInstanceThatCoversTheProblem) {
             EXPECT_TRUE(Contains(std::begin(kSm90BlockMs), std::end(kSm90BlockMs), c->block_m));
             // The tunings (TuneSm90Config): the wide tile exactly where its rule holds, paired loads
             // exactly where theirs does (never with the wide tile)
-            const bool wide = m >= kSm90WideMinMN && n >= kSm90WideMinMN && out != GemmOutput::kE4M3 &&
+            const bool wide = m >= kSm90WideMinMN && n >= kSm90WideMinMN &&
+                              static_cast<long long>(m) * n >= kSm90WideMinMxN && out != GemmOutput::kE4M3 &&
                               c->block_m == 128 && c->k_splits == 1;
             EXPECT_EQ(c->block_n, wide ? kSm90WideBlockN : kSm90BlockN);
             EXPECT_EQ(c->pair_loads, !wide && c->stages >= 3 && (k >= kSm90PairMinK || m >= kSm90PairMinM));
@@ -138,13 +139,16 @@ TEST(GemmConfigTest, LargeSquareGemmUsesTheDeepestWgmmaPipeline) {
   EXPECT_EQ(c->raster_group, 8);
 }
 
-TEST(GemmConfigTest, HopperServesEveryBatchWithWgmma) {
-  // Small batches too: Hopper has no FP8 mma.sync, and a weight-streaming GEMM loses nothing to the
-  // 64-row tile's padding.
+TEST(GemmConfigTest, HopperServesEveryBatchAboveOneRowWithWgmma) {
+  // Small batches too: Hopper has no FP8 mma.sync (it widens the codes to FP16), and a weight-
+  // streaming GEMM loses nothing to the 64-row tile's padding. One row takes mma.sync (measured level
+  // or ahead there), except on tiled weights, which only the wgmma kernel reads.
   for (int m : {1, 16, 64, 128}) {
     absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{m, 16384, 4096}, H100());
     ASSERT_TRUE(c.ok()) << c.status();
-    EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma) << m;
+    EXPECT_EQ(c->kernel, m <= kHopperMmaSyncMaxM ? GemmKernel::kSm89MmaSync : GemmKernel::kSm90Wgmma) << m;
+    c = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, GemmShape{m, 16384, 4096}, H100());
+    ASSERT_TRUE(c.ok()) << c.status();
     // 128 tiles nearly fill the 132 SMs already: no split.
     EXPECT_EQ(c->k_splits, 1);
     // 128 rows: 128 tiles of 128 rows are one wave already; 64-row tiles would need two.
@@ -173,7 +177,7 @@ TEST(GemmConfigTest, HopperDownProjectionSplitsKToFillTheGpu) {
   // wave of 128 units: 4 splits of 32 groups for 32 tiles, 2 of 64 groups for 64.
   for (int m : {1, 16, 64, 128}) {
     const GemmShape s{m, 4096, 16384, Fp8Format::kE4M3, GemmOutput::kBF16};
-    absl::StatusOr<GemmConfig> c = SelectGemmConfig(s, H100());
+    absl::StatusOr<GemmConfig> c = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, s, H100());
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ(c->kernel, GemmKernel::kSm90Wgmma) << m;
     EXPECT_EQ(c->block_m, 64) << m;
@@ -182,14 +186,14 @@ TEST(GemmConfigTest, HopperDownProjectionSplitsKToFillTheGpu) {
     EXPECT_EQ(GemmWorkspaceBytes(s, *c), kSplitKCounterBytes + static_cast<size_t>(c->k_splits) * m * 4096 * 4) << m;
   }
   // 114 SMs fit 3 splits of 32 tiles in one wave (4 would need a second, mostly empty one).
-  absl::StatusOr<GemmConfig> pcie = SelectGemmConfig(GemmShape{1, 4096, 16384}, H100Pcie());
+  absl::StatusOr<GemmConfig> pcie = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, GemmShape{1, 4096, 16384}, H100Pcie());
   ASSERT_TRUE(pcie.ok()) << pcie.status();
   EXPECT_EQ(pcie->k_splits, 3);
   EXPECT_EQ(pcie->grid, 96);
   // One tile: the cap. 16 groups: two splits of 8. 8 groups: no split. The bundled model's first
   // layer (7 groups): no split.
   for (auto [k, splits] : {std::pair{16384, kSm90MaxKSplits}, std::pair{2048, 2}, std::pair{1024, 1}, std::pair{896, 1}}) {
-    absl::StatusOr<GemmConfig> one = SelectGemmConfig(GemmShape{1, 128, k}, H100());
+    absl::StatusOr<GemmConfig> one = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, GemmShape{1, 128, k}, H100());
     ASSERT_TRUE(one.ok()) << one.status();
     EXPECT_EQ(one->k_splits, splits) << k;
     EXPECT_EQ(one->grid, splits) << k;
@@ -438,6 +442,7 @@ TEST(GemmConfigTest, TuningsApplyWhereTheyWereMeasuredAhead) {
   for (GemmShape s : {GemmShape{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kE4M3},
                       GemmShape{8192, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16, WeightLayout::kTiled128},
                       GemmShape{2048, 8192, 8192, Fp8Format::kE4M3, GemmOutput::kBF16},
+                      GemmShape{4096, 4096, 8192, Fp8Format::kE4M3, GemmOutput::kBF16},
                       GemmShape{8192, 2048, 8192, Fp8Format::kE4M3, GemmOutput::kBF16}}) {
     c = select(s);
     SCOPED_TRACE(testing::Message() << s.m << "x" << s.n << "x" << s.k << " " << GemmOutputName(s.output) << " "
@@ -448,13 +453,24 @@ TEST(GemmConfigTest, TuningsApplyWhereTheyWereMeasuredAhead) {
     want.pair_loads = true;
     EXPECT_EQ(DescribeGemmConfig(c), DescribeGemmConfig(want)) << "only the pairing differs from the base";
   }
-  // Paired loads: long K at any M, or M >= 256 at any K; not for short K at small M
-  EXPECT_TRUE(select(GemmShape{1, 4096, 16384}).pair_loads);
+  // 4096 x 16384 and 16384 x 4096 outputs (2^26 elements): wide
+  EXPECT_EQ(select(GemmShape{4096, 16384, 4096, Fp8Format::kE4M3, GemmOutput::kBF16}).block_n, kSm90WideBlockN);
+  EXPECT_EQ(select(GemmShape{16384, 4096, 4096, Fp8Format::kE4M3, GemmOutput::kF32}).block_n, kSm90WideBlockN);
+  // Paired loads: long K at any M above one row, or M >= 256 at any K; not for short K at small M
+  EXPECT_TRUE(select(GemmShape{2, 4096, 16384}).pair_loads);
   EXPECT_TRUE(select(GemmShape{256, 256, 768}).pair_loads);
   EXPECT_FALSE(select(GemmShape{64, 16384, 4096}).pair_loads);
   EXPECT_FALSE(select(GemmShape{128, 256, 896}).pair_loads);
-  // The bundled model's layers at serving batches: the base config unchanged
-  for (int m : {1, 16, 64, 128}) {
+  // One row: the mma.sync kernel's config; on tiled weights (which it cannot read), the wgmma one
+  for (GemmShape s : {GemmShape{1, 4096, 16384}, GemmShape{1, 256, 896, Fp8Format::kE4M3, GemmOutput::kE4M3}}) {
+    absl::StatusOr<GemmConfig> want = SelectGemmConfigFor(GemmKernel::kSm89MmaSync, s, H100());
+    ASSERT_TRUE(want.ok());
+    EXPECT_EQ(DescribeGemmConfig(select(s)), DescribeGemmConfig(*want));
+    s.b_layout = WeightLayout::kTiled128;
+    EXPECT_EQ(select(s).kernel, GemmKernel::kSm90Wgmma);
+  }
+  // The bundled model's layers at serving batches above one row: the base config unchanged
+  for (int m : {16, 64, 128}) {
     const GemmShape s{m, 256, 896, Fp8Format::kE4M3, GemmOutput::kE4M3};
     EXPECT_EQ(DescribeGemmConfig(select(s)), DescribeGemmConfig(base(s))) << m;
   }
@@ -469,33 +485,6 @@ TEST(GemmConfigTest, TuningsApplyWhereTheyWereMeasuredAhead) {
   absl::StatusOr<GemmConfig> same = TuneSm90Config(*mc, big, H100());
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(DescribeGemmConfig(*same), DescribeGemmConfig(*mc));
-}
-
-// +fit: the pipeline cut to the groups one unit streams, never deeper than before, at least 2
-// stages (3 with paired loads), with the shared memory to match.
-TEST(GemmConfigTest, StagesForKFitTheGroupsAUnitStreams) {
-  for (int k : {128, 256, 384, 768, 1024, 4096, 16384}) {
-    for (int m : {1, 64, 256, 8192}) {
-      const GemmShape s{m, 4096, k, Fp8Format::kE4M3, GemmOutput::kBF16};
-      absl::StatusOr<GemmConfig> b = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, s, H100());
-      ASSERT_TRUE(b.ok());
-      for (bool paired : {false, true}) {
-        GemmConfig in = *b;
-        in.pair_loads = paired && in.stages >= 3;
-        absl::StatusOr<GemmConfig> c = WithSm90StagesForK(in, s);
-        ASSERT_TRUE(c.ok()) << c.status();
-        SCOPED_TRACE(testing::Message() << DescribeGemmConfig(in) << " -> " << DescribeGemmConfig(*c));
-        const int per_unit = (k / 128 + in.k_splits - 1) / in.k_splits;
-        EXPECT_EQ(c->stages, std::min(in.stages, std::max(per_unit, in.pair_loads ? 3 : 2)));
-        EXPECT_EQ(c->smem_bytes, Sm90SmemBytes(c->block_m, c->block_n, c->stages));
-        EXPECT_EQ(c->grid, in.grid);
-        EXPECT_EQ(c->k_splits, in.k_splits);
-      }
-    }
-  }
-  absl::StatusOr<GemmConfig> ada = SelectGemmConfig(GemmShape{64, 4096, 4096}, L4());
-  ASSERT_TRUE(ada.ok());
-  EXPECT_EQ(WithSm90StagesForK(*ada, GemmShape{64, 4096, 4096}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(GemmConfigTest, Tiled128LayoutIsContiguousBlocksInTileMajorOrder) {

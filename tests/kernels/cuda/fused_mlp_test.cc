@@ -424,7 +424,9 @@ TEST_F(FusedMlpGpuFallback, UnsupportedModelsRunOnTheChain) {
 
 // DeviceMlp with the chain's weights in the tiled streaming layout (DeviceMlpOptions): the chain
 // gives the bits it gives on row-major weights, at several batch sizes; the row-major copy stays
-// exactly when the fused kernel takes the model (and the fused path still runs).
+// exactly when the fused kernel takes the model (and the fused path still runs). At one row the
+// heuristic runs row-major weights through the mma.sync kernel (kHopperMmaSyncMaxM) and tiled ones
+// through wgmma, which sums K in another FP32 order: there both are held to the bound only.
 class DeviceMlpGpuTiledWeights : public GpuFixture<::testing::Test> {};
 
 TEST_F(DeviceMlpGpuTiledWeights, ChainGivesTheRowMajorBits) {
@@ -475,10 +477,12 @@ TEST_F(DeviceMlpGpuTiledWeights, ChainGivesTheRowMajorBits) {
       ASSERT_TRUE(got.ok()) << got.status();
       const CheckResult cr = CheckLogits(ReferenceWithBounds(mlp, x, rows), *got, rows, mlp.output_dim());
       const bool same = std::memcmp(want->data(), got->data(), want->size() * sizeof(float)) == 0;
-      std::printf("%-28s batch %4d  tiled chain weights  bound used %5.3f  same bits as row-major: %s\n",
-                  c.name.c_str(), rows, cr.worst, same ? "yes" : "NO");
+      const bool same_kernel = rows > kHopperMmaSyncMaxM;
+      std::printf("%-28s batch %4d  tiled chain weights  bound used %5.3f  same bits as row-major: %s%s\n",
+                  c.name.c_str(), rows, cr.worst, same ? "yes" : "NO",
+                  same_kernel ? "" : " (row-major runs mma.sync here: bound only)");
       EXPECT_EQ(cr.failures, 0) << c.name << " batch " << rows << cr.first;
-      EXPECT_TRUE(same) << c.name << " batch " << rows << ": tiled chain weights changed the logits";
+      if (same_kernel) EXPECT_TRUE(same) << c.name << " batch " << rows << ": tiled chain weights changed the logits";
       if (fused) {
         absl::StatusOr<std::vector<float>> f = run(**tiled, rows, ForwardPath::kFused);
         ASSERT_TRUE(f.ok()) << c.name << ": the fused path lost its weights: " << f.status();

@@ -37,7 +37,7 @@ struct FusedMlpLayer {
 // on Hopper ptxas widens it to FP16 (two HMMA.16816 and unpacks per instruction), and wgmma
 // (m64n64k32, A from registers, B from shared memory) is Hopper's own FP8 path.
 enum class FusedMma : uint8_t {
-  kAuto,      // the launcher's choice: mma.sync (wgmma is new and not yet measured against it)
+  kAuto,      // the launcher's choice: mma.sync (wgmma measured behind it at batch 64 on an H200, level at 1 and 1024)
   kMmaSync,   // any device
   kWgmma,     // compute capability 9.0 only
 };

@@ -64,6 +64,10 @@ ABSL_FLAG(std::string, mlp_batches, "1,64,1024,16384", "Comma-separated batch si
 ABSL_FLAG(int, copies, 3, "Copies of the GEMM inputs to rotate among (bounded by memory).");
 ABSL_FLAG(bool, skip_gemm, false, "Skip the GEMM section.");
 ABSL_FLAG(bool, skip_mlp, false, "Skip the forward section.");
+ABSL_FLAG(bool, flush_l2, true,
+          "Evict L2 before each timed GEMM launch (the default: operands come from HBM, as after another "
+          "layer). false: time the GEMMs with L2 warm, as back-to-back launches run, so small operands and "
+          "every kernel's code stay cached; that separates a kernel's cold-start cost from its work.");
 ABSL_FLAG(std::string, profile_variant, "",
           "Profiling aid (tools/device/profile.sh): per shape, launch only our variant of this name "
           "(e.g. ours/sm90_wgmma+mc2x2) --warmup + --iters times, unchecked and untimed, and nothing else.");
@@ -456,6 +460,7 @@ struct GemmBenchContext {
   int copies;
   bool failed_check = false;
   std::string profile_variant;  // --profile_variant
+  bool flush_l2 = true;         // --flush_l2
 };
 
 void BenchShape(const Shape& s, GemmBenchContext& ctx) {
@@ -660,7 +665,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   const double bytes = static_cast<double>(s.m) * s.k + static_cast<double>(s.n) * s.k +
                        4.0 * (static_cast<double>(s.m) * kg + static_cast<double>(ng) * kg) + 2.0 * s.m * s.n;
   double lt_tensor_us = NAN;
-  if (lt_tensor.offered()) lt_tensor_us = ctx.timer->MedianUs([&](int i) { run_lt(lt_tensor, i); }, true);
+  if (lt_tensor.offered()) lt_tensor_us = ctx.timer->MedianUs([&](int i) { run_lt(lt_tensor, i); }, ctx.flush_l2);
   auto emit = [&](const std::string& variant, double us, const std::string& config, double check) {
     Row r;
     r.section = "gemm";
@@ -718,7 +723,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
     }
     const double us = ctx.timer->MedianUs(
         [&](int i) { BENCH_OK(LaunchFp8Gemm(args_for(i, d_a_s.get(), d_b_s.get(), v.layout), *v.config, ctx.stream)); },
-        true);
+        ctx.flush_l2);
     emit(v.name, us, DescribeGemmConfig(*v.config), check);
   }
   for (const auto* g : {&lt_tensor, &lt_block}) {
@@ -727,7 +732,8 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
       std::printf("  %-22s not offered (%s)\n", name.c_str(), g->why().c_str());
       continue;
     }
-    const double us = g == &lt_tensor ? lt_tensor_us : ctx.timer->MedianUs([&](int i) { run_lt(*g, i); }, true);
+    const double us =
+        g == &lt_tensor ? lt_tensor_us : ctx.timer->MedianUs([&](int i) { run_lt(*g, i); }, ctx.flush_l2);
     emit(name, us, "", g == &lt_tensor ? check_tensor : check_block);
   }
   std::fflush(stdout);
@@ -1213,11 +1219,17 @@ int Main() {
   bool failed_check = false;
   {
     Timer timer(stream, iters, warmup, flush_bytes);
-    std::printf("timing: median of %d launches after %d warm-ups; GEMMs with L2 flushed (%zu MB) and inputs rotated\n",
-                iters, warmup, flush_bytes >> 20);
+    if (absl::GetFlag(FLAGS_flush_l2)) {
+      std::printf("timing: median of %d launches after %d warm-ups; GEMMs with L2 flushed (%zu MB) and inputs rotated\n",
+                  iters, warmup, flush_bytes >> 20);
+    } else {
+      std::printf("timing: median of %d launches after %d warm-ups; GEMMs with L2 WARM (--flush_l2=false), inputs "
+                  "rotated\n", iters, warmup);
+    }
     if (!absl::GetFlag(FLAGS_skip_gemm)) {
       GemmBenchContext ctx{stream, lt, *traits, &timer, &lt_workspace, &report, std::max(1, absl::GetFlag(FLAGS_copies))};
       ctx.profile_variant = absl::GetFlag(FLAGS_profile_variant);
+      ctx.flush_l2 = absl::GetFlag(FLAGS_flush_l2);
       const std::string list = absl::GetFlag(FLAGS_shapes);
       for (const Shape& s : list.empty() ? DefaultShapes() : ParseShapes(list)) BenchShape(s, ctx);
       failed_check = ctx.failed_check;

@@ -327,7 +327,6 @@ absl::StatusOr<GemmConfig> TuneSm90Config(const GemmConfig& base, const GemmShap
   return c;
 }
 
-
 size_t GemmWorkspaceBytes(const GemmShape& shape, const GemmConfig& c) {
   if (c.k_splits <= 1) return 0;
   return kSplitKCounterBytes + static_cast<size_t>(c.k_splits) * shape.m * shape.n * sizeof(float);

@@ -11,7 +11,8 @@
 #         BENCH_ARGS          extra flags for fp8_gemm_bench (e.g. "--iters=20")
 #
 # Steps, each under its own timeout: nvidia-smi; every GPU test binary (--gtest_brief); compute-
-# sanitizer memcheck then racecheck over the GEMM and fused tests' Smoke suites; fp8_gemm_bench;
+# sanitizer memcheck then racecheck over the GEMM and fused tests' Smoke suites; fp8_gemm_bench (and
+# its small GEMMs again with L2 warm, when time allows);
 # tools/device/serving_e2e.sh when present; with time left, tools/device/profile.sh (an ncu digest;
 # a failure there does not fail the check). The summary at the end includes
 # tools/device/decide_from_bench.py's reading of the bench (which opt-in variant wins where). Logs in $OUT (at most 8 files come back): gpu_check.log
@@ -230,6 +231,20 @@ main() {
       echo "fp8_gemm_bench: $status ($(($(elapsed) - t0))s)"
       grep -E 'MISMATCH|fp8_gemm_bench:' "$OUT/bench.log" | head -n 10
       add_row "fp8_gemm_bench" "$status" "$(grep -c 'MISMATCH' "$OUT/bench.log") mismatch lines, $(($(elapsed) - t0))s"
+    fi
+    # The small GEMMs again with L2 warm (--flush_l2=false): their floor with the kernels' code and
+    # operands cached, against the flushed figures above. Informational (not in the table).
+    to=$(step_timeout 40 60)
+    if [ "$to" -ge 15 ]; then
+      echo "==== small GEMMs with L2 warm (fp8_gemm_bench --flush_l2=false)" | tee -a "$OUT/bench.log"
+      # (its log goes into bench.log: at most 8 files come back from the GPU machine)
+      warm_log=$(mktemp)
+      timeout -k 5 "$to" "$B/fp8_gemm_bench" --skip_mlp --flush_l2=false --iters=30 --warmup=3 \
+        --shapes=1x10x256,64x10x256,1x256x784,64x256x784,1x16384x4096,64x16384x4096 >"$warm_log" 2>&1
+      echo "rc=$?" >>"$warm_log"
+      cat "$warm_log" >>"$OUT/bench.log"
+      sed -n '/SUMMARY/,$p' "$warm_log"
+      rm -f "$warm_log"
     fi
   fi
 

@@ -12,8 +12,9 @@
 #        mma.sync and with wgmma, the wgmma GEMM at 8192^3 plain and in 2x2 multicast clusters, the
 #        GEMM at 64x16384x4096 plain and on tiled weights, the 128x192 tile in 2x1 clusters at
 #        8192^3 (bench --profile_variant)), OUT, BUNDLE
-#        PROFILE_SASS (entries of the same form; default: the 128-wide wgmma GEMM at 8192^3 and the
-#        fused forward at batch 64): ncu's source page per SASS instruction, digested to the 30
+#        PROFILE_SASS (entries of the same form plus an optional fifth field of extra ncu flags;
+#        default: the 128-wide wgmma GEMM at 8192^3 and the fused forward at batch 64, the latter at
+#        the shortest sampling interval): ncu's source page per SASS instruction, digested to the 30
 #        instructions with the most warp-stall samples ($OUT/sass-LABEL.txt; the report beside it)
 set -u -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
@@ -51,14 +52,16 @@ done <<<"$runs"
 # Where the stalls sit, instruction by instruction: ncu's SourceCounters, read back as its source
 # page (SASS, CSV) and digested to the instructions with the most warp-stall samples.
 sass_runs=${PROFILE_SASS:-"wgmma8192|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma
-fused64|fused_mlp|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2"}
-while IFS='|' read -r label regex flags base; do
+fused64|fused_mlp|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2|function|--sampling-interval 0"}
+# (a fifth field: extra ncu flags, e.g. the shortest sampling interval for a kernel of a few us)
+while IFS='|' read -r label regex flags base extra; do
   [ -n "$label" ] || continue
   rep=$OUT/sass-$label
   echo "==== SASS stalls, $label: kernels matching /$regex/, bench $flags"
-  # shellcheck disable=SC2086  # flags is a word list
+  # shellcheck disable=SC2086  # flags and extra are word lists
   timeout -k 5 120 "$ncu" --clock-control none --kernel-name-base "${base:-function}" --kernel-name "regex:$regex" \
-    --launch-skip 2 --launch-count 1 --section SourceCounters --section WarpStateStats --import-source no -f -o "$rep" \
+    --launch-skip 2 --launch-count 1 --section SourceCounters --section WarpStateStats --import-source no ${extra:-} \
+    -f -o "$rep" \
     "$B/fp8_gemm_bench" $flags --model=models/fashion_mlp/1/model.safetensors >"$rep.log" 2>&1
   echo "rc=$?"
   timeout 60 "$ncu" -i "$rep.ncu-rep" --page source --csv --print-source sass >"$rep.csv" 2>>"$rep.log" || echo "rc=$? (source page)"

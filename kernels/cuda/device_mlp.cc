@@ -208,6 +208,16 @@ FusedMlpArgs DeviceMlp::FusedProbe() const {
   return a;
 }
 
+GemmShape DeviceMlp::ChainShape(size_t i, int rows) const {
+  const Layer& l = layers_[i];
+  return GemmShape{rows,
+                   l.n_pad,
+                   l.k_pad,
+                   l.format,
+                   i + 1 == layers_.size() ? GemmOutput::kF32 : GemmOutput::kE4M3,
+                   l.w_tiled != nullptr ? WeightLayout::kTiled128 : WeightLayout::kRowMajor};
+}
+
 FusedMlpArgs DeviceMlp::FusedArgs(const float* x, int rows, float* y) const {
   FusedMlpArgs a;
   a.m = rows;
@@ -233,12 +243,8 @@ absl::StatusOr<std::unique_ptr<DeviceWorkspace>> DeviceMlp::AllocateWorkspace(in
   // a few hundred nanoseconds per call, so asking it for every count is cheap at load).
   size_t gemm_ws = 0;
   for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& l = layers_[i];
-    // The shape the forward launches (ShapeOf of its arguments): the layout and output decide the kernel
-    const GemmOutput output = i + 1 == layers_.size() ? GemmOutput::kF32 : GemmOutput::kE4M3;
-    const WeightLayout layout = l.w_tiled != nullptr ? WeightLayout::kTiled128 : WeightLayout::kRowMajor;
     for (int m = 1; m <= max_rows; ++m) {
-      const GemmShape shape{m, l.n_pad, l.k_pad, l.format, output, layout};
+      const GemmShape shape = ChainShape(i, m);
       absl::StatusOr<GemmConfig> c = SelectGemmConfig(shape, traits_);
       if (!c.ok()) return c.status();
       gemm_ws = std::max(gemm_ws, GemmWorkspaceBytes(shape, *c));
@@ -301,15 +307,17 @@ absl::Status DeviceMlp::ForwardChain(const float* x, int rows, float* y, DeviceW
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     const bool last = i + 1 == layers_.size();
+    const GemmShape shape = ChainShape(i, rows);
     Fp8GemmArgs a;
-    a.m = rows;
-    a.n = l.n_pad;
-    a.k = l.k_pad;
+    a.m = shape.m;
+    a.n = shape.n;
+    a.k = shape.k;
     a.a = ws.act_[cur];
     a.a_scales = ws.act_scales_[cur];
     a.b = l.w_tiled != nullptr ? l.w_tiled : l.w;
-    a.b_layout = l.w_tiled != nullptr ? WeightLayout::kTiled128 : WeightLayout::kRowMajor;
-    a.b_format = l.format;
+    a.b_layout = shape.b_layout;
+    a.b_format = shape.b_format;
+    a.output = shape.output;
     a.b_scales = l.b_scales;
     a.col_scales = l.col_scales;
     a.bias = l.bias;
@@ -317,21 +325,19 @@ absl::Status DeviceMlp::ForwardChain(const float* x, int rows, float* y, DeviceW
     a.workspace = ws.gemm_workspace_;
     if (last) {
       // Logits: FP32, only the model's real columns.
-      a.output = GemmOutput::kF32;
       a.d = y;
       a.ldd = l.n;
       a.n_store = l.n;
     } else {
       // Hidden: requantized for the next layer, whose padded K is this layer's padded N.
-      a.output = GemmOutput::kE4M3;
       a.d = ws.act_[1 - cur];
       a.ldd = l.n_pad;
       a.n_store = l.n_pad;
       a.d_scales = ws.act_scales_[1 - cur];
     }
-    absl::StatusOr<GemmConfig> c = SelectGemmConfig(ShapeOf(a), traits_);
+    absl::StatusOr<GemmConfig> c = SelectGemmConfig(shape, traits_);
     if (!c.ok()) return c.status();
-    if (GemmWorkspaceBytes(ShapeOf(a), *c) > ws.gemm_workspace_bytes_) {
+    if (GemmWorkspaceBytes(shape, *c) > ws.gemm_workspace_bytes_) {
       return absl::InternalError(absl::StrCat("layer ", i, " needs more split-K workspace than was allocated"));
     }
     if (absl::Status st = LaunchFp8Gemm(a, *c, stream); !st.ok()) {

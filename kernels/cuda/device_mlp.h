@@ -116,6 +116,10 @@ class DeviceMlp {
   absl::Status ForwardChain(const float* x, int rows, float* y, DeviceWorkspace& ws, cudaStream_t stream) const;
   // FusedArgs for FusedMlpSupported at upload (see there)
   FusedMlpArgs FusedProbe() const;
+  // The GEMM the chain runs for layer i at `rows` rows: padded shape, weight layout and output (FP32
+  // logits for the last layer, E4M3 for the others). The forward launches it and the workspace is
+  // sized for it, so both ask the heuristic the same question.
+  GemmShape ChainShape(size_t i, int rows) const;
 
   int device_ = 0;
   DeviceTraits traits_;

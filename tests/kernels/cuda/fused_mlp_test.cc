@@ -482,7 +482,9 @@ TEST_F(DeviceMlpGpuTiledWeights, ChainGivesTheRowMajorBits) {
                   c.name.c_str(), rows, cr.worst, same ? "yes" : "NO",
                   same_kernel ? "" : " (row-major runs mma.sync here: bound only)");
       EXPECT_EQ(cr.failures, 0) << c.name << " batch " << rows << cr.first;
-      if (same_kernel) EXPECT_TRUE(same) << c.name << " batch " << rows << ": tiled chain weights changed the logits";
+      if (same_kernel) {
+        EXPECT_TRUE(same) << c.name << " batch " << rows << ": tiled chain weights changed the logits";
+      }
       if (fused) {
         absl::StatusOr<std::vector<float>> f = run(**tiled, rows, ForwardPath::kFused);
         ASSERT_TRUE(f.ok()) << c.name << ": the fused path lost its weights: " << f.status();

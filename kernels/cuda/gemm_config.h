@@ -153,9 +153,8 @@ constexpr size_t Sm89SmemBytes(int block_m, int block_n, int stages) {
 // at most kHopperMmaSyncMaxM rows on row-major weights, which take the mma.sync kernel (measured on
 // an H200 in two runs: 1 x 10 x 256 6.6 us against 8.4, 1 x 256 x 784 9.3 against 9.9, 1 x 4096 x
 // 16384 28.6-29.6 against 31.3-31.8, 1 x 16384 x 4096 level at 25.8 / 25.6; at 16 rows wgmma was
-// ahead at three shapes of four). INVALID_ARGUMENT for
-// a shape outside the layout above, FAILED_PRECONDITION for a device without FP8 tensor cores
-// (compute capability < 8.9).
+// ahead at three shapes of four). INVALID_ARGUMENT for a shape outside the layout above,
+// FAILED_PRECONDITION for a device without FP8 tensor cores (compute capability < 8.9).
 absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const DeviceTraits& device);
 
 // The base config for a named kernel (tests and benchmarks force each path with it, and the
@@ -180,7 +179,6 @@ inline constexpr int kSm90PairMinM = 256;
 absl::StatusOr<GemmConfig> TuneSm90Config(const GemmConfig& base, const GemmShape& shape,
                                           const DeviceTraits& device);
 
-
 // `config` (an sm90 config without split-K) turned into a cluster_m x cluster_n multicast config:
 // the grid becomes the most whole clusters that fit the SMs and the cluster tiles (a CTA whose tile
 // lies below the matrix still loads and computes its share, and stores nothing), and the raster
@@ -203,8 +201,9 @@ std::string Sm90BlockNProblem(int block_n, int block_m, int k_splits, GemmOutput
 
 // `config` (an sm90 config with block_m 128, no split-K and no cluster yet) with block_n-wide tiles:
 // the pipeline as deep as shared memory allows and the grid over the new tiles (apply
-// WithSm90Cluster after this, not before). B's layout is shape.b_layout. INVALID_ARGUMENT for what Sm90BlockNProblem() names, a clustered config, or
-// FAILED_PRECONDITION when two stages do not fit the device's shared memory.
+// WithSm90Cluster after this, not before). B's layout is shape.b_layout. INVALID_ARGUMENT for what
+// Sm90BlockNProblem() names or a clustered config, FAILED_PRECONDITION when two stages do not fit
+// the device's shared memory.
 absl::StatusOr<GemmConfig> WithSm90BlockN(const GemmConfig& config, const GemmShape& shape,
                                           const DeviceTraits& device, int block_n);
 

@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
 """Reads fp8_gemm_bench's CSV (--csv=FILE; gpu_check.sh keeps it as bench.csv) and says, per opt-in
-variant of our kernels, where it beats the configuration the heuristic picks today, and where the
-P3 targets stand. It decides nothing by itself: the heuristic (kernels/cuda/gemm_config.cc) and the
-fused launcher change only by hand, from what this prints.
+variant of our kernels, where it beats the base sm90 configuration, whether the heuristic's own
+choice ("ours": the base with TuneSm90Config's tunings) does, and where the P3 targets stand. It
+decides nothing by itself: the heuristic (kernels/cuda/gemm_config.cc) and the fused launcher
+change only by hand, from what this prints.
 
     python3 tools/device/decide_from_bench.py bench.csv [--margin 0.03]
 
-GEMM variants are compared with ours/sm90_wgmma (the heuristic's sm90 config) on the same shape in
-the same run. A variant is "ahead" in a class of shapes (weight streaming: M <= 128; compute:
-M >= 256) when it is faster by more than the margin at every shape of that class the run measured,
+GEMM variants are compared with ours/sm90_wgmma (the base sm90 config, SelectGemmConfigFor) on the
+same shape in the same run. A variant is "ahead" in a class of shapes (weight streaming: M <= 128;
+compute: M >= 256) when it is faster by more than the margin at every shape of that class the run measured,
 "behind" when it is slower by more than the margin at any of them, and "level" otherwise. Variants
 whose output check failed in the run (check_rel_err above --max_check) are listed and left out; a
 variant that should equal another bit for bit and does not says so in bench.log (MISMATCH lines).
 The fused target is judged both on a whole graph replay (launch latency included; an empty kernel
 timed so is printed beside it) and on the kernel's own span on the GPU (fused_span rows: first CTA
-entry to last CTA exit by %globaltimer). Standard library only: it runs on the GPU machine, which has python3 but no pip.
+entry to last CTA exit by %globaltimer). Standard library only: it runs on the GPU machine, which
+has python3 but no pip.
 """
 import argparse
 import csv

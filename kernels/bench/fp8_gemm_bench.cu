@@ -525,6 +525,22 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
     paired.pair_loads = true;
     ours.push_back({absl::StrFormat("ours/%s+paired", GemmKernelName(GemmKernel::kSm90Wgmma)), paired});
   }
+  // The 128-wide tile's main-loop variants (Sm90MainLoop: the same bits as the base), on the base
+  // config and with paired loads: whether the promotion FFMAs' register banks (+xbank) or a warp's
+  // own in-flight wgmmas (+oneacc) cost the base its dispatch stalls
+  if (ours[1].config.ok() && ours[1].config->block_n == kSm90BlockN) {
+    for (const auto& [loop, tag] : {std::pair{Sm90MainLoop::kCrossBank, "xbank"},
+                                    std::pair{Sm90MainLoop::kOneAccumulator, "oneacc"},
+                                    std::pair{Sm90MainLoop::kOneAccumulatorCrossBank, "oneacc_xbank"}}) {
+      GemmConfig c = *ours[1].config;
+      c.main_loop = loop;
+      ours.push_back({absl::StrFormat("ours/%s+%s", GemmKernelName(GemmKernel::kSm90Wgmma), tag), c});
+      if (c.stages >= 3) {
+        c.pair_loads = true;
+        ours.push_back({absl::StrFormat("ours/%s+paired+%s", GemmKernelName(GemmKernel::kSm90Wgmma), tag), c});
+      }
+    }
+  }
   // The wgmma config in thread-block clusters with TMA multicast (each operand tile leaves L2 once
   // per cluster), where the shape allows one (no split-K, cluster_n dividing the N-tiles)
   if (ours[1].config.ok()) {
@@ -685,7 +701,8 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
   };
   // Every other variant of ours is checked against the first on the block-scaled inputs (the same
   // numerics; split-K only reorders FP32 sums), then timed. +tiledB runs the wgmma variant's config
-  // on tiled weights, +paired only changes its pipeline, and +n192 forms every element as
+  // on tiled weights, +paired only changes its pipeline, the main-loop variants (+xbank, +oneacc,
+  // +oneacc_xbank, also after +paired) only its registers and waits, and +n192 forms every element as
   // the 128-wide tile does: their bits must equal the wgmma variant's (+n192 only when that one
   // splits no K).
   std::vector<__nv_bfloat16> first_out, wgmma_out;
@@ -710,6 +727,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
           std::printf("  MISMATCH: %s differs from %s by %.2e\n", v.name.c_str(), ours[0].name.c_str(), check);
         }
         const bool same_bits = absl::EndsWith(v.name, "+tiledB") || absl::EndsWith(v.name, "+paired") ||
+                               absl::EndsWith(v.name, "xbank") || absl::EndsWith(v.name, "+oneacc") ||
                                (v.name.find("+n192") != std::string::npos && ours[1].config.ok() &&
                                 ours[1].config->k_splits == 1);
         if (same_bits && !wgmma_out.empty() &&

@@ -170,7 +170,18 @@ std::string DescribeGemmConfig(const GemmConfig& c) {
                       c.stages, " splits ", c.k_splits, " grid ", c.grid, " raster ", c.raster_group, " smem ",
                       c.smem_bytes, c.pair_loads ? " paired loads" : "",
                       c.cluster_m * c.cluster_n > 1 ? absl::StrCat(" cluster ", c.cluster_m, "x", c.cluster_n) : "",
-                      c.ordered_consumers ? " ordered consumers" : "");
+                      c.ordered_consumers ? " ordered consumers" : "",
+                      c.main_loop != Sm90MainLoop::kDefault ? absl::StrCat(" ", Sm90MainLoopName(c.main_loop)) : "");
+}
+
+const char* Sm90MainLoopName(Sm90MainLoop l) {
+  switch (l) {
+    case Sm90MainLoop::kDefault: return "default";
+    case Sm90MainLoop::kCrossBank: return "cross_bank";
+    case Sm90MainLoop::kOneAccumulator: return "one_accumulator";
+    case Sm90MainLoop::kOneAccumulatorCrossBank: return "one_accumulator_cross_bank";
+  }
+  return "?";
 }
 
 std::string Sm90ClusterProblem(int cluster_m, int cluster_n, int k_splits, int n, int block_n) {

@@ -101,6 +101,32 @@ inline constexpr int kSm89BlockN = 128;
 inline constexpr int kSm89Stages = 4;
 inline constexpr int kHopperMmaSyncMaxM = 1;  // SelectGemmConfig on Hopper: mma.sync up to this many rows
 
+// Variants of the sm90 consumers' main loop for the 128-wide tile, each giving the default's bits
+// (the same products summed in the same order); the benchmark times them against the default.
+// NOTES: Nsight Compute on an H200 (8192^3, session 7) put 35% of the 128 x 128 kernel's warp stall
+// samples on its promotion FFMAs, 21 points of them "dispatch" stalls; the wide tile had a quarter
+// of the dispatch stalls per issued instruction. Two differences between them are tested here:
+//  - kCrossBank: in the 128-wide kernel every promotion FFMA (result += s * acc) reads its
+//    accumulator and its result register from the same register bank (equal parity: the split-K
+//    path's 64-bit partial-sum stores pin result[i] to the parity of acc[i]); in the wide tile,
+//    which splits no K, none does. kCrossBank stores and reloads those pairs swapped (the workspace
+//    is private to the launch), which lets ptxas put every result in the other bank (checked in the
+//    SASS: 128 of 128 promotion FFMAs at BLOCK_M 128).
+//  - kOneAccumulator: the wide tile's loop (wait for the group's wgmmas, promote, issue the next)
+//    instead of two accumulators, where a warp promotes one group while its own next group's
+//    wgmmas run on the other accumulator. Its FFMAs keep the default's same-bank registers;
+//  - kOneAccumulatorCrossBank: both, like the wide tile.
+enum class Sm90MainLoop : uint8_t { kDefault, kCrossBank, kOneAccumulator, kOneAccumulatorCrossBank };
+// "default" / "cross_bank" / "one_accumulator" / "one_accumulator_cross_bank"
+const char* Sm90MainLoopName(Sm90MainLoop l);
+// Whether the loop keeps the split-K workspace's pairs swapped (the cross-bank variants).
+constexpr bool Sm90SwapsPairs(Sm90MainLoop l) {
+  return l == Sm90MainLoop::kCrossBank || l == Sm90MainLoop::kOneAccumulatorCrossBank;
+}
+constexpr bool Sm90OneAccumulator(Sm90MainLoop l) {
+  return l == Sm90MainLoop::kOneAccumulator || l == Sm90MainLoop::kOneAccumulatorCrossBank;
+}
+
 struct GemmConfig {
   GemmKernel kernel = GemmKernel::kSm89MmaSync;
   int block_m = 64;
@@ -130,6 +156,9 @@ struct GemmConfig {
   // orders the work as long as each sub-partition's tensor core runs wgmmas in issue order). Off:
   // measured 2-4% behind the unordered wide tile on an H200 (the benchmark times both).
   bool ordered_consumers = false;
+  // sm90 128-wide tile: the consumers' main loop (Sm90MainLoop). The default everywhere; the others
+  // are opt-in for the benchmark to time against it (instances for E4M3 weights and BF16 output).
+  Sm90MainLoop main_loop = Sm90MainLoop::kDefault;
   size_t smem_bytes = 0; // dynamic shared memory per CTA
 };
 

@@ -3,8 +3,10 @@
 // output), and the launch.
 //
 // Instances: BLOCK_M in kSm90BlockMs x {E4M3, E5M2} weights x {E4M3, BF16, F32} output with
-// promotion (12), the wide tile (BLOCK_M 128 x BLOCK_N 192) x {E4M3, E5M2} x {BF16, F32} (4), plus
-// the test-only no-promotion variant for E4M3 weights and F32 output at both BLOCK_Ms (2). The
+// promotion (12), the wide tile (BLOCK_M 128 x BLOCK_N 192) x {E4M3, E5M2} x {BF16, F32} (4), the
+// opt-in main-loop variants (Sm90MainLoop: cross-bank, one accumulator, both) for E4M3 weights and
+// BF16 output at both BLOCK_Ms (6), plus the test-only no-promotion variant for E4M3 weights and F32
+// output at both BLOCK_Ms (2). The
 // pipeline depth is a runtime value (at most kSm90MaxStages), so the config's stage count does not
 // multiply the instances.
 #include "kernels/cuda/sm90_fp8_gemm.cuh"
@@ -129,6 +131,10 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   if (c.ordered_consumers && c.block_n != kSm90WideBlockN) {
     return bad(absl::StrCat("ordered consumers are for the ", kSm90WideBlockN, "-column tile"));
   }
+  if (c.main_loop != Sm90MainLoop::kDefault && c.block_n != kSm90BlockN) {
+    return bad(absl::StrCat("the ", Sm90MainLoopName(c.main_loop), " main loop is for the ", kSm90BlockN,
+                            "-column tile"));
+  }
   if (c.grid < 1 || c.grid > dev.num_sms) return bad(absl::StrCat("grid outside [1, ", dev.num_sms, " SMs]"));
   if (std::string why = Sm90ClusterProblem(c.cluster_m, c.cluster_n, c.k_splits, a.n, c.block_n); !why.empty()) {
     return bad(why);
@@ -193,10 +199,11 @@ absl::StatusOr<int> MaxActiveClusters(Kernel kernel, int device, int threads, si
   return clusters;
 }
 
-template <int BLOCK_M, int BLOCK_N, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
+template <int BLOCK_M, int BLOCK_N, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote,
+          Sm90MainLoop kLoop = Sm90MainLoop::kDefault>
 absl::Status LaunchInstance(const CUtensorMap& tmap_a, const CUtensorMap& tmap_b, const Sm90GemmParams& params,
                             const GemmConfig& c, int device, const DeviceTraits& dev, cudaStream_t stream) {
-  constexpr auto kernel = &sm90_fp8_gemm_kernel<BLOCK_M, BLOCK_N, kBFormat, kOutput, kPromote>;
+  constexpr auto kernel = &sm90_fp8_gemm_kernel<BLOCK_M, BLOCK_N, kBFormat, kOutput, kPromote, kLoop>;
   constexpr int kThreads = 128 * (BLOCK_M / 64 + 1);  // consumer warpgroups + the producer warpgroup
   static_assert(kThreads <= kSm90MaxThreads, "the kernel's launch bound is kSm90MaxThreads");
   // Opt in to the device's whole shared memory once per (instance, device).
@@ -264,6 +271,30 @@ absl::Status DispatchFormat(const Fp8GemmArgs& a, const CUtensorMap& ta, const C
   }
 }
 
+// The opt-in main-loop variants (128-wide tile, E4M3 weights, BF16 output; CheckConfig and
+// LaunchSm90 have checked the rest).
+template <int BLOCK_M>
+absl::Status LaunchMainLoopVariant(const Fp8GemmArgs& a, const CUtensorMap& ta, const CUtensorMap& tb,
+                                   const Sm90GemmParams& p, const GemmConfig& c, int device, const DeviceTraits& dev,
+                                   cudaStream_t stream) {
+  constexpr Fp8Format kE4M3 = Fp8Format::kE4M3;
+  constexpr GemmOutput kBF16 = GemmOutput::kBF16;
+  switch (c.main_loop) {
+    case Sm90MainLoop::kCrossBank:
+      return LaunchInstance<BLOCK_M, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kCrossBank>(ta, tb, p, c, device,
+                                                                                                 dev, stream);
+    case Sm90MainLoop::kOneAccumulator:
+      return LaunchInstance<BLOCK_M, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kOneAccumulator>(ta, tb, p, c,
+                                                                                                      device, dev, stream);
+    case Sm90MainLoop::kOneAccumulatorCrossBank:
+      return LaunchInstance<BLOCK_M, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kOneAccumulatorCrossBank>(
+          ta, tb, p, c, device, dev, stream);
+    case Sm90MainLoop::kDefault:
+      break;
+  }
+  return Invalid(a, "no instance for this main loop");
+}
+
 template <bool kPromote>
 absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t stream) {
   if (absl::Status st = CheckArgs(a); !st.ok()) return st;
@@ -277,6 +308,11 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   if (absl::Status st = CheckConfig(a, c, *dev); !st.ok()) return st;
   if (!kPromote && c.k_splits != 1) return Invalid(a, "the no-promotion test variant does not split K");
   if (!kPromote && c.block_n != kSm90BlockN) return Invalid(a, "the no-promotion test variant has 128-wide tiles only");
+  const bool variant_loop = c.main_loop != Sm90MainLoop::kDefault;
+  if (variant_loop && (!kPromote || a.b_format != Fp8Format::kE4M3 || a.output != GemmOutput::kBF16)) {
+    return Invalid(a, absl::StrCat("the ", Sm90MainLoopName(c.main_loop),
+                                   " main loop has instances for E4M3 weights and BF16 output only"));
+  }
 
   // NOTES: the tensor maps are encoded on every call (a few hundred ns of host work, no driver
   // round trip). Caching them per (pointer, shape) would be the next step if it ever shows up.
@@ -317,6 +353,13 @@ absl::Status LaunchSm90(const Fp8GemmArgs& a, const GemmConfig& c, cudaStream_t 
   const size_t elem = a.output == GemmOutput::kE4M3 ? 1 : a.output == GemmOutput::kBF16 ? 2 : 4;
   p.paired_stores = a.ldd % 2 == 0 && reinterpret_cast<uintptr_t>(a.d) % (2 * elem) == 0;
 
+  if constexpr (kPromote) {
+    if (variant_loop) {
+      return c.block_m == 64
+                 ? LaunchMainLoopVariant<64>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream)
+                 : LaunchMainLoopVariant<128>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
+    }
+  }
   if (c.block_m == 64) {
     return DispatchFormat<64, kSm90BlockN, kPromote>(a, *tmap_a, *tmap_b, p, c, device, *dev, stream);
   }

@@ -255,6 +255,10 @@ __device__ __forceinline__ void Sm90Epilogue(float (&v)[4 * kChunks], const Sm90
 // sum of every split's partials, added in split order 0..S-1 so that the bits do not depend on which
 // split finished last, and the counter is zero again. The result is warp-uniform (the epilogue's
 // shuffles need the whole warp).
+// kSwapPairs (the cross-bank variants of Sm90MainLoop): each 8-byte pair of the workspace holds columns (c + 1, c)
+// instead of (c, c + 1). Only this function writes and reads the partials, so the sums are the
+// same; what changes is which register of a 64-bit pair each column must sit in (see gemm_config.h).
+template <bool kSwapPairs = false>
 __device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmParams& p, int row0, int col0,
                                                  int split, int* counter, int lane) {
   const size_t slice = static_cast<size_t>(p.m) * p.n;
@@ -266,7 +270,8 @@ __device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmP
     float* dst = p.partials + split * slice + static_cast<size_t>(row) * p.n + col0;
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      __stcg(reinterpret_cast<float2*>(dst + 8 * j), make_float2(v[4 * j + 2 * h + 0], v[4 * j + 2 * h + 1]));
+      const float lo = v[4 * j + 2 * h + (kSwapPairs ? 1 : 0)], hi = v[4 * j + 2 * h + (kSwapPairs ? 0 : 1)];
+      __stcg(reinterpret_cast<float2*>(dst + 8 * j), make_float2(lo, hi));
     }
   }
   // Make them visible device-wide before the arrival is counted
@@ -294,18 +299,20 @@ __device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmP
   // warps without valid rows, made it serialize every wgmma of the kernel (C7518: a
   // compiler-inserted wait on a divergent path); per-element addresses across the loop spilled.
   // Check -Xptxas -v for C7518 / C7515 after any change to this function.
+  // A pair as loaded, in column order (c, c + 1)
+  const auto Unswap = [](float2 x) { return kSwapPairs ? make_float2(x.y, x.x) : x; };
   const bool ok0 = row0 < p.m, ok1 = row0 + 8 < p.m;
   const float* src0 = p.partials + static_cast<size_t>(row0) * p.n + col0;  // dereferenced only when ok0
   const float* src1 = src0 + static_cast<size_t>(8) * p.n;                   // and ok1
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
     if (ok0) {
-      const float2 x = __ldcg(reinterpret_cast<const float2*>(src0 + 8 * j));
+      const float2 x = Unswap(__ldcg(reinterpret_cast<const float2*>(src0 + 8 * j)));
       v[4 * j + 0] = x.x;
       v[4 * j + 1] = x.y;
     }
     if (ok1) {
-      const float2 x = __ldcg(reinterpret_cast<const float2*>(src1 + 8 * j));
+      const float2 x = Unswap(__ldcg(reinterpret_cast<const float2*>(src1 + 8 * j)));
       v[4 * j + 2] = x.x;
       v[4 * j + 3] = x.y;
     }
@@ -317,12 +324,12 @@ __device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmP
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       if (ok0) {
-        const float2 x = __ldcg(reinterpret_cast<const float2*>(src0 + 8 * j));
+        const float2 x = Unswap(__ldcg(reinterpret_cast<const float2*>(src0 + 8 * j)));
         v[4 * j + 0] = __fadd_rn(v[4 * j + 0], x.x);
         v[4 * j + 1] = __fadd_rn(v[4 * j + 1], x.y);
       }
       if (ok1) {
-        const float2 x = __ldcg(reinterpret_cast<const float2*>(src1 + 8 * j));
+        const float2 x = Unswap(__ldcg(reinterpret_cast<const float2*>(src1 + 8 * j)));
         v[4 * j + 2] = __fadd_rn(v[4 * j + 2], x.x);
         v[4 * j + 3] = __fadd_rn(v[4 * j + 3], x.y);
       }
@@ -333,8 +340,10 @@ __device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmP
 
 // kPromote = false is the test-only variant (LaunchSm90Fp8GemmNoPromotionForTest): the wgmma
 // accumulator carries the whole K (zeroed only by the tile's first k32 step), and the scales of
-// group 0 are applied once at the end.
-template <int BLOCK_M, int BLOCK_N, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote>
+// group 0 are applied once at the end. kLoop: the 128-wide tile's main-loop variants
+// (Sm90MainLoop in gemm_config.h), all giving the default's bits.
+template <int BLOCK_M, int BLOCK_N, Fp8Format kBFormat, GemmOutput kOutput, bool kPromote,
+          Sm90MainLoop kLoop = Sm90MainLoop::kDefault>
 __global__ void __launch_bounds__(kSm90MaxThreads, 1)
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a, const __grid_constant__ CUtensorMap tmap_b,
                          const Sm90GemmParams p) {
@@ -343,6 +352,8 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
                                            kOutput != GemmOutput::kE4M3),
                 "BLOCK_N 128, or the wide tile with BLOCK_M 128 and BF16/FP32 output");
   static_assert(kGemmBlockK == 128, "a stage holds one 128-K group: one 128-byte swizzle row per tile row");
+  static_assert(kLoop == Sm90MainLoop::kDefault || (BLOCK_N == kSm90BlockN && kPromote),
+                "the main-loop variants are the 128-wide tile's, with promotion");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Layout = Sm90SmemLayout<BLOCK_M, BLOCK_N>;
   constexpr int kAcc = BLOCK_N / 2;      // accumulator registers per thread: 64 rows x BLOCK_N / 128 threads
@@ -507,8 +518,8 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
   // through the promotion FMAs (with one accumulator they idle while both consumer warpgroups
   // promote the same stage). 2 x 64 + 64 promoted registers fit the consumers' 232; the wide
   // tile's 2 x 96 + 96 would not, so it keeps one and relies on the other warpgroup (see the top of
-  // the file).
-  constexpr bool kTwoAccumulators = BLOCK_N == kSm90BlockN;
+  // the file). The one-accumulator variants of Sm90MainLoop run the 128-wide tile that way too.
+  constexpr bool kTwoAccumulators = BLOCK_N == kSm90BlockN && !Sm90OneAccumulator(kLoop);
   // wgmma accumulators: one 128-K group's partial sum each (or all of K)
   float accum0[kAcc], accum1[kTwoAccumulators ? kAcc : 1];
   float result[kAcc];  // the promoted FP32 sum
@@ -577,9 +588,12 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
     for (int i = 0; i < kAcc; ++i) result[i] = 0.0f;
 
     if constexpr (kPromote && !kTwoAccumulators) {
-      // The wide tile: one accumulator. Chunk j of the tile (columns 8j..8j+7) lies in scale block
-      // `lo` or `hi` (ScaleBlocksOfTile, ChunkInLoBlock).
-      static_assert(kChunks > 16 && kChunks <= 32 && BLOCK_N % 64 == 0, "a wide tile spans exactly two scale blocks");
+      // One accumulator (the wide tile; the 128-wide one with kOneAccumulator). Chunk j of the tile
+      // (columns 8j..8j+7) lies in scale block `lo` or `hi` (ScaleBlocksOfTile, ChunkInLoBlock); a
+      // 128-wide tile lies in `lo` alone.
+      constexpr bool kTwoBlocks = kChunks > 16;
+      static_assert(kChunks == 16 || (kChunks <= 32 && BLOCK_N % 64 == 0),
+                    "a tile lies in one scale block (128 wide) or spans exactly two");
       const float* b_scales_hi = p.b_scales + static_cast<size_t>(blocks.hi) * num_k_groups + g_begin;
       const int lo_chunks = blocks.lo_chunks;
       // NOTES: with ordered consumers both warpgroups must walk exactly the same groups (no early
@@ -602,7 +616,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
         // The group's scales, loaded while its wgmmas run. NOTES: after the issue (and the arrive),
         // not before: a bar.sync / bar.arrive completes this thread's earlier memory accesses, so
         // loads ahead of them would put their latency in front of the issue.
-        const float b_lo = __ldg(b_scales + g), b_hi = __ldg(b_scales_hi + g);
+        const float b_lo = __ldg(b_scales + g), b_hi = kTwoBlocks ? __ldg(b_scales_hi + g) : b_lo;
         const float a0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
         const float a1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
         sm90::WgmmaWaitGroup<0>();
@@ -696,10 +710,11 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
 
     // Split-K: only the warp that arrives last at its 16 rows finishes them, with every split's sum
     bool finish = true;
-    if constexpr (kTwoAccumulators) {  // (the wide tile does not split K)
+    if constexpr (BLOCK_N == kSm90BlockN) {  // (the wide tile does not split K)
       if (kPromote && p.sched.k_splits > 1) {
         int* counter = p.counters + tile * kNumConsumerWarps + static_cast<int>(threadIdx.x / 32);
-        finish = Sm90SplitKReduce(result, p, row0, n_tile * BLOCK_N + quad_col, split, counter, lane);
+        finish = Sm90SplitKReduce<Sm90SwapsPairs(kLoop)>(result, p, row0, n_tile * BLOCK_N + quad_col, split,
+                                                          counter, lane);
       }
     }
     if (finish) Sm90Epilogue<kOutput, kChunks>(result, p, row0, n_tile * BLOCK_N + quad_col, n_tile, lane);

@@ -926,6 +926,101 @@ TEST_F(Fp8GemmGpuSm90Pipeline, WideTileConfigsAreChecked) {
   EXPECT_EQ(unpromoted.status().code(), absl::StatusCode::kInvalidArgument) << unpromoted.status();
 }
 
+// The 128-wide tile's main-loop variants (Sm90MainLoop: split-K pairs swapped so the promotion's
+// registers change banks, one accumulator, both) give the default loop's bits: the same products,
+// summed in the same order. Forced over what the variants touch: split-K (the swapped workspace
+// pairs, read back in split order; odd split counts, one CTA walking several splits), both BLOCK_Ms,
+// M and N tails, one CTA walking every tile (one-accumulator consumers hold one stage, so phases
+// carry differently), paired loads and a 2x1 cluster. Their instances take E4M3 weights and BF16
+// output; anything else is refused before a launch.
+TEST_F(Fp8GemmGpuSm90Pipeline, MainLoopVariantsGiveTheDefaultBits) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
+  struct Forced {
+    GemmCase c;
+    int block_m, k_splits, grid, stages;
+    bool pair;
+    int cluster_m;
+  };
+  const Forced cases[] = {
+      // 7 groups in 2 splits, one row
+      {{1, 256, 784, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, true, true, 0}, 64, 2, 4, 4, false, 1},
+      // 13 groups in 7 splits on 11 CTAs, two consumer warpgroups, N tail, strided output rows
+      {{130, 200, 1664, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 16}, 128, 7, 11, 4, true, 1},
+      // one CTA walks every split of every tile
+      {{65, 256, 896, Fp8Format::kE4M3, ScaleGranularity::kPerTensor, false, true, 0}, 128, 3, 1, 3, false, 1},
+      // no split: 3 x 4 tiles on one CTA, 5 groups on 3 stages, paired loads
+      {{300, 512, 640, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0}, 128, 1, 1, 3, true, 1},
+      // 128 groups of promotion, 64-row tiles on 5 CTAs
+      {{257, 384, 16384, Fp8Format::kE4M3, ScaleGranularity::kPerTensor, true, false, 0}, 64, 1, 5, 4, false, 1},
+      // a 2x1 cluster (tiles_m 3: one CTA of the last cluster below the matrix)
+      {{300, 256, 896, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0}, 128, 1, 4, 4, false, 2},
+  };
+  constexpr Sm90MainLoop kVariants[] = {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
+                                        Sm90MainLoop::kOneAccumulatorCrossBank};
+  for (const Forced& f : cases) {
+    const Problem p = MakeProblem(f.c, SeedOf(f.c) + 29);
+    DeviceOperands ops;
+    FP8SERVE_ASSERT_OK(Upload(p, &ops));
+    DeviceBuffer workspace;
+    GemmConfig base = ForcedSm90Config(f.block_m, f.stages, f.grid, 2, f.k_splits, f.pair);
+    base.cluster_m = f.cluster_m;
+    absl::StatusOr<GemmRun> want =
+        RunGemm(p, ops, GemmOutput::kBF16, base, stream_, Launcher::kDispatch, &workspace);
+    ASSERT_TRUE(want.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(base) << "]: " << want.status();
+    for (const Sm90MainLoop loop : kVariants) {
+      GemmConfig config = base;
+      config.main_loop = loop;
+      // Twice on one workspace: the split-K counters must be back at zero after the first
+      for (int launch = 0; launch < 2; ++launch) {
+        absl::StatusOr<GemmRun> run =
+            RunGemm(p, ops, GemmOutput::kBF16, config, stream_, Launcher::kDispatch, &workspace);
+        ASSERT_TRUE(run.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]: " << run.status();
+        const CheckResult cr = CheckOutput(p, GemmOutput::kBF16, *run);
+        const bool same = run->d == want->d;
+        std::printf("%-44s sm90 loop    bf16 failures %ld  same bits as the default loop: %s  [%s]\n",
+                    CaseName(f.c).c_str(), cr.failures, same ? "yes" : "NO", DescribeGemmConfig(config).c_str());
+        EXPECT_EQ(cr.failures, 0) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "]" << cr.first;
+        EXPECT_TRUE(same) << CaseName(f.c) << " [" << DescribeGemmConfig(config) << "] launch " << launch
+                          << ": differs from the default loop";
+      }
+    }
+  }
+  // Refused: instances exist for E4M3 weights and BF16 output on the 128-wide tile only
+  const GemmCase c{65, 384, 512, Fp8Format::kE5M2, ScaleGranularity::kBlock128, false, true, 0};
+  const Problem e5 = MakeProblem(c, SeedOf(c));
+  DeviceOperands ops;
+  FP8SERVE_ASSERT_OK(Upload(e5, &ops));
+  GemmConfig config = ForcedSm90Config(64, 3, 2, 1, 1);
+  config.main_loop = Sm90MainLoop::kCrossBank;
+  for (const GemmOutput out : kOutputs) {
+    absl::StatusOr<GemmRun> run = RunGemm(e5, ops, out, config, stream_);
+    ASSERT_FALSE(run.ok()) << GemmOutputName(out);
+    EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
+    EXPECT_NE(run.status().message().find("E4M3 weights and BF16 output"), std::string_view::npos) << run.status();
+  }
+  const GemmCase c4{65, 384, 512, Fp8Format::kE4M3, ScaleGranularity::kBlock128, false, true, 0};
+  const Problem e4 = MakeProblem(c4, SeedOf(c4));
+  DeviceOperands ops4;
+  FP8SERVE_ASSERT_OK(Upload(e4, &ops4));
+  for (const GemmOutput out : {GemmOutput::kE4M3, GemmOutput::kF32}) {
+    absl::StatusOr<GemmRun> run = RunGemm(e4, ops4, out, config, stream_);
+    ASSERT_FALSE(run.ok()) << GemmOutputName(out);
+    EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
+  }
+  const GemmShape shape{c4.m, e4.w.n_pad, e4.w.k_pad, c4.format, GemmOutput::kBF16};
+  absl::StatusOr<GemmConfig> wide = WithSm90BlockN(ForcedSm90Config(128, 3, 2, 1, 1), shape, traits_, kSm90WideBlockN);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  wide->main_loop = Sm90MainLoop::kOneAccumulator;
+  absl::StatusOr<GemmRun> run = RunGemm(e4, ops4, GemmOutput::kBF16, *wide, stream_);
+  ASSERT_FALSE(run.ok());
+  EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
+  EXPECT_NE(run.status().message().find("128-column tile"), std::string_view::npos) << run.status();
+  std::fflush(stdout);
+}
+
 // The wgmma launcher refuses split-K configs it cannot run, before any launch.
 TEST_F(Fp8GemmGpuSm90Pipeline, SplitKConfigsAreChecked) {
   if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";

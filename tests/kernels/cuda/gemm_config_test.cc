@@ -73,6 +73,7 @@ TEST(GemmConfigTest, EveryConfigIsALaunchableInstanceThatCoversTheProblem) {
             EXPECT_EQ(c->pair_loads, !wide && c->stages >= 3 && (k >= kSm90PairMinK || m >= kSm90PairMinM));
             EXPECT_EQ(c->cluster_m * c->cluster_n, 1);
             EXPECT_FALSE(c->ordered_consumers);
+            EXPECT_EQ(c->main_loop, Sm90MainLoop::kDefault);  // the variants are the benchmark's
             EXPECT_EQ(c->smem_bytes, Sm90SmemBytes(c->block_m, c->block_n, c->stages));
             EXPECT_GE(c->stages, 2);
             EXPECT_LE(c->stages, 8);
@@ -294,6 +295,14 @@ TEST(GemmConfigTest, ClusterConfigsAreWholeClustersOverEveryTile) {
   ordered.ordered_consumers = true;
   EXPECT_NE(DescribeGemmConfig(ordered).find("ordered consumers"), std::string::npos) << DescribeGemmConfig(ordered);
   EXPECT_EQ(DescribeGemmConfig(*base).find("cluster"), std::string::npos) << DescribeGemmConfig(*base);
+  // The main-loop variants are named; the default is not
+  EXPECT_EQ(DescribeGemmConfig(*base).find("default"), std::string::npos) << DescribeGemmConfig(*base);
+  for (const Sm90MainLoop loop : {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
+                                  Sm90MainLoop::kOneAccumulatorCrossBank}) {
+    GemmConfig c = *base;
+    c.main_loop = loop;
+    EXPECT_NE(DescribeGemmConfig(c).find(Sm90MainLoopName(loop)), std::string::npos) << DescribeGemmConfig(c);
+  }
 
   // Refused: dimensions outside [1, 2], N-tiles that cluster_n does not divide, sm89 configs
   for (const auto& [cm, cn] : {std::pair{0, 1}, std::pair{1, 0}, std::pair{3, 1}, std::pair{1, 4}}) {
@@ -525,4 +534,21 @@ TEST(GemmConfigTest, Tiled128LayoutIsContiguousBlocksInTileMajorOrder) {
 }
 
 }  // namespace
+TEST(Sm90MainLoopTest, NamesAndWhatEachVariantChanges) {
+  EXPECT_STREQ(Sm90MainLoopName(Sm90MainLoop::kDefault), "default");
+  EXPECT_STREQ(Sm90MainLoopName(Sm90MainLoop::kCrossBank), "cross_bank");
+  EXPECT_STREQ(Sm90MainLoopName(Sm90MainLoop::kOneAccumulator), "one_accumulator");
+  EXPECT_STREQ(Sm90MainLoopName(Sm90MainLoop::kOneAccumulatorCrossBank), "one_accumulator_cross_bank");
+  // The two factors the variants cross: swapped split-K pairs, and one accumulator
+  EXPECT_FALSE(Sm90SwapsPairs(Sm90MainLoop::kDefault));
+  EXPECT_TRUE(Sm90SwapsPairs(Sm90MainLoop::kCrossBank));
+  EXPECT_FALSE(Sm90SwapsPairs(Sm90MainLoop::kOneAccumulator));
+  EXPECT_TRUE(Sm90SwapsPairs(Sm90MainLoop::kOneAccumulatorCrossBank));
+  EXPECT_FALSE(Sm90OneAccumulator(Sm90MainLoop::kDefault));
+  EXPECT_FALSE(Sm90OneAccumulator(Sm90MainLoop::kCrossBank));
+  EXPECT_TRUE(Sm90OneAccumulator(Sm90MainLoop::kOneAccumulator));
+  EXPECT_TRUE(Sm90OneAccumulator(Sm90MainLoop::kOneAccumulatorCrossBank));
+  EXPECT_EQ(GemmConfig{}.main_loop, Sm90MainLoop::kDefault);
+}
+
 }  // namespace fp8serve::cuda

@@ -9,13 +9,14 @@
 #
 #   usage (device tool): run(command="tools/device/profile.sh", carry=["device-bundle"], timeout_s=...)
 #   env: PROFILE_RUNS (newline-separated entries; default: the fused forward at batch 64 with
-#        mma.sync and with wgmma, the wgmma GEMM at 8192^3 plain and in 2x2 multicast clusters, the
-#        GEMM at 64x16384x4096 plain and on tiled weights, the 128x192 tile in 2x1 clusters at
-#        8192^3 (bench --profile_variant)), OUT, BUNDLE
+#        mma.sync and with wgmma, the wgmma GEMM at 8192^3 with the default main loop, the
+#        cross-bank one and one accumulator, the GEMM at 64x16384x4096, the 128x192 tile at 8192^3
+#        (bench --profile_variant)), OUT, BUNDLE
 #        PROFILE_SASS (entries of the same form plus an optional fifth field of extra ncu flags;
-#        default: the 128-wide wgmma GEMM at 8192^3 and the fused forward at batch 64, the latter at
-#        the shortest sampling interval): ncu's source page per SASS instruction, digested to the 30
-#        instructions with the most warp-stall samples ($OUT/sass-LABEL.txt; the report beside it)
+#        default: the 128-wide wgmma GEMM at 8192^3 with the default and the cross-bank main loop,
+#        and the fused forward at batch 64 at the shortest sampling interval): ncu's source page per
+#        SASS instruction, digested to the 30 instructions with the most warp-stall samples and to
+#        a table per opcode with its largest stall reasons ($OUT/sass-LABEL.txt; the report beside it)
 set -u -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 OUT=${OUT:-$PWD/profile-out}
@@ -31,9 +32,9 @@ runs=${PROFILE_RUNS:-"fused64|fused_mlp|--skip_gemm --mlp_batches=64 --iters=5 -
 fused64w|fused_mlp_kernelI.*Lb1E|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2|mangled
 wgmma8192|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma
 m64_ffn|fp8_gemm|--skip_mlp --shapes=64x16384x4096 --iters=3 --warmup=1
-wgmma8192mc|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+mc2x2
-m64_ffn_tiled|sm90_fp8_gemm|--skip_mlp --shapes=64x16384x4096 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+tiledB
-wgmma8192wide|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+n192+mc2x1"}
+wgmma8192xbank|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+xbank
+wgmma8192oneacc|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+oneacc
+wgmma8192wide|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+n192"}
 sections="--section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active"
 while IFS='|' read -r label regex flags base; do
   [ -n "$label" ] || continue
@@ -52,6 +53,7 @@ done <<<"$runs"
 # Where the stalls sit, instruction by instruction: ncu's SourceCounters, read back as its source
 # page (SASS, CSV) and digested to the instructions with the most warp-stall samples.
 sass_runs=${PROFILE_SASS:-"wgmma8192|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma
+wgmma8192xbank|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+xbank
 fused64|fused_mlp|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2|function|--sampling-interval 0"}
 # (a fifth field: extra ncu flags, e.g. the shortest sampling interval for a kernel of a few us)
 while IFS='|' read -r label regex flags base extra; do
@@ -86,5 +88,22 @@ total = sum(num(r, allc) for r in body) or 1.0
 print(f"{len(body)} instructions, {total:.0f} stall samples; the 30 with the most (share, samples, not-issued, address, SASS):")
 for r in sorted(body, key=lambda r: -num(r, allc))[:30]:
     print(f"{100 * num(r, allc) / total:5.1f}% {num(r, allc):8.0f} {num(r, notc) if notc is not None else 0:8.0f}  {r[addr]:>8}  {r[src].strip()[:90]}")
+# Per opcode (predicate and modifiers dropped): its share of the samples, how often it ran, and its
+# largest stall reasons in points of the total (the per-reason columns ncu names stall_*)
+reasons = [(i, c) for i, c in enumerate(cols) if c.startswith("stall_") and "Not Issued" not in c]
+execc = next((i for i, c in enumerate(cols) if c.strip() == "Instructions Executed"), None)
+by_op = {}
+for r in body:
+    words = [w for w in r[src].split() if not w.startswith("@")]
+    op = words[0].split(".")[0] if words else "?"
+    e = by_op.setdefault(op, [0.0, 0.0, {}])
+    e[0] += num(r, allc)
+    e[1] += num(r, execc) if execc is not None else 0.0
+    for i, c in reasons:
+        e[2][c] = e[2].get(c, 0.0) + num(r, i)
+print("by opcode (share of samples, instructions executed, top stall reasons in points):")
+for op, (samples, ran, why) in sorted(by_op.items(), key=lambda kv: -kv[1][0])[:12]:
+    top = ", ".join(f"{c[6:]} {100 * v / total:.1f}" for c, v in sorted(why.items(), key=lambda kv: -kv[1])[:4] if v)
+    print(f"  {op:<12} {100 * samples / total:5.1f}%  {ran:>12.0f}  [{top}]")
 PY
 done <<<"$sass_runs"

@@ -555,13 +555,15 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
   };
   // Hands the oldest consumed stage back to the producer (this warp's wgmmas have finished reading it);
   // with a cluster, to every producer that multicasts into it: lane r arrives at cluster rank r.
+  // NOTES: who arrives is decided once, not per group: tested inside the lambda, the launch's
+  // cluster size (a kernel parameter, reloaded every group) cost each release three compare-and-
+  // branch pairs of fixed latency.
+  const bool arrive_local = cluster_size == 1 && lane == 0;
+  const bool arrive_remote = cluster_size > 1 && lane < cluster_size;
   auto release_group = [&] {
     const uint32_t empty = empty_bars + 8 * release_stage;
-    if (cluster_size == 1) {
-      if (lane == 0) sm90::MbarArrive(empty);
-    } else if (lane < cluster_size) {
-      sm90::MbarArriveRemote(sm90::MapSharedToRank(empty, static_cast<uint32_t>(lane)));
-    }
+    if (arrive_local) sm90::MbarArrive(empty);
+    if (arrive_remote) sm90::MbarArriveRemote(sm90::MapSharedToRank(empty, static_cast<uint32_t>(lane)));
     if (++release_stage == num_stages) release_stage = 0;
   };
 
@@ -595,45 +597,59 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
       static_assert(kChunks == 16 || (kChunks <= 32 && BLOCK_N % 64 == 0),
                     "a tile lies in one scale block (128 wide) or spans exactly two");
       const float* b_scales_hi = p.b_scales + static_cast<size_t>(blocks.hi) * num_k_groups + g_begin;
-      const int lo_chunks = blocks.lo_chunks;
-      // NOTES: with ordered consumers both warpgroups must walk exactly the same groups (no early
-      // exit or per-warpgroup split here), or the named barriers' arrivals and syncs stop pairing.
-      for (int g = 0; g < num_groups; ++g) {
-        // Ordered consumers: issue in turn with the other warpgroup (kSm90OrderBar*)
-        if (p.ordered_consumers) {
-          if (warpgroup == 1) {
-            sm90::NamedBarrierSync(kSm90OrderBarWg0Issued, kSm90OrderBarThreads);
-          } else if (issued_any) {
-            sm90::NamedBarrierSync(kSm90OrderBarWg1Issued, kSm90OrderBarThreads);
+      // Chunks 0-7 lie in `lo`, chunks 16 on in `hi`, chunks 8-15 in `lo` exactly when the tile
+      // starts on a scale block (MiddleChunksInLo): their scale product is selected once per group.
+      const bool mid_lo = !kTwoBlocks || MiddleChunksInLo(blocks.lo_chunks);
+      // NOTES: the ordered-consumer checks are hoisted out of the loop (two copies of it, chosen
+      // once): as runtime tests on a kernel parameter they cost every group of the plain loop three
+      // compare-and-branch pairs of fixed latency. With ordered consumers both warpgroups must walk
+      // exactly the same groups (no early exit or per-warpgroup split here), or the named barriers'
+      // arrivals and syncs stop pairing.
+      const auto run_groups = [&](auto ordered) {
+        constexpr bool kOrdered = decltype(ordered)::value;
+        for (int g = 0; g < num_groups; ++g) {
+          // Ordered consumers: issue in turn with the other warpgroup (kSm90OrderBar*)
+          if constexpr (kOrdered) {
+            if (warpgroup == 1) {
+              sm90::NamedBarrierSync(kSm90OrderBarWg0Issued, kSm90OrderBarThreads);
+            } else if (issued_any) {
+              sm90::NamedBarrierSync(kSm90OrderBarWg1Issued, kSm90OrderBarThreads);
+            }
+          }
+          issue_group(accum0, true);
+          if constexpr (kOrdered) {
+            sm90::NamedBarrierArrive(warpgroup == 0 ? kSm90OrderBarWg0Issued : kSm90OrderBarWg1Issued,
+                                     kSm90OrderBarThreads);
+            issued_any = true;
+          }
+          // The group's scales, loaded while its wgmmas run. NOTES: after the issue (and the arrive),
+          // not before: a bar.sync / bar.arrive completes this thread's earlier memory accesses, so
+          // loads ahead of them would put their latency in front of the issue.
+          const float b_lo = __ldg(b_scales + g), b_hi = kTwoBlocks ? __ldg(b_scales_hi + g) : b_lo;
+          const float a0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
+          const float a1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
+          sm90::WgmmaWaitGroup<0>();
+          sm90::FenceOperands(accum0);
+          release_group();
+          // The same product (a_scale[row] * b_scale, rounded once) as the 128-wide tile forms
+          const float s0_lo = __fmul_rn(a0, b_lo), s1_lo = __fmul_rn(a1, b_lo);
+          const float s0_hi = kTwoBlocks ? __fmul_rn(a0, b_hi) : s0_lo, s1_hi = kTwoBlocks ? __fmul_rn(a1, b_hi) : s1_lo;
+          const float s0_mid = mid_lo ? s0_lo : s0_hi, s1_mid = mid_lo ? s1_lo : s1_hi;
+#pragma unroll
+          for (int j = 0; j < kChunks; ++j) {
+            const float s0 = j < 8 ? s0_lo : j < 16 ? s0_mid : s0_hi;
+            const float s1 = j < 8 ? s1_lo : j < 16 ? s1_mid : s1_hi;
+            result[4 * j + 0] = __fmaf_rn(s0, accum0[4 * j + 0], result[4 * j + 0]);
+            result[4 * j + 1] = __fmaf_rn(s0, accum0[4 * j + 1], result[4 * j + 1]);
+            result[4 * j + 2] = __fmaf_rn(s1, accum0[4 * j + 2], result[4 * j + 2]);
+            result[4 * j + 3] = __fmaf_rn(s1, accum0[4 * j + 3], result[4 * j + 3]);
           }
         }
-        issue_group(accum0, true);
-        if (p.ordered_consumers) {
-          sm90::NamedBarrierArrive(warpgroup == 0 ? kSm90OrderBarWg0Issued : kSm90OrderBarWg1Issued,
-                                   kSm90OrderBarThreads);
-          issued_any = true;
-        }
-        // The group's scales, loaded while its wgmmas run. NOTES: after the issue (and the arrive),
-        // not before: a bar.sync / bar.arrive completes this thread's earlier memory accesses, so
-        // loads ahead of them would put their latency in front of the issue.
-        const float b_lo = __ldg(b_scales + g), b_hi = kTwoBlocks ? __ldg(b_scales_hi + g) : b_lo;
-        const float a0 = row0_ok ? __ldg(a_scales0 + g) : 0.0f;
-        const float a1 = row1_ok ? __ldg(a_scales1 + g) : 0.0f;
-        sm90::WgmmaWaitGroup<0>();
-        sm90::FenceOperands(accum0);
-        release_group();
-        // The same product (a_scale[row] * b_scale, rounded once) as the 128-wide tile forms
-        const float s0_lo = __fmul_rn(a0, b_lo), s0_hi = __fmul_rn(a0, b_hi);
-        const float s1_lo = __fmul_rn(a1, b_lo), s1_hi = __fmul_rn(a1, b_hi);
-#pragma unroll
-        for (int j = 0; j < kChunks; ++j) {
-          const bool lo = ChunkInLoBlock(j, lo_chunks);
-          const float s0 = lo ? s0_lo : s0_hi, s1 = lo ? s1_lo : s1_hi;
-          result[4 * j + 0] = __fmaf_rn(s0, accum0[4 * j + 0], result[4 * j + 0]);
-          result[4 * j + 1] = __fmaf_rn(s0, accum0[4 * j + 1], result[4 * j + 1]);
-          result[4 * j + 2] = __fmaf_rn(s1, accum0[4 * j + 2], result[4 * j + 2]);
-          result[4 * j + 3] = __fmaf_rn(s1, accum0[4 * j + 3], result[4 * j + 3]);
-        }
+      };
+      if (p.ordered_consumers) {
+        run_groups(std::true_type{});
+      } else {
+        run_groups(std::false_type{});
       }
     } else if constexpr (kPromote) {
       // Group g's scales, loaded when g is issued and multiplied (a_scale[row] * b_scale, rounded

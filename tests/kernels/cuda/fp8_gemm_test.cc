@@ -556,6 +556,47 @@ TEST_F(Fp8GemmGpuSmoke, Sm90WideTile) {
   }
 }
 
+// The 128-wide tile's main-loop variants (Sm90MainLoop) under compute-sanitizer: split-K over 2 x 3
+// tiles of 64 rows (the cross-bank variants' swapped workspace pairs) and a one-CTA walk over 128-row
+// tiles with a 2x1 cluster (one accumulator, consumers holding one stage).
+TEST_F(Fp8GemmGpuSmoke, Sm90MainLoopVariants) {
+  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
+  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
+    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
+  }
+  const GemmCase c{100, 384, 1280, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0};
+  const Problem p = MakeProblem(c, SeedOf(c) + 31);
+  DeviceOperands ops;
+  FP8SERVE_ASSERT_OK(Upload(p, &ops));
+  GemmConfig split;
+  split.kernel = GemmKernel::kSm90Wgmma;
+  split.block_m = 64;
+  split.block_n = kSm90BlockN;
+  split.stages = 3;
+  split.k_splits = 3;
+  split.grid = 5;
+  split.raster_group = 1;
+  split.smem_bytes = Sm90SmemBytes(64, kSm90BlockN, 3);
+  GemmConfig clustered = split;
+  clustered.block_m = 128;
+  clustered.k_splits = 1;
+  clustered.grid = 2;
+  clustered.cluster_m = 2;
+  clustered.smem_bytes = Sm90SmemBytes(128, kSm90BlockN, 3);
+  DeviceBuffer workspace;
+  for (GemmConfig config : {split, clustered}) {
+    for (const Sm90MainLoop loop : {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
+                                    Sm90MainLoop::kOneAccumulatorCrossBank}) {
+      config.main_loop = loop;
+      absl::StatusOr<GemmRun> run =
+          RunGemm(p, ops, GemmOutput::kBF16, config, stream_, Launcher::kDispatch, &workspace);
+      ASSERT_TRUE(run.ok()) << DescribeGemmConfig(config) << ": " << run.status();
+      const CheckResult cr = CheckOutput(p, GemmOutput::kBF16, *run);
+      EXPECT_EQ(cr.failures, 0) << DescribeGemmConfig(config) << cr.first;
+    }
+  }
+}
+
 // The wgmma pipeline's bookkeeping, from the simplest case up: one 128-K group and one tile (the
 // descriptors, the swizzle and the k32 steps and nothing else), then configs forced to exercise the
 // persistent loop: one or three CTAs walking many tiles, stage counts that do not divide the group

@@ -404,6 +404,16 @@ bool KernelSelected(const std::string& label) {
   return false;
 }
 
+// The first line of every test that forces the sm90 kernel: it skips (loudly) off compute
+// capability 9.0, or when FP8SERVE_GEMM_KERNELS leaves the kernel out.
+#define FP8SERVE_SKIP_UNLESS_SM90_WGMMA()                                  \
+  do {                                                                     \
+    if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";         \
+    if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {         \
+      GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";           \
+    }                                                                      \
+  } while (0)
+
 // The heuristic's choice and each kernel forced; sm90 only where it can run (compute capability 9.0).
 std::vector<KernelChoice> KernelChoices(const GemmShape& shape, const DeviceTraits& traits) {
   std::vector<KernelChoice> v;
@@ -493,28 +503,34 @@ TEST_F(Fp8GemmGpuSmoke, SmallShapes) {
   }
 }
 
+// A wgmma config with every choice forced (the launcher checks it like any other).
+GemmConfig ForcedSm90Config(int block_m, int stages, int grid, int raster_group, int k_splits,
+                            bool pair_loads = false) {
+  GemmConfig config;
+  config.pair_loads = pair_loads;
+  config.kernel = GemmKernel::kSm90Wgmma;
+  config.block_m = block_m;
+  config.block_n = kSm90BlockN;
+  config.stages = stages;
+  config.k_splits = k_splits;
+  config.grid = grid;
+  config.raster_group = raster_group;
+  config.smem_bytes = Sm90SmemBytes(block_m, kSm90BlockN, stages);
+  return config;
+}
+
 // The multicast cluster path under compute-sanitizer (gpu_check.sh runs the Smoke suites there): a
 // 2x2 cluster over 3 x 4 tiles, one CTA pair below the matrix, one cluster walking every unit.
 TEST_F(Fp8GemmGpuSmoke, Sm90Clusters) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   const GemmCase c{129, 512, 640, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0};
   const Problem p = MakeProblem(c, SeedOf(c) + 17);
   DeviceOperands ops;
   FP8SERVE_ASSERT_OK(Upload(p, &ops));
   for (const auto& [cm, cn] : {std::pair{2, 1}, std::pair{2, 2}}) {
-    GemmConfig config;
-    config.kernel = GemmKernel::kSm90Wgmma;
-    config.block_m = 64;
-    config.block_n = kSm90BlockN;
-    config.stages = 3;
-    config.grid = cm * cn;
-    config.raster_group = 1;
+    GemmConfig config = ForcedSm90Config(64, 3, cm * cn, 1, 1);
     config.cluster_m = cm;
     config.cluster_n = cn;
-    config.smem_bytes = Sm90SmemBytes(config.block_m, kSm90BlockN, config.stages);
     absl::StatusOr<GemmRun> run = RunGemm(p, ops, GemmOutput::kE4M3, config, stream_);
     ASSERT_TRUE(run.ok()) << DescribeGemmConfig(config) << ": " << run.status();
     const CheckResult cr = CheckOutput(p, GemmOutput::kE4M3, *run);
@@ -526,10 +542,7 @@ TEST_F(Fp8GemmGpuSmoke, Sm90Clusters) {
 // sees any read of the column scales or bias past n), plain and in 2x1 clusters (with and without
 // ordered consumers), with block and per-channel scales.
 TEST_F(Fp8GemmGpuSmoke, Sm90WideTile) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   // Block scales (each chunk's scale block) and per-channel scales (column scales read in the
   // epilogue, where the last tile's columns past n must read nothing)
   for (const ScaleGranularity g : {ScaleGranularity::kBlock128, ScaleGranularity::kPerChannel}) {
@@ -560,29 +573,14 @@ TEST_F(Fp8GemmGpuSmoke, Sm90WideTile) {
 // tiles of 64 rows (the cross-bank variants' swapped workspace pairs) and a one-CTA walk over 128-row
 // tiles with a 2x1 cluster (one accumulator, consumers holding one stage).
 TEST_F(Fp8GemmGpuSmoke, Sm90MainLoopVariants) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   const GemmCase c{100, 384, 1280, Fp8Format::kE4M3, ScaleGranularity::kBlock128, true, true, 0};
   const Problem p = MakeProblem(c, SeedOf(c) + 31);
   DeviceOperands ops;
   FP8SERVE_ASSERT_OK(Upload(p, &ops));
-  GemmConfig split;
-  split.kernel = GemmKernel::kSm90Wgmma;
-  split.block_m = 64;
-  split.block_n = kSm90BlockN;
-  split.stages = 3;
-  split.k_splits = 3;
-  split.grid = 5;
-  split.raster_group = 1;
-  split.smem_bytes = Sm90SmemBytes(64, kSm90BlockN, 3);
-  GemmConfig clustered = split;
-  clustered.block_m = 128;
-  clustered.k_splits = 1;
-  clustered.grid = 2;
+  const GemmConfig split = ForcedSm90Config(64, 3, 5, 1, 3);
+  GemmConfig clustered = ForcedSm90Config(128, 3, 2, 1, 1);
   clustered.cluster_m = 2;
-  clustered.smem_bytes = Sm90SmemBytes(128, kSm90BlockN, 3);
   DeviceBuffer workspace;
   for (GemmConfig config : {split, clustered}) {
     for (const Sm90MainLoop loop : {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
@@ -604,27 +602,8 @@ TEST_F(Fp8GemmGpuSmoke, Sm90MainLoopVariants) {
 // from TMA's zero fill in every case.
 class Fp8GemmGpuSm90Pipeline : public GpuFixture<::testing::Test> {};
 
-// A wgmma config with every choice forced (the launcher checks it like any other).
-GemmConfig ForcedSm90Config(int block_m, int stages, int grid, int raster_group, int k_splits,
-                            bool pair_loads = false) {
-  GemmConfig config;
-  config.pair_loads = pair_loads;
-  config.kernel = GemmKernel::kSm90Wgmma;
-  config.block_m = block_m;
-  config.block_n = kSm90BlockN;
-  config.stages = stages;
-  config.k_splits = k_splits;
-  config.grid = grid;
-  config.raster_group = raster_group;
-  config.smem_bytes = Sm90SmemBytes(block_m, kSm90BlockN, stages);
-  return config;
-}
-
 TEST_F(Fp8GemmGpuSm90Pipeline, PhasesCarryAcrossTilesAndStages) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   struct Forced {
     GemmCase c;
     int block_m, grid, stages, raster_group;
@@ -664,10 +643,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, PhasesCarryAcrossTilesAndStages) {
 // Each config runs twice on one workspace: the bits must match (the reduction adds the splits in
 // split order, whichever arrives last) and the counters must be back at zero for the second run.
 TEST_F(Fp8GemmGpuSm90Pipeline, SplitKReducesInSplitOrder) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   struct Forced {
     GemmCase c;
     int block_m, k_splits, grid, stages;
@@ -721,10 +697,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, SplitKReducesInSplitOrder) {
 // divide the group count, paired loads, E5M2 weights and every output. A cluster changes which CTA
 // loads which bytes, not the arithmetic of a tile: the bits must equal the unclustered launch's.
 TEST_F(Fp8GemmGpuSm90Pipeline, ClustersMulticastGiveTheUnclusteredBits) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   struct Forced {
     GemmCase c;
     int block_m, stages, clusters;  // clusters: the grid in whole clusters
@@ -776,10 +749,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, ClustersMulticastGiveTheUnclusteredBits) {
 // row-major B, under the heuristic's config (split-K for the long-K case), forced pipelines with
 // paired loads, and clusters (where each CTA loads part of a 16 KB block). The sm89 kernel refuses it.
 TEST_F(Fp8GemmGpuSm90Pipeline, TiledWeightsGiveTheRowMajorBits) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   const GemmCase cases[] = {
       {7, 256, 16384, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0},
       {129, 512, 640, Fp8Format::kE5M2, ScaleGranularity::kBlock128, true, true, 0},
@@ -842,10 +812,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, TiledWeightsGiveTheRowMajorBits) {
 // 2x1 / 1x2 / 2x2 clusters, BF16 and FP32 output. Each element's arithmetic is the 128-wide tile's
 // (same products, same order), so the bits must equal the 128-wide launch's.
 TEST_F(Fp8GemmGpuSm90Pipeline, WideTilesGiveThe128WideBits) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   struct Forced {
     GemmCase c;
     int stages, grid;  // for the 128-wide reference launch and the first wide launch
@@ -975,10 +942,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, WideTileConfigsAreChecked) {
 // carry differently), paired loads and a 2x1 cluster. Their instances take E4M3 weights and BF16
 // output; anything else is refused before a launch.
 TEST_F(Fp8GemmGpuSm90Pipeline, MainLoopVariantsGiveTheDefaultBits) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   struct Forced {
     GemmCase c;
     int block_m, k_splits, grid, stages;
@@ -1187,10 +1151,7 @@ TEST_F(Fp8GemmGpuDeterminism, OneWorkspaceServesEveryShape) {
 // The same for the wgmma kernel's split-K, with the heuristic's configs (every case splits on an
 // H100/H200) and all three outputs: larger M first, then smaller ones and other N and K.
 TEST_F(Fp8GemmGpuDeterminism, OneWorkspaceServesEveryShapeSm90) {
-  if (!IsSm90()) GTEST_SKIP() << "needs compute capability 9.0";
-  if (!KernelSelected(GemmKernelName(GemmKernel::kSm90Wgmma))) {
-    GTEST_SKIP() << "sm90_wgmma not in FP8SERVE_GEMM_KERNELS";
-  }
+  FP8SERVE_SKIP_UNLESS_SM90_WGMMA();
   std::vector<GemmCase> cases;
   // K long enough for the heuristic to split (at least 2 x kSm90MinGroupsPerSplit groups).
   for (int m : {130, 65, 64, 17, 1}) cases.push_back({m, 256, 2100, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, true, true, 0});

@@ -246,6 +246,15 @@ main() {
       sed -n '/SUMMARY/,$p' "$warm_log"
       rm -f "$warm_log"
     fi
+    # The promotion FFMAs' register banks in the kernels just timed (tools/device/sass_promotion.py,
+    # with this machine's cuobjdump; seconds, no GPU): beside the figures of the main-loop variants
+    # they explain. Informational (not in the table), appended to bench.log.
+    if [ -f "$B/lib/libfp8serve_cuda.so" ] && command -v python3 >/dev/null; then
+      echo "==== promotion FFMA register banks (tools/device/sass_promotion.py)" >>"$OUT/bench.log"
+      timeout -k 5 60 python3 tools/device/sass_promotion.py "$B/lib/libfp8serve_cuda.so" \
+        --cuobjdump "$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)" >>"$OUT/bench.log" 2>&1 ||
+        echo "(sass_promotion.py: rc=$?)" >>"$OUT/bench.log"
+    fi
   fi
 
   # ---------------------------------------------------------------------------------------------

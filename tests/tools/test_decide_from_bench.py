@@ -129,3 +129,21 @@ def test_the_tuned_heuristic_is_judged_against_the_base(tmp_path):
     verdict = [l for l in text.splitlines() if l.split()[:2] == ["ours", "compute"]]
     assert verdict and "AHEAD at every shape" in verdict[0], text
     assert "x1.11" in line_with(text, "8192 x  8192 x  8192", "ours")
+
+
+def test_a_stacked_variants_last_feature_is_judged_against_the_variant_under_it(tmp_path):
+    # +paired+xbank against +paired (x1.20, x1.10: ahead), +oneacc_xbank has nothing under it but
+    # the base (the first table's), and a failed check leaves its pair out
+    rows = []
+    for m, paired, both in ((4096, 900, 750), (8192, 880, 800)):
+        rows += [gemm(m, 8192, 8192, "ours/sm90_wgmma", 1000), gemm(m, 8192, 8192, "ours/sm90_wgmma+paired", paired),
+                 gemm(m, 8192, 8192, "ours/sm90_wgmma+paired+xbank", both),
+                 gemm(m, 8192, 8192, "ours/sm90_wgmma+oneacc_xbank", 950)]
+    rows += [gemm(64, 16384, 4096, "ours/sm90_wgmma", 25), gemm(64, 16384, 4096, "ours/sm90_wgmma+paired", 25),
+             gemm(64, 16384, 4096, "ours/sm90_wgmma+paired+xbank", 10, 0.5)]   # fast but wrong
+    rc, text = run(tmp_path, rows)
+    assert rc == 0
+    line = line_with(text, "+xbank", "compute", "pairs")
+    assert "2 pairs (over paired)" in line and "min  x1.10" in line and "AHEAD at every shape" in line, line
+    assert not any("+xbank" in l and "streaming" in l and "pairs" in l for l in text.splitlines()), text
+    assert not any("+oneacc_xbank" in l and "pairs" in l for l in text.splitlines()), text

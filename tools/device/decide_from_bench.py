@@ -8,7 +8,8 @@ change only by hand, from what this prints.
     python3 tools/device/decide_from_bench.py bench.csv [--margin 0.03]
 
 GEMM variants are compared with ours/sm90_wgmma (the base sm90 config, SelectGemmConfigFor) on the
-same shape in the same run. A variant is "ahead" in a class of shapes (weight streaming: M <= 128;
+same shape in the same run; a stacked variant (base+a+b) is also compared with the variant without
+its last feature (base+a), which says what that feature adds on top. A variant is "ahead" in a class of shapes (weight streaming: M <= 128;
 compute: M >= 256) when it is faster by more than the margin at every shape of that class the run measured,
 "behind" when it is slower by more than the margin at any of them, and "level" otherwise. Variants
 whose output check failed in the run (check_rel_err above --max_check) are listed and left out; a
@@ -134,7 +135,46 @@ def gemm_report(rows, margin, max_check, out):
                 verdict = "level"
             print(f"  {v:<32} {cls:<20} {len(xs)} shapes  geomean {fmt_x(geomean(xs)):>6}  "
                   f"min {fmt_x(min(xs)):>6}  max {fmt_x(max(xs)):>6}  {verdict}", file=out)
+    marginal_report(shapes, failed, margin, out)
     return best_vs_lt
+
+
+def marginal_report(shapes, failed, margin, out):
+    """What the last feature of a stacked variant adds: ours/sm90_wgmma+paired+xbank against
+    ours/sm90_wgmma+paired on the same shape, for every variant whose name without its last "+tag"
+    was measured too. Per tag and class of shapes: how many pairs, their geomean, min and max, and
+    the same verdict as above (margin)."""
+    by_tag = defaultdict(lambda: defaultdict(list))  # tag -> class -> [(speedup, "over what")]
+    for s, per in shapes.items():
+        for v, r in per.items():
+            if not v.startswith(BASELINE + "+") or "+" not in v[len(BASELINE) + 1:]:
+                continue  # one feature: the table above has it against the base
+            under, tag = v.rsplit("+", 1)
+            b = per.get(under)
+            if b is None or (v, s) in failed or (under, s) in failed:
+                continue
+            if not (math.isfinite(r["us"]) and math.isfinite(b["us"])):
+                continue
+            by_tag[tag][shape_class(s[0])].append((b["us"] / r["us"], column_label(under)))
+    if not by_tag:
+        return
+    print(f"\n== What a stacked variant's last feature adds (V+tag against V, same shape; margin {margin:.0%})",
+          file=out)
+    for tag in sorted(by_tag):
+        for cls in CLASSES:
+            pairs = by_tag[tag].get(cls, [])
+            if not pairs:
+                continue
+            xs = [x for x, _ in pairs]
+            if all(x > 1 + margin for x in xs):
+                verdict = "AHEAD at every shape"
+            elif any(x < 1 - margin for x in xs):
+                verdict = "behind at some shape"
+            else:
+                verdict = "level"
+            over = ", ".join(sorted({u for _, u in pairs}))
+            print(f"  +{tag:<20} {cls:<20} {len(xs)} pairs (over {over})  geomean {fmt_x(geomean(xs)):>6}  "
+                  f"min {fmt_x(min(xs)):>6}  max {fmt_x(max(xs)):>6}  {verdict}", file=out)
 
 
 def fused_report(rows, out):

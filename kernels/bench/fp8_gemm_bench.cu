@@ -1058,9 +1058,10 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
       int block_m;
       bool fold;
     };
-    constexpr FusedVariant kVariants[] = {{FusedMma::kMmaSync, 0, false}, {FusedMma::kWgmma, 0, false},
-                                          {FusedMma::kWgmma, 64, false},  {FusedMma::kMmaSync, 0, true},
-                                          {FusedMma::kWgmma, 0, true}};
+    constexpr FusedVariant kVariants[] = {{FusedMma::kMmaSync, 0, false},    {FusedMma::kWgmma, 0, false},
+                                          {FusedMma::kWgmma, 64, false},     {FusedMma::kMmaSync, 0, true},
+                                          {FusedMma::kWgmma, 0, true},       {FusedMma::kMmaSyncF16, 0, false},
+                                          {FusedMma::kMmaSyncF16, 0, true}};
     std::string by_cluster;
     for (const FusedVariant& v : kVariants) {
       const std::string kind = absl::StrCat(FusedMmaName(v.mma), v.block_m == 0 ? "" : absl::StrCat("/bm", v.block_m),
@@ -1068,7 +1069,7 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
       std::string times;
       for (int cluster : {0, 1, 2, 4, 8}) {
         if (v.fold && cluster != 0) continue;
-        if ((*dm)->traits().cc_major != 9 && (cluster > 1 || v.mma == FusedMma::kWgmma)) continue;
+        if ((*dm)->traits().cc_major != 9 && (cluster > 1 || v.mma != FusedMma::kMmaSync)) continue;
         FusedMlpArgs fa = (*dm)->FusedArgs(x.get(), rows, y.get());
         fa.cluster_size = cluster;
         fa.mma = v.mma;
@@ -1130,6 +1131,7 @@ void BenchForward(const MlpWeights& mlp, const std::vector<int>& batches, cudaSt
         TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 0, FusedMma::kWgmma, 64);
         TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 0, FusedMma::kMmaSync, 0, true);
         TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 0, FusedMma::kWgmma, 0, true);
+        TraceFused(**dm, x.get(), rows, y.get(), stream, report, 15, 0, FusedMma::kMmaSyncF16, 0, true);
       }
     }
     for (int p = 0; p < 3; ++p) {

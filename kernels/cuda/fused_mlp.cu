@@ -264,19 +264,19 @@ absl::Status EnsureDynamicSmem(const void* kernel, int bytes, std::mutex& mu, st
   return absl::OkStatus();
 }
 
-template <int BLOCK_M, int kNumStages, bool kWgmma>
+template <int BLOCK_M, int kNumStages, bool kWgmma, bool kWiden = false>
 absl::Status LaunchInstance(const FusedMlpParams& params, size_t smem_bytes, cudaStream_t stream) {
   constexpr int kMaxDevices = 64;
   static std::mutex mu;
   static std::atomic<int> configured[kMaxDevices] = {};
-  const void* kernel = reinterpret_cast<const void*>(&fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma>);
+  const void* kernel = reinterpret_cast<const void*>(&fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma, kWiden>);
   if (absl::Status st = EnsureDynamicSmem(kernel, static_cast<int>(smem_bytes), mu, configured, kMaxDevices);
       !st.ok()) {
     return st;
   }
   const unsigned row_blocks = static_cast<unsigned>((params.m + BLOCK_M - 1) / BLOCK_M);
   if (params.cluster_size == 1) {
-    fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma><<<row_blocks, kFusedNumThreads, smem_bytes, stream>>>(params);
+    fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma, kWiden><<<row_blocks, kFusedNumThreads, smem_bytes, stream>>>(params);
     FP8SERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
     return absl::OkStatus();
   }
@@ -284,7 +284,7 @@ absl::Status LaunchInstance(const FusedMlpParams& params, size_t smem_bytes, cud
   const ClusterLaunchConfig config(row_blocks * static_cast<unsigned>(params.cluster_size), kFusedNumThreads,
                                    smem_bytes, static_cast<unsigned>(params.cluster_size), stream);
   FP8SERVE_CUDA_RETURN_IF_ERROR(
-      cudaLaunchKernelEx(config.get(), fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma>, params));
+      cudaLaunchKernelEx(config.get(), fused_mlp_kernel<BLOCK_M, kNumStages, kWgmma, kWiden>, params));
   return absl::OkStatus();
 }
 
@@ -295,6 +295,7 @@ const char* FusedMmaName(FusedMma m) {
     case FusedMma::kAuto: return "auto";
     case FusedMma::kMmaSync: return "mma_sync";
     case FusedMma::kWgmma: return "wgmma";
+    case FusedMma::kMmaSyncF16: return "mma_sync_f16";
   }
   return "unknown";
 }
@@ -321,7 +322,8 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
                                                    " needs compute capability 9.0, the device has ", device.cc_major,
                                                    ".", device.cc_minor));
   }
-  if (args.mma != FusedMma::kAuto && args.mma != FusedMma::kMmaSync && args.mma != FusedMma::kWgmma) {
+  if (args.mma != FusedMma::kAuto && args.mma != FusedMma::kMmaSync && args.mma != FusedMma::kWgmma &&
+      args.mma != FusedMma::kMmaSyncF16) {
     return absl::InvalidArgumentError("fused MLP: unknown MMA kind");
   }
   if (args.block_m != 0 && args.block_m != 16 && args.block_m != 32 && args.block_m != 64) {
@@ -330,9 +332,11 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
   }
   // NOTES: kAuto is mma.sync until wgmma has been measured against it on a GPU.
   const bool wgmma = args.mma == FusedMma::kWgmma;
-  if (wgmma && !ClustersAvailable(device)) {
-    return absl::InvalidArgumentError(absl::StrCat("fused MLP: wgmma needs compute capability 9.0, the device has ",
-                                                   device.cc_major, ".", device.cc_minor));
+  const bool widen = args.mma == FusedMma::kMmaSyncF16;
+  if ((wgmma || widen) && !ClustersAvailable(device)) {
+    return absl::InvalidArgumentError(absl::StrCat("fused MLP: ", FusedMmaName(args.mma),
+                                                   " needs compute capability 9.0, the device has ", device.cc_major,
+                                                   ".", device.cc_minor));
   }
   const int which = SelectInstance(args, device, wgmma);
   if (which < 0) {
@@ -345,6 +349,7 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
   plan.block_m = inst.block_m;
   plan.stages = inst.stages;
   plan.wgmma = wgmma;
+  plan.widen = widen;
   plan.row_blocks = (static_cast<long long>(args.m) + inst.block_m - 1) / inst.block_m;
   const int cluster = args.cluster_size != 0
                           ? args.cluster_size
@@ -493,6 +498,14 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
       case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages, true>(p, smem.bytes, stream);
       case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages, true>(p, smem.bytes, stream);
       case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages, true>(p, smem.bytes, stream);
+    }
+  }
+  if (plan->widen) {
+    switch (which) {
+      case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages, false, true>(p, smem.bytes, stream);
+      case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages, false, true>(p, smem.bytes, stream);
+      case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages, false, true>(p, smem.bytes, stream);
+      case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages, false, true>(p, smem.bytes, stream);
     }
   }
   switch (which) {

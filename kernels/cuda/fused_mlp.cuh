@@ -211,6 +211,55 @@ __device__ __forceinline__ void MmaFp8(float (&d)[4], const uint32_t (&a)[4], ui
   }
 }
 
+// The widened path (FusedMma::kMmaSyncF16, Hopper): the same m16n8k32 product as MmaFp8, done as
+// two FP16 m16n8k16 MMAs on operands unpacked by the kernel. Every E4M3 and E5M2 value is exact in
+// FP16 and every product of two is exact in FP32, so only the FP32 summation order differs from
+// the FP8 instruction (the contract allows it).
+// WidenFp8x4: the four FP8 values of an FP8 fragment register as two f16x2 registers, `lo` from
+// bytes 0-1 and `hi` from bytes 2-3 (the lower byte in the lower half).
+template <bool kE5M2>
+__device__ __forceinline__ void WidenFp8x4(uint32_t v, uint32_t& lo, uint32_t& hi) {
+  if constexpr (kE5M2) {
+    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e5m2x2 %0, l;\n cvt.rn.f16x2.e5m2x2 %1, h;\n}\n"
+        : "=r"(lo), "=r"(hi)
+        : "r"(v));
+  } else {
+    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+        : "=r"(lo), "=r"(hi)
+        : "r"(v));
+  }
+}
+
+// An FP8 A fragment (mma.m16n8k32, 4 registers) widened for two m16n8k16 FP16 MMAs: half 0 from
+// the low bytes of each register, half 1 from the high bytes. Any pairing of K between A and B
+// gives the same products as long as both sides use it: with the B halves of WidenB below, half h
+// holds K {4t + 2h, 4t + 2h + 1, 16 + 4t + 2h, 16 + 4t + 2h + 1} of the k32 step (t = lane % 4).
+// Widened once per k32 step, it serves every n-tile of the warp (ptxas's own widening of an FP8
+// mma.sync repeats it for each).
+template <bool kE5M2>
+__device__ __forceinline__ void WidenA(const uint32_t (&a)[4], uint32_t (&a16)[2][4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) WidenFp8x4<kE5M2>(a[i], a16[0][i], a16[1][i]);
+}
+
+// d += A (16 x 16 FP16, a widened half) . B (16 x 8 FP16), FP32 accumulate.
+__device__ __forceinline__ void MmaF16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// MmaFp8's product on a widened A: B's two FP8 registers widened to the halves WidenA pairs with.
+template <bool kE5M2>
+__device__ __forceinline__ void MmaWidened(float (&d)[4], const uint32_t (&a16)[2][4], uint32_t b0, uint32_t b1) {
+  uint32_t b0_lo, b0_hi, b1_lo, b1_hi;
+  WidenFp8x4<kE5M2>(b0, b0_lo, b0_hi);
+  WidenFp8x4<kE5M2>(b1, b1_lo, b1_hi);
+  MmaF16(d, a16[0], b0_lo, b1_lo);
+  MmaF16(d, a16[1], b0_hi, b1_hi);
+}
+
 // Byte offset of 16-byte chunk `chunk` (0..7) of `row` inside a 128-byte K group.
 // NOTES: rows are 128-byte multiples apart, so without the XOR the 8 row addresses of one ldmatrix
 // matrix would all hit the same four banks (8-way conflict); chunk ^ (row % 8) spreads them over
@@ -490,10 +539,11 @@ __device__ __forceinline__ void QuantizeInput(const FusedMlpParams& p, int block
 // kParts = 2 splits P into two interleaved accumulators (even / odd k32 steps) summed in FP32 before
 // the promotion: a warp with only 2 MMA tiles then has 4 independent chains of 2 instead of 2 of 4,
 // which halves the group's latency (the small-batch critical path); the difference is FP32
-// summation order only.
+// summation order only. kWiden: the MMAs widened to FP16 (FusedMma::kMmaSyncF16, MmaWidened), A
+// once per k32 step for all the warp's n-tiles.
 // a_group: shared address of the input activations' column `group * 128` in row 0; w_stage: the
 // stage's weight chunk. row0 / col0: the warp's first row in the block / column in the tile.
-template <int kMmaM, int kMmaN, int kParts, bool kE5M2>
+template <int kMmaM, int kMmaN, int kParts, bool kE5M2, bool kWiden = false>
 __device__ __forceinline__ void MmaGroup(uint32_t a_group, int a_stride, uint32_t w_stage, const float* a_scales,
                                          int a_scale_stride, int group, float b_scale, int row0, int col0,
                                          int pairs_valid, int ksteps, int lane, float (&acc)[kMmaM][kMmaN][4]) {
@@ -531,10 +581,20 @@ __device__ __forceinline__ void MmaGroup(uint32_t a_group, int a_stride, uint32_
       b[2 * pr + 1][0] = r4[2], b[2 * pr + 1][1] = r4[3];
     }
 #pragma unroll
-    for (int mt = 0; mt < kMmaM; ++mt)
+    for (int mt = 0; mt < kMmaM; ++mt) {
+      if constexpr (kWiden) {
+        // NOTES: the activations are E4M3 whatever the weights' format
+        uint32_t a16[2][4];
+        WidenA<false>(a[mt], a16);
 #pragma unroll
-      for (int nt = 0; nt < kMmaN; ++nt)
-        if (nt / 2 < pairs_valid) MmaFp8<kE5M2>(part[ks % kParts][mt][nt], a[mt], b[nt][0], b[nt][1]);
+        for (int nt = 0; nt < kMmaN; ++nt)
+          if (nt / 2 < pairs_valid) MmaWidened<kE5M2>(part[ks % kParts][mt][nt], a16, b[nt][0], b[nt][1]);
+      } else {
+#pragma unroll
+        for (int nt = 0; nt < kMmaN; ++nt)
+          if (nt / 2 < pairs_valid) MmaFp8<kE5M2>(part[ks % kParts][mt][nt], a[mt], b[nt][0], b[nt][1]);
+      }
+    }
   }
   if constexpr (kParts == 2) {
 #pragma unroll
@@ -835,8 +895,9 @@ struct Timeline {
 // FusedSmemLayout says (kFusedSmemAlign bytes more with kWgmma).
 // kWgmma (sm_90a only): the MMAs are wgmma (MmaGroupWgmma) and the warp grid is the two
 // warpgroups' (4 x 2 warps of 16 rows x 64 columns; warps whose rows lie past BLOCK_M idle through
-// the epilogue); else mma.sync on FusedWarpsM x FusedWarpsN warps.
-template <int BLOCK_M, int kNumStages, bool kWgmma>
+// the epilogue); else mma.sync on FusedWarpsM x FusedWarpsN warps, with kWiden as two FP16 MMAs
+// per FP8 one on operands the kernel widens (MmaWidened; FusedMma::kMmaSyncF16).
+template <int BLOCK_M, int kNumStages, bool kWgmma, bool kWiden = false>
 __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2 : 1)
     fused_mlp_kernel(const __grid_constant__ FusedMlpParams p) {
   using namespace fused_detail;
@@ -854,6 +915,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
   static_assert(WARP_N % 16 == 0, "B fragments are loaded as pairs of n8 tiles (ldmatrix.x4)");
   static_assert(!kWgmma || (kMmaM == 1 && kMmaN == 8), "wgmma: each warp holds 16 rows x 64 columns");
   static_assert(kNumStages >= 2, "the ring needs at least two stages");
+  static_assert(!(kWgmma && kWiden), "the widened MMAs are mma.sync's");
   static_assert(kMmaM * kMmaN * 4 * kSlotThreads == kSlotFloats, "a slot holds every active thread's accumulators");
   static_assert(kWarpsN <= FusedWarpsN(BLOCK_M), "the launcher sizes the amax table for FusedWarpsN warps");
 
@@ -1003,10 +1065,10 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
                                  col0, active, lane, acc);
           }
         } else if (l.e5m2) {
-          MmaGroup<kMmaM, kMmaN, kParts, true>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
+          MmaGroup<kMmaM, kMmaN, kParts, true, kWiden>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
                                                b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
         } else {
-          MmaGroup<kMmaM, kMmaN, kParts, false>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
+          MmaGroup<kMmaM, kMmaN, kParts, false, kWiden>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
                                                 b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
         }
       }

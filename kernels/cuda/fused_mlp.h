@@ -40,8 +40,13 @@ enum class FusedMma : uint8_t {
   kAuto,      // the launcher's choice: mma.sync (wgmma measured behind it at batch 64 on an H200, level at 1 and 1024)
   kMmaSync,   // any device
   kWgmma,     // compute capability 9.0 only
+  // mma.sync's product as two FP16 m16n8k16 MMAs on operands the kernel widens itself, each
+  // activation fragment once for all of a warp's n-tiles (ptxas's widening of the FP8 instruction
+  // repeats it per n-tile and adds each product to the sum separately). Compute capability 9.0
+  // only (Ada has the FP8 instruction); opt-in until measured against kMmaSync.
+  kMmaSyncF16,
 };
-const char* FusedMmaName(FusedMma m);  // "auto" / "mma_sync" / "wgmma"
+const char* FusedMmaName(FusedMma m);  // "auto" / "mma_sync" / "wgmma" / "mma_sync_f16"
 
 struct FusedMlpArgs {
   int m = 0;                   // rows
@@ -133,6 +138,7 @@ struct FusedPlan {
   int stages = 0;        // weight-chunk ring depth
   int cluster = 1;       // CTAs per row block
   bool wgmma = false;    // the MMAs are wgmma (else mma.sync)
+  bool widen = false;    // mma.sync widened to FP16 by the kernel (FusedMma::kMmaSyncF16)
   long long row_blocks = 0;
   size_t smem_bytes = 0;  // dynamic shared memory per CTA
   FusedLayerPlan layers[kFusedMaxLayers];

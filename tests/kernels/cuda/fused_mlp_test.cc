@@ -722,7 +722,7 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
           args.fold_last_layer = combo >= 10;
           args.m = m;
           args.cluster_size = cluster;
-          args.mma = combo % 10 < 5 ? FusedMma::kAuto : FusedMma::kWgmma;
+          args.mma = combo % 10 < 4 ? FusedMma::kAuto : combo % 10 < 8 ? FusedMma::kWgmma : FusedMma::kMmaSyncF16;
           args.block_m = (m + combo) % 4 == 0 ? 0 : 16 << ((m + combo) % 3);  // auto, and each row block forced
           std::string what = absl::StrCat(widths[0]);
           for (size_t i = 1; i < widths.size(); ++i) absl::StrAppend(&what, "-", widths[i]);
@@ -736,6 +736,7 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
             continue;
           }
           EXPECT_EQ(plan->wgmma, args.mma == FusedMma::kWgmma) << what;
+          EXPECT_EQ(plan->widen, args.mma == FusedMma::kMmaSyncF16) << what;
           if (plan->layers[args.num_layers - 1].folded) ++folded;
           if (!args.fold_last_layer) {
             EXPECT_FALSE(plan->layers[args.num_layers - 1].folded) << what;
@@ -817,8 +818,9 @@ TEST(FusedMlpPlan, BundledModelFoldedAtBatch64) {
 // the bounded reference; and every launch twice: the owner adds the partial sums in a fixed order,
 // so a cluster gives the same bits on every run. The forced sizes cover split layers (a tile's K
 // groups over 2 to 8 CTAs), round-robin layers (tiles >= cluster) and CTAs idle in a layer. Each
-// runs with both MMA kinds: mma.sync and wgmma (whose warpgroups cover 64 rows: at BLOCK_M 16 and
-// 32 some of its warps hold no rows of the block and must write nothing).
+// runs with every MMA kind: mma.sync, wgmma (whose warpgroups cover 64 rows: at BLOCK_M 16 and 32
+// some of its warps hold no rows of the block and must write nothing) and mma.sync widened to FP16
+// by the kernel.
 
 void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const DeviceTraits& traits, cudaStream_t stream,
                        const std::vector<int>& clusters, bool pixels,
@@ -842,7 +844,7 @@ void CheckClusterSizes(const std::string& name, const MlpWeights& mlp, const Dev
       // ... and with the last layer folded where that applies
       const int cluster = clusters[static_cast<size_t>(combo) / 2];
       const bool fold = combo % 2 == 1;
-      for (FusedMma mma : {FusedMma::kMmaSync, FusedMma::kWgmma}) {
+      for (FusedMma mma : {FusedMma::kMmaSync, FusedMma::kWgmma, FusedMma::kMmaSyncF16}) {
         for (int block_m : block_ms) {
           FusedMlpArgs args = FusedArgsFor(mlp, layers, dx.get<float>(), rows, dy.get<float>());
           args.cluster_size = cluster;
@@ -949,6 +951,10 @@ TEST(FusedMlpSupport, RejectsBadClusterSizes) {
   const absl::Status wg = LaunchFusedMlp(args, ada, nullptr);
   EXPECT_EQ(wg.code(), absl::StatusCode::kInvalidArgument) << wg;
   std::printf("wgmma on 8.9: %s\n", wg.ToString().c_str());
+  args.mma = FusedMma::kMmaSyncF16;  // so is the widened mma.sync (Ada has the FP8 instruction)
+  const absl::Status f16 = LaunchFusedMlp(args, ada, nullptr);
+  EXPECT_EQ(f16.code(), absl::StatusCode::kInvalidArgument) << f16;
+  EXPECT_NE(f16.message().find("mma_sync_f16"), std::string_view::npos) << f16;
   args.mma = FusedMma::kAuto;
   args.block_m = 48;  // row blocks are 16, 32 or 64
   const absl::Status bm = LaunchFusedMlp(args, h100, nullptr);

@@ -73,6 +73,24 @@ def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
 
 
+AHEAD = "AHEAD at every shape"
+
+
+def verdict(speedups, margin):
+    """AHEAD when faster by more than the margin at every shape, behind when slower by more than it
+    at any, level otherwise."""
+    if all(x > 1 + margin for x in speedups):
+        return AHEAD
+    if any(x < 1 - margin for x in speedups):
+        return "behind at some shape"
+    return "level"
+
+
+def summary(speedups, margin):
+    return (f"geomean {fmt_x(geomean(speedups)):>6}  min {fmt_x(min(speedups)):>6}  "
+            f"max {fmt_x(max(speedups)):>6}  {verdict(speedups, margin)}")
+
+
 def gemm_report(rows, margin, max_check, out):
     shapes = defaultdict(dict)  # (m, n, k) -> variant -> row
     for r in rows:
@@ -127,14 +145,8 @@ def gemm_report(rows, margin, max_check, out):
             xs = by_class[v].get(cls, [])
             if not xs:
                 continue
-            if all(x > 1 + margin for x in xs):
-                verdict = "AHEAD at every shape: a candidate for the heuristic"
-            elif any(x < 1 - margin for x in xs):
-                verdict = "behind at some shape"
-            else:
-                verdict = "level"
-            print(f"  {v:<32} {cls:<20} {len(xs)} shapes  geomean {fmt_x(geomean(xs)):>6}  "
-                  f"min {fmt_x(min(xs)):>6}  max {fmt_x(max(xs)):>6}  {verdict}", file=out)
+            note = ": a candidate for the heuristic" if verdict(xs, margin) == AHEAD else ""
+            print(f"  {v:<32} {cls:<20} {len(xs)} shapes  {summary(xs, margin)}{note}", file=out)
     marginal_report(shapes, failed, margin, out)
     return best_vs_lt
 
@@ -166,15 +178,8 @@ def marginal_report(shapes, failed, margin, out):
             if not pairs:
                 continue
             xs = [x for x, _ in pairs]
-            if all(x > 1 + margin for x in xs):
-                verdict = "AHEAD at every shape"
-            elif any(x < 1 - margin for x in xs):
-                verdict = "behind at some shape"
-            else:
-                verdict = "level"
             over = ", ".join(sorted({u for _, u in pairs}))
-            print(f"  +{tag:<20} {cls:<20} {len(xs)} pairs (over {over})  geomean {fmt_x(geomean(xs)):>6}  "
-                  f"min {fmt_x(min(xs)):>6}  max {fmt_x(max(xs)):>6}  {verdict}", file=out)
+            print(f"  +{tag:<20} {cls:<20} {len(xs)} pairs (over {over})  {summary(xs, margin)}", file=out)
 
 
 def fused_report(rows, out):

@@ -946,7 +946,8 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   report.Add(span);
   std::printf("    fused kernel timeline, batch %d (%s, BLOCK_M %d, %lld row blocks x cluster %d%s): "
               "kernel span %.2f us (median of %d launches, min %.2f), SM clock %.2f GHz\n",
-              rows, plan->wgmma ? "wgmma" : "mma.sync", plan->block_m, plan->row_blocks, plan->cluster,
+              rows, plan->wgmma ? "wgmma" : plan->widen ? "mma.sync widened to FP16" : "mma.sync", plan->block_m,
+              plan->row_blocks, plan->cluster,
               fold ? ", last layer folded" : "",
               spans[spans.size() / 2] / 1000.0, launches, spans.front() / 1000.0, ghz);
   if (ghz <= 0) return;
@@ -954,10 +955,12 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   // earliest CTA's entry)
   std::vector<std::pair<std::string, int>> cols = {{"setup", kFusedTraceSetup}, {"quant", kFusedTraceQuantized},
                                                    {"start", kFusedTraceStarted}};
-  const char* const layer_events[4] = {"in", "w", "mma", "done"};
+  // (fused_mlp.h: in, first weights in shared memory, next loads issued, first chunk's MMAs done,
+  // last chunk's MMAs done, epilogues done)
+  const char* const layer_events[kFusedTraceEventsPerLayer] = {"in", "w", "iss", "mma1", "mma", "done"};
   for (int l = 0; l < fa.num_layers; ++l) {
-    for (int e = 0; e < 4; ++e) {
-      cols.push_back({absl::StrCat("L", l, ".", layer_events[e]), kFusedTraceLayer0 + 4 * l + e});
+    for (int e = 0; e < kFusedTraceEventsPerLayer; ++e) {
+      cols.push_back({absl::StrCat("L", l, ".", layer_events[e]), kFusedTraceLayer0 + kFusedTraceEventsPerLayer * l + e});
     }
   }
   cols.push_back({"exit", kFusedTraceExit});
@@ -990,7 +993,13 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
     if (chunks > 0) {
       // From the first chunk's weights in shared memory to the last chunk's MMAs (and whole tiles'
       // epilogues) done: columns L0.w and L0.mma
-      const double per = (median(ev[5]) - median(ev[4])) / chunks;
+      const auto column = [&](const char* name) -> double {
+        for (size_t c = 0; c < cols.size(); ++c) {
+          if (cols[c].first == name) return median(ev[c]);
+        }
+        return NAN;
+      };
+      const double per = (column("L0.mma") - column("L0.w")) / chunks;
       absl::StrAppend(&line, absl::StrFormat(" %9.0f", per));
     }
     std::printf("%s\n", line.c_str());

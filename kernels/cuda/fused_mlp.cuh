@@ -1022,7 +1022,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
     float* const slots = reinterpret_cast<float*>(smem + l.slot_offset);
     // Ranks that take copies of this layer's output tiles (none for the last layer or without a cluster)
     const uint32_t receivers = cluster > 1 ? l.receivers[rank] : 0u;
-    const int trace_at = kFusedTraceLayer0 + 4 * layer;
+    const int trace_at = kFusedTraceLayer0 + kFusedTraceEventsPerLayer * layer;
 
     // This layer's input tiles from the other CTAs' epilogues (when this CTA works in the layer)
     if (cluster > 1 && layer > 0 && cur.layer == layer) MbarWaitCluster(act_bar(layer - 1), 0);
@@ -1039,12 +1039,14 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
       if constexpr (kWgmma) sm90::FenceProxyAsyncShared();  // cp.async wrote it; wgmma reads it (async proxy)
 #endif
       __syncthreads();
-      if (cur.group == first_group && cur.tile == first_tile) timeline.Mark(trace_at + 1);
+      const bool first_chunk = cur.group == first_group && cur.tile == first_tile;  // (for the timeline)
+      if (first_chunk) timeline.Mark(trace_at + 1);
       if (load_cursor.layer < p.num_layers) {
         IssueChunk<kWgmma>(p, load_cursor, smem + write_stage * kFusedStageBytes);
         Advance(load_cursor, p, rank, cluster);
       }
       CpAsyncCommit();
+      if (first_chunk) timeline.Mark(trace_at + 2);
       write_stage = write_stage + 1 == kNumStages ? 0 : write_stage + 1;
       const uint8_t* stage = smem + read_stage * kFusedStageBytes;
       read_stage = read_stage + 1 == kNumStages ? 0 : read_stage + 1;
@@ -1072,6 +1074,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
                                                 b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
         }
       }
+      if (first_chunk) timeline.Mark(trace_at + 3);
 
       if (cur.group == cur.group_end - 1) {
         if (l.parts == 1) {
@@ -1095,7 +1098,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
         }
       }
     }
-    timeline.Mark(trace_at + 2);
+    timeline.Mark(trace_at + 4);
 
     if (cluster > 1 && l.parts > 1) {
       ChunkCursor mine;
@@ -1114,7 +1117,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
         ZeroAcc(acc);
       }
     }
-    timeline.Mark(trace_at + 3);
+    timeline.Mark(trace_at + 5);
     // Exit barrier, first half: this CTA's stores into other CTAs are all issued
     if (cluster > 1 && layer == last_send) ClusterArriveRelaxed();
   }

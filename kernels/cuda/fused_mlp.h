@@ -82,9 +82,12 @@ inline constexpr int kFusedMaxCluster = 8;  // CTAs per row block, at most (the 
 // What one launch's trace holds per CTA (CTA i at trace + i * kFusedTraceSlots). kStartNs and kEndNs
 // are %globaltimer readings (ns, comparable across SMs); kSm and kRank say where the CTA ran and
 // which part of its row block it took; every other slot is SM clock cycles since the CTA's entry.
-// Layer l's four events are at kLayer0 + 4 l + {0: its input activations have arrived from the other
-// CTAs, 1: its first weight chunk is in shared memory, 2: its last chunk's MMAs are done (and the
-// partial sums sent, for a contributor), 3: its tiles' epilogues are done}.
+// Layer l's kFusedTraceEventsPerLayer events are at kLayer0 + kFusedTraceEventsPerLayer l + {0: its
+// input activations have arrived from the other CTAs, 1: its first weight chunk is in shared memory
+// (the cp.async wait and the CTA barrier passed), 2: the loads of the chunk after it are issued,
+// 3: the first chunk's MMAs and promotion are done, 4: its last chunk's MMAs are done (and the
+// partial sums sent, for a contributor), 5: its tiles' epilogues are done}. Events 1-3 split one
+// chunk's time into waiting, issuing the next loads and the MMAs.
 enum FusedTraceSlot : int {
   kFusedTraceStartNs = 0,
   kFusedTraceEndNs = 1,
@@ -95,7 +98,8 @@ enum FusedTraceSlot : int {
   kFusedTraceStarted = 6,     // the cluster's start barrier passed
   kFusedTraceExit = 7,        // the cluster's exit barrier passed
   kFusedTraceLayer0 = 8,
-  kFusedTraceSlots = kFusedTraceLayer0 + 4 * kFusedMaxLayers,
+  kFusedTraceEventsPerLayer = 6,
+  kFusedTraceSlots = kFusedTraceLayer0 + kFusedTraceEventsPerLayer * kFusedMaxLayers,
 };
 
 // How the launcher spreads one row block's work over a cluster of CTAs (FusedMlpArgs::cluster_size

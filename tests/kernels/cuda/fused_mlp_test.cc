@@ -910,6 +910,58 @@ TEST_F(FusedMlpGpuSmoke, ClustersAndWgmma) {
   CheckClusterSizes(c.name, MakeMlp(c, 3), traits_, stream_, {4}, false, {65}, {16, 64});
 }
 
+// The benchmark's timeline (FusedMlpArgs::trace): every CTA's events in the order the kernel passes
+// them, on a cluster launch where some CTAs split a tile's K groups and others own it, with each MMA
+// kind. A slot written out of place (or never) breaks the order.
+TEST_F(FusedMlpGpuSmoke, TimelineEventsComeInOrder) {
+  FP8SERVE_SKIP_WITHOUT_CLUSTERS();
+  const MlpCase c = ModelCases()[1];
+  const MlpWeights mlp = MakeMlp(c, 4);
+  DeviceLayers layers;
+  FP8SERVE_ASSERT_OK(UploadLayers(mlp, &layers));
+  constexpr int kRows = 20;
+  const std::vector<float> x = RandomInputs(kRows, mlp.input_dim(), 41);
+  DeviceBuffer dx, dy, trace;
+  FP8SERVE_ASSERT_OK(dx.Upload(x));
+  FP8SERVE_ASSERT_OK(dy.Allocate(static_cast<size_t>(kRows) * mlp.output_dim() * sizeof(float)));
+  for (FusedMma mma : {FusedMma::kMmaSync, FusedMma::kWgmma, FusedMma::kMmaSyncF16}) {
+    FusedMlpArgs args = FusedArgsFor(mlp, layers, dx.get<float>(), kRows, dy.get<float>());
+    args.cluster_size = 4;
+    args.mma = mma;
+    const absl::StatusOr<FusedPlan> plan = PlanFusedMlp(args, traits_);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    const int ctas = static_cast<int>(plan->row_blocks) * plan->cluster;
+    FP8SERVE_ASSERT_OK(trace.Allocate(static_cast<size_t>(ctas) * kFusedTraceSlots * sizeof(uint64_t)));
+    FP8SERVE_ASSERT_OK(trace.Fill(0));
+    args.trace = trace.get<uint64_t>();
+    FP8SERVE_ASSERT_OK(LaunchFusedMlp(args, traits_, stream_));
+    FP8SERVE_ASSERT_OK(FP8SERVE_CUDA_STATUS(cudaStreamSynchronize(stream_)));
+    std::vector<uint64_t> t(static_cast<size_t>(ctas) * kFusedTraceSlots);
+    FP8SERVE_ASSERT_OK(FP8SERVE_CUDA_STATUS(
+        cudaMemcpy(t.data(), trace.get(), t.size() * sizeof(uint64_t), cudaMemcpyDeviceToHost)));
+    int layer_events = 0;
+    for (int cta = 0; cta < ctas; ++cta) {
+      const uint64_t* s = &t[static_cast<size_t>(cta) * kFusedTraceSlots];
+      const std::string what = absl::StrFormat("%s CTA %d", FusedMmaName(mma), cta);
+      EXPECT_LT(s[kFusedTraceStartNs], s[kFusedTraceEndNs]) << what;
+      EXPECT_EQ(s[kFusedTraceRank], static_cast<uint64_t>(cta % plan->cluster)) << what;
+      // setup <= quantized <= started, ... <= exit, with each layer's events in between where the
+      // CTA works in that layer (a layer it skips leaves its first four events zero)
+      std::vector<uint64_t> order = {s[kFusedTraceSetup], s[kFusedTraceQuantized], s[kFusedTraceStarted]};
+      for (int l = 0; l < args.num_layers; ++l) {
+        const uint64_t* e = s + kFusedTraceLayer0 + kFusedTraceEventsPerLayer * l;
+        if (e[1] == 0) continue;  // no chunk of this layer
+        ++layer_events;
+        for (int i = 0; i < kFusedTraceEventsPerLayer; ++i) order.push_back(e[i]);
+      }
+      order.push_back(s[kFusedTraceExit]);
+      EXPECT_GT(order.front(), 0u) << what;
+      for (size_t i = 1; i < order.size(); ++i) EXPECT_LE(order[i - 1], order[i]) << what << " event " << i;
+    }
+    EXPECT_GE(layer_events, ctas) << FusedMmaName(mma) << ": every CTA works in some layer";
+  }
+}
+
 class FusedMlpGpuCluster : public GpuFixture<::testing::TestWithParam<MlpCase>> {};
 
 TEST_P(FusedMlpGpuCluster, ForcedSizesMatchReference) {

@@ -91,6 +91,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/fp16_widen.cuh"
 #include "kernels/cuda/fused_mlp.h"
 #include "kernels/cuda/requant.cuh"
 #include "kernels/cuda/sm90_utils.cuh"
@@ -212,52 +213,29 @@ __device__ __forceinline__ void MmaFp8(float (&d)[4], const uint32_t (&a)[4], ui
 }
 
 // The widened path (FusedMma::kMmaSyncF16, Hopper): the same m16n8k32 product as MmaFp8, done as
-// two FP16 m16n8k16 MMAs on operands unpacked by the kernel. Every E4M3 and E5M2 value is exact in
-// FP16 and every product of two is exact in FP32, so only the FP32 summation order differs from
-// the FP8 instruction (the contract allows it).
-// WidenFp8x4: the four FP8 values of an FP8 fragment register as two f16x2 registers, `lo` from
-// bytes 0-1 and `hi` from bytes 2-3 (the lower byte in the lower half).
-template <bool kE5M2>
-__device__ __forceinline__ void WidenFp8x4(uint32_t v, uint32_t& lo, uint32_t& hi) {
-  if constexpr (kE5M2) {
-    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e5m2x2 %0, l;\n cvt.rn.f16x2.e5m2x2 %1, h;\n}\n"
-        : "=r"(lo), "=r"(hi)
-        : "r"(v));
-  } else {
-    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
-        : "=r"(lo), "=r"(hi)
-        : "r"(v));
-  }
-}
-
-// An FP8 A fragment (mma.m16n8k32, 4 registers) widened for two m16n8k16 FP16 MMAs: half 0 from
-// the low bytes of each register, half 1 from the high bytes. Any pairing of K between A and B
-// gives the same products as long as both sides use it: with the B halves of WidenB below, half h
-// holds K {4t + 2h, 4t + 2h + 1, 16 + 4t + 2h, 16 + 4t + 2h + 1} of the k32 step (t = lane % 4).
-// Widened once per k32 step, it serves every n-tile of the warp (ptxas's own widening of an FP8
-// mma.sync repeats it for each).
-template <bool kE5M2>
+// two FP16 m16n8k16 MMAs on operands unpacked by the kernel (fp16_widen.cuh); only the FP32
+// summation order differs from the FP8 instruction (the contract allows it).
+//
+// WidenA: an FP8 A fragment (mma.m16n8k32, 4 registers of E4M3 activations) widened for the two
+// FP16 MMAs: half 0 from the low bytes of each register, half 1 from the high bytes. Any pairing of
+// K between A and B gives the same products as long as both sides use it: with B's halves in
+// MmaWidened, half h holds K {4t + 2h, 4t + 2h + 1, 16 + 4t + 2h, 16 + 4t + 2h + 1} of the k32 step
+// (t = lane % 4), the pairing ptxas's own widening uses. Widened once per k32 step, it serves every
+// n-tile of the warp (ptxas's widening of an FP8 mma.sync repeats it for each).
 __device__ __forceinline__ void WidenA(const uint32_t (&a)[4], uint32_t (&a16)[2][4]) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) WidenFp8x4<kE5M2>(a[i], a16[0][i], a16[1][i]);
-}
-
-// d += A (16 x 16 FP16, a widened half) . B (16 x 8 FP16), FP32 accumulate.
-__device__ __forceinline__ void MmaF16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  for (int i = 0; i < 4; ++i) WidenFp8x4<Fp8Format::kE4M3>(a[i], a16[0][i], a16[1][i]);
 }
 
 // MmaFp8's product on a widened A: B's two FP8 registers widened to the halves WidenA pairs with.
 template <bool kE5M2>
 __device__ __forceinline__ void MmaWidened(float (&d)[4], const uint32_t (&a16)[2][4], uint32_t b0, uint32_t b1) {
+  constexpr Fp8Format kB = kE5M2 ? Fp8Format::kE5M2 : Fp8Format::kE4M3;
   uint32_t b0_lo, b0_hi, b1_lo, b1_hi;
-  WidenFp8x4<kE5M2>(b0, b0_lo, b0_hi);
-  WidenFp8x4<kE5M2>(b1, b1_lo, b1_hi);
-  MmaF16(d, a16[0], b0_lo, b1_lo);
-  MmaF16(d, a16[1], b0_hi, b1_hi);
+  WidenFp8x4<kB>(b0, b0_lo, b0_hi);
+  WidenFp8x4<kB>(b1, b1_lo, b1_hi);
+  MmaM16N8K16F16(d, a16[0][0], a16[0][1], a16[0][2], a16[0][3], b0_lo, b1_lo);
+  MmaM16N8K16F16(d, a16[1][0], a16[1][1], a16[1][2], a16[1][3], b0_hi, b1_hi);
 }
 
 // Byte offset of 16-byte chunk `chunk` (0..7) of `row` inside a 128-byte K group.
@@ -583,9 +561,8 @@ __device__ __forceinline__ void MmaGroup(uint32_t a_group, int a_stride, uint32_
 #pragma unroll
     for (int mt = 0; mt < kMmaM; ++mt) {
       if constexpr (kWiden) {
-        // NOTES: the activations are E4M3 whatever the weights' format
         uint32_t a16[2][4];
-        WidenA<false>(a[mt], a16);
+        WidenA(a[mt], a16);
 #pragma unroll
         for (int nt = 0; nt < kMmaN; ++nt)
           if (nt / 2 < pairs_valid) MmaWidened<kE5M2>(part[ks % kParts][mt][nt], a16, b[nt][0], b[nt][1]);

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/cuda/fp16_widen.cuh"
 #include "kernels/cuda/gemm_config.h"
 #include "kernels/cuda/requant.cuh"
 
@@ -119,31 +120,6 @@ __device__ __forceinline__ void mma_m16n8k32(float (&d)[4], const uint32_t (&a)[
   }
 }
 
-// d += A(16x16 f16) . B(16x8 f16), FP32 accumulate.
-__device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                                 uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// Four FP8 codes (one b32 fragment register) -> two f16x2, exactly: lo holds bytes 0-1, hi bytes
-// 2-3, each with the lower byte in the lower half.
-template <Fp8Format kFormat>
-__device__ __forceinline__ void widen_fp8x4(uint32_t x, uint32_t& lo, uint32_t& hi) {
-  if constexpr (kFormat == Fp8Format::kE4M3) {
-    asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
-        : "=r"(lo), "=r"(hi)
-        : "r"(x));
-  } else {
-    asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e5m2x2 %0, l;\ncvt.rn.f16x2.e5m2x2 %1, h;\n}\n"
-        : "=r"(lo), "=r"(hi)
-        : "r"(x));
-  }
-}
-
 // One k32 step of a warp: part[mt][nt] += A tile mt . B tile nt, from m16n8k32 FP8 fragments.
 //
 // NOTES: Hopper has no FP8 mma.sync (its FP8 tensor cores are reached through wgmma); ptxas would
@@ -162,19 +138,19 @@ __device__ __forceinline__ void warp_mma_k32(float (&part)[kMTiles][kNTiles][4],
   uint32_t b_half[kNTiles][4];
 #pragma unroll
   for (int nt = 0; nt < kNTiles; ++nt) {
-    widen_fp8x4<kBFormat>(b_frag[nt][0], b_half[nt][0], b_half[nt][1]);
-    widen_fp8x4<kBFormat>(b_frag[nt][1], b_half[nt][2], b_half[nt][3]);
+    WidenFp8x4<kBFormat>(b_frag[nt][0], b_half[nt][0], b_half[nt][1]);
+    WidenFp8x4<kBFormat>(b_frag[nt][1], b_half[nt][2], b_half[nt][3]);
   }
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
     uint32_t a_half[4][2];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) widen_fp8x4<Fp8Format::kE4M3>(a_frag[mt][i], a_half[i][0], a_half[i][1]);
+    for (int i = 0; i < 4; ++i) WidenFp8x4<Fp8Format::kE4M3>(a_frag[mt][i], a_half[i][0], a_half[i][1]);
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt) {
-      mma_m16n8k16_f16(part[mt][nt], a_half[0][0], a_half[1][0], a_half[0][1], a_half[1][1], b_half[nt][0],
+      MmaM16N8K16F16(part[mt][nt], a_half[0][0], a_half[1][0], a_half[0][1], a_half[1][1], b_half[nt][0],
                        b_half[nt][1]);
-      mma_m16n8k16_f16(part[mt][nt], a_half[2][0], a_half[3][0], a_half[2][1], a_half[3][1], b_half[nt][2],
+      MmaM16N8K16F16(part[mt][nt], a_half[2][0], a_half[3][0], a_half[2][1], a_half[3][1], b_half[nt][2],
                        b_half[nt][3]);
     }
   }

@@ -960,7 +960,8 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   const char* const layer_events[kFusedTraceEventsPerLayer] = {"in", "w", "iss", "mma1", "mma", "done"};
   for (int l = 0; l < fa.num_layers; ++l) {
     for (int e = 0; e < kFusedTraceEventsPerLayer; ++e) {
-      cols.push_back({absl::StrCat("L", l, ".", layer_events[e]), kFusedTraceLayer0 + kFusedTraceEventsPerLayer * l + e});
+      cols.push_back(
+          {absl::StrCat("L", l, ".", layer_events[e]), kFusedTraceLayer0 + kFusedTraceEventsPerLayer * l + e});
     }
   }
   cols.push_back({"exit", kFusedTraceExit});

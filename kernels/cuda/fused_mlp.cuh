@@ -1044,11 +1044,11 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
                                  col0, active, lane, acc);
           }
         } else if (l.e5m2) {
-          MmaGroup<kMmaM, kMmaN, kParts, true, kWiden>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
-                                               b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
+          MmaGroup<kMmaM, kMmaN, kParts, true, kWiden>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups,
+                                                       cur.group, b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
         } else {
-          MmaGroup<kMmaM, kMmaN, kParts, false, kWiden>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups, cur.group,
-                                                b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
+          MmaGroup<kMmaM, kMmaN, kParts, false, kWiden>(a_group, l.k_pad, SmemAddr(stage), scales_in, l.groups,
+                                                        cur.group, b_scale, row0, col0, pairs_valid, ksteps, lane, acc);
         }
       }
       if (first_chunk) timeline.Mark(trace_at + 3);

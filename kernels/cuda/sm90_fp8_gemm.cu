@@ -284,8 +284,8 @@ absl::Status LaunchMainLoopVariant(const Fp8GemmArgs& a, const CUtensorMap& ta, 
       return LaunchInstance<BLOCK_M, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kCrossBank>(ta, tb, p, c, device,
                                                                                                  dev, stream);
     case Sm90MainLoop::kOneAccumulator:
-      return LaunchInstance<BLOCK_M, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kOneAccumulator>(ta, tb, p, c,
-                                                                                                      device, dev, stream);
+      return LaunchInstance<BLOCK_M, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kOneAccumulator>(
+          ta, tb, p, c, device, dev, stream);
     case Sm90MainLoop::kOneAccumulatorCrossBank:
       return LaunchInstance<BLOCK_M, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kOneAccumulatorCrossBank>(
           ta, tb, p, c, device, dev, stream);

@@ -255,9 +255,10 @@ __device__ __forceinline__ void Sm90Epilogue(float (&v)[4 * kChunks], const Sm90
 // sum of every split's partials, added in split order 0..S-1 so that the bits do not depend on which
 // split finished last, and the counter is zero again. The result is warp-uniform (the epilogue's
 // shuffles need the whole warp).
-// kSwapPairs (the cross-bank variants of Sm90MainLoop): each 8-byte pair of the workspace holds columns (c + 1, c)
-// instead of (c, c + 1). Only this function writes and reads the partials, so the sums are the
-// same; what changes is which register of a 64-bit pair each column must sit in (see gemm_config.h).
+// kSwapPairs (the cross-bank variants of Sm90MainLoop): each 8-byte pair of the workspace holds
+// columns (c + 1, c) instead of (c, c + 1). Only this function writes and reads the partials, so the
+// sums are the same; what changes is which register of a 64-bit pair each column must sit in (see
+// gemm_config.h).
 template <bool kSwapPairs = false>
 __device__ __forceinline__ bool Sm90SplitKReduce(float (&v)[64], const Sm90GemmParams& p, int row0, int col0,
                                                  int split, int* counter, int lane) {
@@ -590,7 +591,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
     for (int i = 0; i < kAcc; ++i) result[i] = 0.0f;
 
     if constexpr (kPromote && !kTwoAccumulators) {
-      // One accumulator (the wide tile; the 128-wide one with kOneAccumulator). Chunk j of the tile
+      // One accumulator (the wide tile; the 128-wide one in the one-accumulator variants). Chunk j of the tile
       // (columns 8j..8j+7) lies in scale block `lo` or `hi` (ScaleBlocksOfTile, ChunkInLoBlock); a
       // 128-wide tile lies in `lo` alone.
       constexpr bool kTwoBlocks = kChunks > 16;
@@ -633,7 +634,8 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
           release_group();
           // The same product (a_scale[row] * b_scale, rounded once) as the 128-wide tile forms
           const float s0_lo = __fmul_rn(a0, b_lo), s1_lo = __fmul_rn(a1, b_lo);
-          const float s0_hi = kTwoBlocks ? __fmul_rn(a0, b_hi) : s0_lo, s1_hi = kTwoBlocks ? __fmul_rn(a1, b_hi) : s1_lo;
+          const float s0_hi = kTwoBlocks ? __fmul_rn(a0, b_hi) : s0_lo;
+          const float s1_hi = kTwoBlocks ? __fmul_rn(a1, b_hi) : s1_lo;
           const float s0_mid = mid_lo ? s0_lo : s0_hi, s1_mid = mid_lo ? s1_lo : s1_hi;
 #pragma unroll
           for (int j = 0; j < kChunks; ++j) {

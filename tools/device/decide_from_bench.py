@@ -9,10 +9,10 @@ change only by hand, from what this prints.
 
 GEMM variants are compared with ours/sm90_wgmma (the base sm90 config, SelectGemmConfigFor) on the
 same shape in the same run; a stacked variant (base+a+b) is also compared with the variant without
-its last feature (base+a), which says what that feature adds on top. A variant is "ahead" in a class of shapes (weight streaming: M <= 128;
-compute: M >= 256) when it is faster by more than the margin at every shape of that class the run measured,
-"behind" when it is slower by more than the margin at any of them, and "level" otherwise. Variants
-whose output check failed in the run (check_rel_err above --max_check) are listed and left out; a
+its last feature (base+a), which says what that feature adds on top. A variant is "ahead" in a
+class of shapes (weight streaming: M <= 128; compute: M >= 256) when it is faster by more than the
+margin at every shape of that class the run measured, "behind" when it is slower by more than the
+margin at any of them, and "level" otherwise. Variants whose output check failed in the run (check_rel_err above --max_check) are listed and left out; a
 variant that should equal another bit for bit and does not says so in bench.log (MISMATCH lines).
 The fused target is judged both on a whole graph replay (launch latency included; an empty kernel
 timed so is printed beside it) and on the kernel's own span on the GPU (fused_span rows: first CTA

@@ -12,8 +12,9 @@ same shape in the same run; a stacked variant (base+a+b) is also compared with t
 its last feature (base+a), which says what that feature adds on top. A variant is "ahead" in a
 class of shapes (weight streaming: M <= 128; compute: M >= 256) when it is faster by more than the
 margin at every shape of that class the run measured, "behind" when it is slower by more than the
-margin at any of them, and "level" otherwise. Variants whose output check failed in the run (check_rel_err above --max_check) are listed and left out; a
-variant that should equal another bit for bit and does not says so in bench.log (MISMATCH lines).
+margin at any of them, and "level" otherwise. Variants whose output check failed in the run
+(check_rel_err above --max_check) are listed and left out; a variant that should equal another bit
+for bit and does not says so in bench.log (MISMATCH lines).
 The fused target is judged both on a whole graph replay (launch latency included; an empty kernel
 timed so is printed beside it) and on the kernel's own span on the GPU (fused_span rows: first CTA
 entry to last CTA exit by %globaltimer). Standard library only: it runs on the GPU machine, which

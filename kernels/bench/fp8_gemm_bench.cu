@@ -946,8 +946,7 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   report.Add(span);
   std::printf("    fused kernel timeline, batch %d (%s, BLOCK_M %d, %lld row blocks x cluster %d%s): "
               "kernel span %.2f us (median of %d launches, min %.2f), SM clock %.2f GHz\n",
-              rows, plan->wgmma ? "wgmma" : plan->widen ? "mma.sync widened to FP16" : "mma.sync", plan->block_m,
-              plan->row_blocks, plan->cluster,
+              rows, FusedMmaName(plan->mma), plan->block_m, plan->row_blocks, plan->cluster,
               fold ? ", last layer folded" : "",
               spans[spans.size() / 2] / 1000.0, launches, spans.front() / 1000.0, ghz);
   if (ghz <= 0) return;

@@ -288,6 +288,18 @@ absl::Status LaunchInstance(const FusedMlpParams& params, size_t smem_bytes, cud
   return absl::OkStatus();
 }
 
+// The launch of instance kInstances[which] with the MMA kind given by kWgmma / kWiden.
+template <bool kWgmma, bool kWiden>
+absl::Status LaunchInstanceOf(int which, const FusedMlpParams& p, size_t smem_bytes, cudaStream_t stream) {
+  switch (which) {
+    case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages, kWgmma, kWiden>(p, smem_bytes, stream);
+    case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages, kWgmma, kWiden>(p, smem_bytes, stream);
+    case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages, kWgmma, kWiden>(p, smem_bytes, stream);
+    case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages, kWgmma, kWiden>(p, smem_bytes, stream);
+  }
+  return absl::InternalError("fused MLP: no kernel instance");
+}
+
 }  // namespace
 
 const char* FusedMmaName(FusedMma m) {
@@ -348,8 +360,7 @@ absl::StatusOr<FusedPlan> PlanFusedMlp(const FusedMlpArgs& args, const DeviceTra
   FusedPlan plan;
   plan.block_m = inst.block_m;
   plan.stages = inst.stages;
-  plan.wgmma = wgmma;
-  plan.widen = widen;
+  plan.mma = wgmma ? FusedMma::kWgmma : widen ? FusedMma::kMmaSyncF16 : FusedMma::kMmaSync;
   plan.row_blocks = (static_cast<long long>(args.m) + inst.block_m - 1) / inst.block_m;
   const int cluster = args.cluster_size != 0
                           ? args.cluster_size
@@ -457,7 +468,7 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
     if (kInstances[i].block_m == plan->block_m && kInstances[i].stages == plan->stages) which = i;
   }
   const FusedInstance& inst = kInstances[which];
-  const FusedSmemLayout smem = ComputeSmemLayout(args, inst, plan->cluster, plan->wgmma);
+  const FusedSmemLayout smem = ComputeSmemLayout(args, inst, plan->cluster, plan->mma == FusedMma::kWgmma);
   for (int i = 0; i < args.num_layers; ++i) {
     const FusedMlpLayer& l = args.layers[i];
     const FusedLayerPlan& lp = plan->layers[i];
@@ -492,29 +503,11 @@ absl::Status LaunchFusedMlp(const FusedMlpArgs& args, const DeviceTraits& device
   p.red_offset = smem.red_offset;
   p.bar_offset = smem.bar_offset;
 
-  if (plan->wgmma) {
-    switch (which) {
-      case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages, true>(p, smem.bytes, stream);
-      case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages, true>(p, smem.bytes, stream);
-      case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages, true>(p, smem.bytes, stream);
-      case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages, true>(p, smem.bytes, stream);
-    }
+  switch (plan->mma) {
+    case FusedMma::kWgmma: return LaunchInstanceOf<true, false>(which, p, smem.bytes, stream);
+    case FusedMma::kMmaSyncF16: return LaunchInstanceOf<false, true>(which, p, smem.bytes, stream);
+    default: return LaunchInstanceOf<false, false>(which, p, smem.bytes, stream);
   }
-  if (plan->widen) {
-    switch (which) {
-      case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages, false, true>(p, smem.bytes, stream);
-      case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages, false, true>(p, smem.bytes, stream);
-      case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages, false, true>(p, smem.bytes, stream);
-      case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages, false, true>(p, smem.bytes, stream);
-    }
-  }
-  switch (which) {
-    case 0: return LaunchInstance<kInstances[0].block_m, kInstances[0].stages, false>(p, smem.bytes, stream);
-    case 1: return LaunchInstance<kInstances[1].block_m, kInstances[1].stages, false>(p, smem.bytes, stream);
-    case 2: return LaunchInstance<kInstances[2].block_m, kInstances[2].stages, false>(p, smem.bytes, stream);
-    case 3: return LaunchInstance<kInstances[3].block_m, kInstances[3].stages, false>(p, smem.bytes, stream);
-  }
-  return absl::InternalError("fused MLP: no kernel instance");
 }
 
 }  // namespace fp8serve::cuda

@@ -141,8 +141,7 @@ struct FusedPlan {
   int block_m = 0;       // rows per row block (one cluster each)
   int stages = 0;        // weight-chunk ring depth
   int cluster = 1;       // CTAs per row block
-  bool wgmma = false;    // the MMAs are wgmma (else mma.sync)
-  bool widen = false;    // mma.sync widened to FP16 by the kernel (FusedMma::kMmaSyncF16)
+  FusedMma mma = FusedMma::kMmaSync;  // the MMA kind the kernel runs (never kAuto)
   long long row_blocks = 0;
   size_t smem_bytes = 0;  // dynamic shared memory per CTA
   FusedLayerPlan layers[kFusedMaxLayers];

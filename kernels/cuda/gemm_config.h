@@ -109,9 +109,10 @@ inline constexpr int kHopperMmaSyncMaxM = 1;  // SelectGemmConfig on Hopper: mma
 //  - kCrossBank: in the 128-wide kernel every promotion FFMA (result += s * acc) reads its
 //    accumulator and its result register from the same register bank (equal parity: the split-K
 //    path's 64-bit partial-sum stores pin result[i] to the parity of acc[i]); in the wide tile,
-//    which splits no K, none does. kCrossBank stores and reloads those pairs swapped (the workspace
-//    is private to the launch), which lets ptxas put every result in the other bank (checked in the
-//    SASS: 128 of 128 promotion FFMAs at BLOCK_M 128).
+//    which splits no K, 2 of 192 do (BF16 output). kCrossBank stores and reloads those pairs
+//    swapped (the workspace is private to the launch), which lets ptxas put every result in the
+//    other bank (checked in the SASS: 128 of 128 promotion FFMAs at both BLOCK_Ms;
+//    tools/device/sass_promotion.py counts them).
 //  - kOneAccumulator: the wide tile's loop (wait for the group's wgmmas, promote, issue the next)
 //    instead of two accumulators, where a warp promotes one group while its own next group's
 //    wgmmas run on the other accumulator. Its FFMAs keep the default's same-bank registers;

@@ -592,7 +592,7 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
 
     if constexpr (kPromote && !kTwoAccumulators) {
       // One accumulator (the wide tile; the 128-wide one in the one-accumulator variants). Chunk j of the tile
-      // (columns 8j..8j+7) lies in scale block `lo` or `hi` (ScaleBlocksOfTile, ChunkInLoBlock); a
+      // (columns 8j..8j+7) lies in scale block `lo` or `hi` (ScaleBlocksOfTile, MiddleChunksInLo); a
       // 128-wide tile lies in `lo` alone.
       constexpr bool kTwoBlocks = kChunks > 16;
       static_assert(kChunks == 16 || (kChunks <= 32 && BLOCK_N % 64 == 0),
@@ -648,8 +648,9 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
           }
         }
       };
-      if (p.ordered_consumers) {
-        run_groups(std::true_type{});
+      // (Ordered consumers are the wide tile's: the launcher refuses them for the 128-wide one.)
+      if (kTwoBlocks && p.ordered_consumers) {
+        if constexpr (kTwoBlocks) run_groups(std::true_type{});
       } else {
         run_groups(std::false_type{});
       }

@@ -78,15 +78,12 @@ FP8SERVE_HOST_DEVICE inline Sm90TileScaleBlocks ScaleBlocksOfTile(int n_tile, in
   return b;
 }
 
-// Whether 8-column chunk j of a tile lies in its `lo` scale block (ScaleBlocksOfTile), written the
-// way the wide-tile kernel evaluates it for j unrolled: chunks below 8 always do and chunks from 16
-// on never do (a 192-wide tile starts at a multiple of 64 columns, so 8 <= lo_chunks <= 16), which
-// leaves a runtime select only for chunks 8..15.
-FP8SERVE_HOST_DEVICE constexpr bool ChunkInLoBlock(int j, int lo_chunks) { return j < 8 || (j < 16 && j < lo_chunks); }
-// Chunks 8..15 of a tile in its `lo` block, all or none: a 192-wide tile starts at a multiple of 64
-// columns, so lo_chunks is 16 (the tile starts on a scale block) or 8, and ChunkInLoBlock(j,
-// lo_chunks) == (j < 8 || (j < 16 && MiddleChunksInLo(lo_chunks))). The wide-tile kernel selects
-// the middle chunks' scale product with it once per group, not once per chunk.
+// Which scale block each 8-column chunk j of a tile lies in, the way the wide-tile kernel decides it
+// for j unrolled: chunks below 8 in `lo`, chunks from 16 on in `hi`, and chunks 8..15 all in `lo` or
+// all in `hi`. A 192-wide tile starts at a multiple of 64 columns, so lo_chunks is 16 (the tile
+// starts on a scale block) or 8, and chunk j is in `lo` exactly when j < 8 || (j < 16 &&
+// MiddleChunksInLo(lo_chunks)) (sm90_schedule_test checks it for every tile): the kernel selects the
+// middle chunks' scale product once per group, not once per chunk.
 FP8SERVE_HOST_DEVICE constexpr bool MiddleChunksInLo(int lo_chunks) { return lo_chunks >= 16; }
 
 // The schedule of a launch of `c` (checked by the launcher) for an m x n x k GEMM, with the grid as

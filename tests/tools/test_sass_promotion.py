@@ -62,7 +62,8 @@ def test_main_reads_saved_text_and_fails_without_instances(tmp_path, capsys):
 
 
 def test_only_the_hopper_cubin_counts():
-    # cuobjdump lists each cubin after a "code for" line; the sm_89 one holds the kernel as a trap stub
+    # cuobjdump lists each cubin after a "code for" line; in the sm_89 one the kernel's body is a
+    # single __trap() (built for a target without wgmma, never launched there)
     sass = ("\tcode for sm_89\n" + function(DEFAULT, ["BPT.TRAP 0x1", "EXIT"]) +
             "\tcode for sm_90a\n" + function(DEFAULT, promotion([202, 203], [88, 89], 214)))
     assert tool.analyze(sass)[DEFAULT] == [2, 2, 2]

@@ -7,11 +7,12 @@ the same bank, which Nsight Compute showed costing "dispatch" stalls (gemm_confi
 
 FILE is an object file or shared library with the kernels' device code (the cuobjdump found on
 PATH, in /usr/local/cuda/bin, or given runs on it), or a text file that already holds cuobjdump
--sass output (.sass / .txt). Only the sm_90 cubins count (the sm_89 one holds the kernel as a
-trap stub). A promotion FFMA is the accumulate form "FFMA Rd, Ra, Rb, Rd" (result
-+= scale x partial); its bank is the register number's parity, the two-bank model of the register
-file. Per instance it prints: the FFMAs of that form, how many have Ra (or Rb: whichever is not the
-loop's shared scale) in the result's bank, and the instance's SASS length. Standard library only.
+-sass output (.sass / .txt). Only the sm_90 cubins count: in the sm_89 one the kernel's body is a
+single __trap() (it never runs there). A promotion FFMA is the accumulate form "FFMA Rd, Ra, Rb,
+Rd" (result += scale x partial); its bank is the register number's parity, the two-bank model of
+the register file. Per instance it prints: the FFMAs of that form, how many have Ra (or Rb:
+whichever is not the loop's shared scale) in the result's bank, and the instance's SASS length.
+Standard library only.
 The exit status is 0 when it found at least one sm90 GEMM instance, 1 otherwise, 2 on bad input.
 """
 import argparse
@@ -25,7 +26,8 @@ import sys
 KERNEL = "sm90_fp8_gemm_kernel"
 FUNCTION = re.compile(r"Function\s*:\s*(\S+)")
 ARCH = re.compile(r"code for (sm_\w+)")
-FFMA = re.compile(r"\bFFMA\s+R(\d+),\s*(-?\|?)R(\d+)(?:\.reuse)?\|?,\s*(-?\|?)R(\d+)(?:\.reuse)?\|?,\s*R(\d+)\b")
+# FFMA Rd, Ra, Rb, Rc (sources possibly negated or absolute, with .reuse flags): d, a, b, c
+FFMA = re.compile(r"\bFFMA\s+R(\d+),\s*-?\|?R(\d+)(?:\.reuse)?\|?,\s*-?\|?R(\d+)(?:\.reuse)?\|?,\s*R(\d+)\b")
 # The kernel's template arguments in the mangled name: BLOCK_M, BLOCK_N, B format, output, promote
 # and (when present) the main loop.
 TEMPLATE = re.compile(r"ILi(\d+)ELi(\d+)ELNS_9Fp8FormatE(\d)ELNS0_10GemmOutputE(\d)ELb(\d)(?:ELNS0_12Sm90MainLoopE(\d))?")
@@ -75,7 +77,7 @@ def analyze(sass):
             continue
         f = FUNCTION.search(line)
         if f:
-            # The sm_89 cubin holds the same kernel as a trap stub: only Hopper's code counts
+            # In the sm_89 cubin the kernel's body is a single __trap(): only Hopper's code counts
             current = f.group(1) if KERNEL in f.group(1) and arch.startswith("sm_90") else None
             if current is not None:
                 instructions.setdefault(current, 0)
@@ -85,9 +87,9 @@ def analyze(sass):
         instructions[current] += 1
         m = FFMA.search(line)
         if m:
-            d, _, a, _, b, c = m.groups()
+            d, a, b, c = (int(x) for x in m.groups())
             if d == c:  # the accumulate form
-                ffmas[current].append((int(d), int(a), int(b)))
+                ffmas[current].append((d, a, b))
     stats = collections.OrderedDict()
     for name, n in instructions.items():
         uses = collections.Counter()

@@ -735,8 +735,7 @@ TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {
             ++refused;
             continue;
           }
-          EXPECT_EQ(plan->wgmma, args.mma == FusedMma::kWgmma) << what;
-          EXPECT_EQ(plan->widen, args.mma == FusedMma::kMmaSyncF16) << what;
+          EXPECT_EQ(plan->mma, args.mma == FusedMma::kAuto ? FusedMma::kMmaSync : args.mma) << what;
           if (plan->layers[args.num_layers - 1].folded) ++folded;
           if (!args.fold_last_layer) {
             EXPECT_FALSE(plan->layers[args.num_layers - 1].folded) << what;

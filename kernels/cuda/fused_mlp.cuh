@@ -445,52 +445,73 @@ __device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkC
 // chunks never read them). One warp per (row, group): warp w takes rows w, w + 8, ... of every group;
 // each lane holds 4 consecutive columns, so it writes one 32-bit word. Rows past m and columns past
 // k_in are zeros (code 0, and scale 1 for an all-zero group).
+// The work comes in batches of up to kBatch (row, group) tasks per warp: Load(b) puts batch b's
+// inputs in flight into registers, Quantize(b) reduces and stores them. The kernel loads the first
+// batch before it issues its first weight chunks, so that the two memory round trips overlap.
+// NOTES: a 16-row block has at most 2 rows x 8 groups = 16 tasks per warp, so its whole input (up
+// to 64 KB) is one batch and costs one memory round trip, not one per group. Rows and groups of a
+// task are compile-time offsets from two base pointers (no index division), and a warp stops at
+// the CTA's last group, so a CTA with one or two groups runs one or two tasks' worth of code per row.
 template <int BLOCK_M>
-__device__ __forceinline__ void QuantizeInput(const FusedMlpParams& p, int block_row, int group0, int num_groups,
-                                              uint8_t* act, float* scales, int warp, int lane) {
-  // NOTES: up to kBatch (row, group) tasks per warp are loaded before any is reduced: a 16-row
-  // block has at most 2 rows x 8 groups = 16 tasks per warp, so its whole input (up to 64 KB) is in
-  // flight at once and costs one memory round trip, not one per group. Rows and groups of a task
-  // are compile-time offsets from two base pointers (no index division), and a warp stops at the
-  // CTA's last group, so a CTA with one or two groups runs one or two tasks' worth of code per row.
-  constexpr int kRowsPerWarp = BLOCK_M / kFusedNumWarps;
-  constexpr int kBatch = 16;
-  constexpr int kGroupsPerBatch = kBatch / kRowsPerWarp;
+struct InputQuantizer {
+  static constexpr int kRowsPerWarp = BLOCK_M / kFusedNumWarps;
+  static constexpr int kBatch = 16;
+  static constexpr int kGroupsPerBatch = kBatch / kRowsPerWarp;
   static_assert(BLOCK_M % kFusedNumWarps == 0, "every warp takes the same rows of every group");
   static_assert(kGroupsPerBatch >= 1, "a batch holds at least one group of every row of the warp");
-  const int groups = p.layers[0].groups, stride = p.layers[0].k_pad, k = p.k_in;
-  for (int gb = 0; gb < num_groups; gb += kGroupsPerBatch) {
+
+  const FusedMlpParams& p;
+  int block_row, group0, num_groups, warp, lane;
+  float v[kGroupsPerBatch][kRowsPerWarp][4];
+
+  // Batch b covers groups group0 + b * kGroupsPerBatch .. (fewer in the last)
+  __device__ __forceinline__ int NumBatches() const { return (num_groups + kGroupsPerBatch - 1) / kGroupsPerBatch; }
+
+  // NOTES: the x_vec4 choice is made once per batch, so that each form is straight-line predicated
+  // loads; tested per task it made every task a nest of branches, ahead of the weights' issue.
+  __device__ __forceinline__ void Load(int b) {
+    if (p.x_vec4) {
+      LoadAs<true>(b);
+    } else {
+      LoadAs<false>(b);
+    }
+  }
+
+  template <bool kVec4>
+  __device__ __forceinline__ void LoadAs(int b) {
+    const int gb = b * kGroupsPerBatch, k = p.k_in;
     // Column of this lane in the batch's first group; row j's pointer to it
     const int c0 = (group0 + gb) * kFusedTileK + lane * 4;
     const float* xr[kRowsPerWarp];
+    bool row_ok[kRowsPerWarp];
 #pragma unroll
-    for (int j = 0; j < kRowsPerWarp; ++j)
-      xr[j] = p.x + static_cast<size_t>(block_row + warp + j * kFusedNumWarps) * k + c0;
-    float v[kGroupsPerBatch][kRowsPerWarp][4];
+    for (int j = 0; j < kRowsPerWarp; ++j) {
+      const int row = block_row + warp + j * kFusedNumWarps;
+      xr[j] = p.x + static_cast<size_t>(row) * k + c0;
+      row_ok[j] = row < p.m;
+    }
 #pragma unroll
     for (int i = 0; i < kGroupsPerBatch; ++i) {
       if (gb + i >= num_groups) break;  // warp-uniform
       const int c = c0 + i * kFusedTileK;
 #pragma unroll
       for (int j = 0; j < kRowsPerWarp; ++j) {
-        const int row = block_row + warp + j * kFusedNumWarps;
+        const float* src = xr[j] + i * kFusedTileK;
+        if constexpr (kVec4) {
+          // (k is a multiple of 4: the lane's 4 columns are all inside or all past k)
+          float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          if (row_ok[j] && c < k) f = __ldg(reinterpret_cast<const float4*>(src));
+          v[i][j][0] = f.x, v[i][j][1] = f.y, v[i][j][2] = f.z, v[i][j][3] = f.w;
+        } else {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.0f;
-        if (row < p.m) {
-          const float* src = xr[j] + i * kFusedTileK;
-          if (p.x_vec4) {
-            if (c < k) {
-              const float4 f = __ldg(reinterpret_cast<const float4*>(src));
-              v[i][j][0] = f.x, v[i][j][1] = f.y, v[i][j][2] = f.z, v[i][j][3] = f.w;
-            }
-          } else {
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (c + e < k) v[i][j][e] = __ldg(src + e);
-          }
+          for (int e = 0; e < 4; ++e) v[i][j][e] = row_ok[j] && c + e < k ? __ldg(src + e) : 0.0f;
         }
       }
     }
+  }
+
+  __device__ __forceinline__ void Quantize(int b, uint8_t* act, float* scales) {
+    const int gb = b * kGroupsPerBatch, groups = p.layers[0].groups, stride = p.layers[0].k_pad;
 #pragma unroll
     for (int i = 0; i < kGroupsPerBatch; ++i) {
       if (gb + i >= num_groups) break;  // warp-uniform
@@ -511,7 +532,7 @@ __device__ __forceinline__ void QuantizeInput(const FusedMlpParams& p, int block
       }
     }
   }
-}
+};
 
 // One K group of one tile for one warp: P = sum of 4 x k32 MMAs (fresh), then acc += (sa * sb) * P.
 // kParts = 2 splits P into two interleaved accumulators (even / odd k32 steps) summed in FP32 before
@@ -956,23 +977,34 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
   float* const act_scales1 = reinterpret_cast<float*>(smem + p.scale_offset[1]);
   float* const red = reinterpret_cast<float*>(smem + p.red_offset);
 
-  // Start streaming this CTA's first kNumStages - 1 weight chunks (one commit group each, empty
-  // past the end)
+  // This CTA's first chunk (layer > 0: none in layer 0). NOTES: layer 0 first, outside SeekLayer's
+  // loop, so that its fields are read at fixed parameter offsets rather than through a layer index.
   ChunkCursor load_cursor;
-  SeekLayer(p, 0, rank, load_cursor);
-  const ChunkCursor first = load_cursor;  // this CTA's first chunk (layer > 0: none in layer 0)
-  for (int s = 0; s < kNumStages - 1; ++s) {
-    if (load_cursor.layer < p.num_layers) {
-      IssueChunk<kWgmma>(p, load_cursor, smem + s * kFusedStageBytes);
-      Advance(load_cursor, p, rank, cluster);
+  if (!FirstOfLayer(p, 0, rank, load_cursor)) SeekLayer(p, 1, rank, load_cursor);
+  const ChunkCursor first = load_cursor;
+  // The input groups this CTA's layer-0 chunks read, quantized batch by batch (none: one pass that
+  // only issues the weights). The first batch goes in flight ahead of the weights, so that the two
+  // memory round trips overlap, and is quantized under the weight loads.
+  // NOTES: one loop with the issue inside its first pass, rather than a load before it and one in
+  // it: two copies of the load code cost ~800 SASS instructions per instance.
+  InputQuantizer<BLOCK_M> input{p, block_row, first.group, first.layer == 0 ? first.group_end - first.group : 0, warp,
+                                lane};
+  for (int b = 0; b == 0 || b < input.NumBatches(); ++b) {
+    input.Load(b);
+    if (b == 0) {
+      // Start streaming this CTA's first kNumStages - 1 weight chunks (one commit group each, empty
+      // past the end)
+      for (int s = 0; s < kNumStages - 1; ++s) {
+        if (load_cursor.layer < p.num_layers) {
+          IssueChunk<kWgmma>(p, load_cursor, smem + s * kFusedStageBytes);
+          Advance(load_cursor, p, rank, cluster);
+        }
+        CpAsyncCommit();
+      }
+      timeline.Mark(kFusedTraceSetup);
     }
-    CpAsyncCommit();
+    input.Quantize(b, act0, act_scales0);
   }
-  timeline.Mark(kFusedTraceSetup);
-
-  // Quantize the input groups this CTA's layer-0 chunks read, under those loads
-  QuantizeInput<BLOCK_M>(p, block_row, first.group, first.layer == 0 ? first.group_end - first.group : 0, act0,
-                         act_scales0, warp, lane);
   timeline.Mark(kFusedTraceQuantized);
   if (cluster > 1) {
     // Start barrier, second half: every CTA of the cluster is running with its barriers set up, so

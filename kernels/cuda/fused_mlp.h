@@ -93,7 +93,7 @@ enum FusedTraceSlot : int {
   kFusedTraceEndNs = 1,
   kFusedTraceSm = 2,
   kFusedTraceRank = 3,
-  kFusedTraceSetup = 4,       // mbarriers set up, the first weight chunks issued
+  kFusedTraceSetup = 4,       // mbarriers set up, the first input batch's and weight chunks' loads issued
   kFusedTraceQuantized = 5,   // this CTA's input groups quantized into shared memory
   kFusedTraceStarted = 6,     // the cluster's start barrier passed
   kFusedTraceExit = 7,        // the cluster's exit barrier passed

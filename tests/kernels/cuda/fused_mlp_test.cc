@@ -326,6 +326,9 @@ std::vector<MlpCase> ModelCases() {
       {"mixed_100_200_72_10",
        {100, 200, 72, 10},
        {{F::kE4M3, S::kBlock128}, {F::kE5M2, S::kPerChannel}, {F::kE4M3, S::kPerTensor}}},
+      // An input width that is not a multiple of 4: the kernel reads x one float at a time (x_vec4
+      // off), and the last group's last lane holds columns on both sides of k
+      {"e4m3_block_198_136_10", {198, 136, 10}, {{F::kE4M3, S::kBlock128}, {F::kE4M3, S::kPerChannel}}},
   };
 }
 

@@ -557,18 +557,24 @@ __device__ __forceinline__ void MmaGroup(uint32_t a_group, int a_stride, uint32_
 #pragma unroll
         for (int i = 0; i < 4; ++i) part[q][mt][nt][i] = 0.0f;
 
-#pragma unroll
-  for (int ks = 0; ks < kFusedTileK / 32; ++ks) {
-    if (ks >= ksteps) break;  // warp-uniform: the rest of the group is zero padding
-    // A: matrices (rows 0-7, k 0-15), (rows 8-15, k 0-15), (rows 0-7, k 16-31), (rows 8-15, k 16-31)
-    uint32_t a[kMmaM][4];
+  // The fragments of a k32 step are loaded two steps ahead of its MMAs (two buffers), so that the
+  // ldmatrix round trips overlap the MMAs. NOTES: loaded in the step itself, the code ran
+  // ldmatrix -> unpack -> MMA -> MMA -> FADD per step in series (the FADDs and the reuse of the
+  // fragment registers both wait for the MMAs); all four steps loaded up front made the 16-row
+  // block spill (it sits at its 128 registers).
+  // A: matrices (rows 0-7, k 0-15), (rows 8-15, k 0-15), (rows 0-7, k 16-31), (rows 8-15, k 16-31)
+  // B: per pair of n8 tiles, matrices (n 0-7, k 0-15), (n 0-7, k 16-31), (n 8-15, k 0-15), (n 8-15, k 16-31)
+  // A step past `ksteps` may be loaded (stale shared memory: its weights were never streamed) but is
+  // never multiplied.
+  constexpr int kSteps = kFusedTileK / 32;
+  uint32_t a[2][kMmaM][4];
+  uint32_t b[2][kMmaN][2];
+  const auto load_step = [&](int ks, uint32_t(&af)[kMmaM][4], uint32_t(&bf)[kMmaN][2]) {
 #pragma unroll
     for (int mt = 0; mt < kMmaM; ++mt) {
       const int r = row0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-      LdMatrixX4(a_group + r * a_stride + Swizzle(r, ks * 2 + (lane >> 4)), a[mt]);
+      LdMatrixX4(a_group + r * a_stride + Swizzle(r, ks * 2 + (lane >> 4)), af[mt]);
     }
-    // B: per pair of n8 tiles, matrices (n 0-7, k 0-15), (n 0-7, k 16-31), (n 8-15, k 0-15), (n 8-15, k 16-31)
-    uint32_t b[kMmaN][2];
 #pragma unroll
     for (int pr = 0; pr < kMmaN / 2; ++pr) {
       uint32_t r4[4] = {0u, 0u, 0u, 0u};
@@ -576,23 +582,31 @@ __device__ __forceinline__ void MmaGroup(uint32_t a_group, int a_stride, uint32_
         const int nr = col0 + pr * 16 + (lane & 7) + (lane >> 4) * 8;
         LdMatrixX4(w_stage + nr * kFusedTileK + Swizzle(nr, ks * 2 + ((lane >> 3) & 1)), r4);
       }
-      b[2 * pr][0] = r4[0], b[2 * pr][1] = r4[1];
-      b[2 * pr + 1][0] = r4[2], b[2 * pr + 1][1] = r4[3];
+      bf[2 * pr][0] = r4[0], bf[2 * pr][1] = r4[1];
+      bf[2 * pr + 1][0] = r4[2], bf[2 * pr + 1][1] = r4[3];
     }
+  };
+  load_step(0, a[0], b[0]);
+  load_step(1, a[1], b[1]);
+#pragma unroll
+  for (int ks = 0; ks < kSteps; ++ks) {
+    if (ks >= ksteps) break;  // warp-uniform: the rest of the group is zero padding
+    const int buf = ks % 2;
 #pragma unroll
     for (int mt = 0; mt < kMmaM; ++mt) {
       if constexpr (kWiden) {
         uint32_t a16[2][4];
-        WidenA(a[mt], a16);
+        WidenA(a[buf][mt], a16);
 #pragma unroll
         for (int nt = 0; nt < kMmaN; ++nt)
-          if (nt / 2 < pairs_valid) MmaWidened<kE5M2>(part[ks % kParts][mt][nt], a16, b[nt][0], b[nt][1]);
+          if (nt / 2 < pairs_valid) MmaWidened<kE5M2>(part[ks % kParts][mt][nt], a16, b[buf][nt][0], b[buf][nt][1]);
       } else {
 #pragma unroll
         for (int nt = 0; nt < kMmaN; ++nt)
-          if (nt / 2 < pairs_valid) MmaFp8<kE5M2>(part[ks % kParts][mt][nt], a[mt], b[nt][0], b[nt][1]);
+          if (nt / 2 < pairs_valid) MmaFp8<kE5M2>(part[ks % kParts][mt][nt], a[buf][mt], b[buf][nt][0], b[buf][nt][1]);
       }
     }
+    if (ks + 2 < kSteps) load_step(ks + 2, a[buf], b[buf]);
   }
   if constexpr (kParts == 2) {
 #pragma unroll

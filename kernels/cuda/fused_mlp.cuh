@@ -889,14 +889,19 @@ __device__ __forceinline__ uint32_t SmId() {
 
 // Writes this CTA's timeline slots (fused_mlp.h, FusedTraceSlot): events as SM cycles since entry.
 // Inactive (no buffer, or not thread 0): every call is one uniform predicated-off branch.
+// NOTES: it keeps a flag and a 32-bit entry clock across the kernel (the slot address is
+// recomputed per event from the parameter): a 64-bit slot pointer and a 64-bit clock kept live
+// took the 16-row mma.sync instances, at their 128 registers, into spills. Differences of the
+// 32-bit clock are exact for spans under 2^32 cycles.
 struct Timeline {
-  uint64_t* slots = nullptr;
-  long long t0 = 0;
+  const FusedMlpParams& p;
+  bool on = false;
+  uint32_t t0 = 0;
   __device__ __forceinline__ void Mark(int slot) const {
-    if (slots != nullptr) slots[slot] = static_cast<uint64_t>(clock64() - t0);
+    if (on) Put(slot, static_cast<uint32_t>(clock()) - t0);
   }
   __device__ __forceinline__ void Put(int slot, uint64_t v) const {
-    if (slots != nullptr) slots[slot] = v;
+    if (on) p.trace[static_cast<size_t>(blockIdx.x) * kFusedTraceSlots + slot] = v;
   }
 };
 
@@ -955,10 +960,10 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
   const auto part_bar = [&](int l) { return bars + static_cast<uint32_t>(8 * l); };
   const auto act_bar = [&](int l) { return bars + static_cast<uint32_t>(8 * (kFusedMaxLayers + l)); };
   // Timeline (benchmark only): thread 0 of each CTA, when the caller passed a buffer
-  Timeline timeline;
+  Timeline timeline{p};
   if (p.trace != nullptr && tid == 0) {
-    timeline.slots = p.trace + static_cast<size_t>(blockIdx.x) * kFusedTraceSlots;
-    timeline.t0 = clock64();
+    timeline.on = true;
+    timeline.t0 = static_cast<uint32_t>(clock());
     timeline.Put(kFusedTraceStartNs, GlobalTimerNs());
     timeline.Put(kFusedTraceSm, SmId());
     timeline.Put(kFusedTraceRank, static_cast<uint64_t>(rank));
@@ -1052,7 +1057,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
     timeline.Mark(trace_at);
 
     // This CTA's chunks of the layer
-    const int first_tile = cur.tile, first_group = cur.group;  // (for the timeline)
+    bool first_chunk = true;  // (for the timeline)
     for (; cur.layer == layer; Advance(cur, p, rank, cluster)) {
       // Wait for the chunk's group (this thread's copies), then for every thread's: after this
       // barrier the chunk is visible to all, and every warp is done with the previous chunk, whose
@@ -1062,7 +1067,6 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
       if constexpr (kWgmma) sm90::FenceProxyAsyncShared();  // cp.async wrote it; wgmma reads it (async proxy)
 #endif
       __syncthreads();
-      const bool first_chunk = cur.group == first_group && cur.tile == first_tile;  // (for the timeline)
       if (first_chunk) timeline.Mark(trace_at + 1);
       if (load_cursor.layer < p.num_layers) {
         IssueChunk<kWgmma>(p, load_cursor, smem + write_stage * kFusedStageBytes);
@@ -1098,6 +1102,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
         }
       }
       if (first_chunk) timeline.Mark(trace_at + 3);
+      first_chunk = false;
 
       if (cur.group == cur.group_end - 1) {
         if (l.parts == 1) {

@@ -93,124 +93,16 @@
 
 #include "kernels/cuda/fp16_widen.cuh"
 #include "kernels/cuda/fused_mlp.h"
+#include "kernels/cuda/fused_mlp_params.h"
+#include "kernels/cuda/fused_mlp_ptx.cuh"
 #include "kernels/cuda/requant.cuh"
 #include "kernels/cuda/sm90_utils.cuh"
 
 namespace fp8serve::cuda {
 
-// ---- Shape constants shared by the kernel and its launcher ----------------------------------------
-
-inline constexpr int kFusedNumThreads = 256;
-inline constexpr int kFusedBarrierBytes = 2 * kFusedMaxLayers * 8;  // partial and activation mbarrier per layer
-inline constexpr int kFusedNumWarps = kFusedNumThreads / 32;
-inline constexpr int kFusedTileN = 128;  // output columns per weight tile: exactly one output 1x128 group
-inline constexpr int kFusedTileK = 128;  // K per pipeline stage: exactly one promotion group
-inline constexpr int kFusedStageWeightBytes = kFusedTileN * kFusedTileK;
-inline constexpr int kFusedStageColScaleOffset = kFusedStageWeightBytes;
-inline constexpr int kFusedStageBiasOffset = kFusedStageColScaleOffset + kFusedTileN * 4;
-inline constexpr int kFusedStageBScaleOffset = kFusedStageBiasOffset + kFusedTileN * 4;
-// NOTES: a stage's weight chunk is also wgmma's B operand (Hopper): a 128-byte-swizzle tile whose
-// 8-row x 128-byte atoms must start 1024-byte aligned, so stages are padded to 1 KB multiples and
-// the wgmma kernel aligns the dynamic shared memory base by hand (kFusedSmemAlign more bytes).
-inline constexpr int kFusedSmemAlign = 1024;
-inline constexpr int kFusedStageBytes =
-    (kFusedStageBScaleOffset + 128 + kFusedSmemAlign - 1) / kFusedSmemAlign * kFusedSmemAlign;
-static_assert(kFusedStageBytes % kFusedSmemAlign == 0, "stages must keep 1024-byte alignment for the swizzle atoms");
-static_assert(kFusedTileK == 128, "one stage is one promotion group of the numeric contract");
-
-// Warp grid of a CTA: BLOCK_M 16 -> 1 x 8 warps of 16 x 16; 32 -> 2 x 4 of 16 x 32; 64 -> 2 x 4 of 32 x 32.
-__host__ __device__ constexpr int FusedWarpsM(int block_m) { return block_m >= 32 ? 2 : 1; }
-__host__ __device__ constexpr int FusedWarpsN(int block_m) { return kFusedNumWarps / FusedWarpsM(block_m); }
-
-// ---- Kernel parameters (filled by the launcher) ---------------------------------------------------
-
-struct FusedLayerParams {
-  const uint8_t* w = nullptr;          // [tiles * 128, k_pad] codes, 16-byte aligned
-  const float* b_scales = nullptr;     // [tiles, groups]
-  const float* col_scales = nullptr;   // [tiles * 128] or nullptr, 16-byte aligned
-  const float* bias = nullptr;         // [tiles * 128] or nullptr, 16-byte aligned
-  int n = 0;                           // logical output columns
-  int k = 0;                           // logical input columns
-  int k_pad = 0;                       // padded input columns (row stride of w and of the input activations)
-  int groups = 0;                      // k_pad / 128
-  int tiles = 0;                       // n_pad / 128
-  int e5m2 = 0;                        // weight codes are E5M2 (else E4M3)
-  int parts = 1;                       // CTAs sharing one tile's K groups (1: whole tiles round-robin)
-  uint32_t slot_offset = 0;            // this layer's partial-sum slots in shared memory (parts > 1 only)
-  // Work of cluster rank r (filled by the launcher from parts, see the header comment): bits 0-7 its
-  // first tile (>= tiles: no work in this layer), 8-15 the first and 16-23 one past the last K group
-  // of its range. A table, so that the kernel never divides by parts.
-  uint32_t rank_work[kFusedMaxCluster] = {};
-  // Per rank, from the launcher's FusedPlan (the kernel computes none of it): the bytes its partial
-  // and activation mbarriers of this layer receive, and the ranks it copies its owned output tiles to.
-  uint32_t partial_bytes[kFusedMaxCluster] = {};
-  uint32_t act_bytes[kFusedMaxCluster] = {};
-  uint32_t receivers[kFusedMaxCluster] = {};
-  // Split layers: the rank a contributor sends its partial to and the slot there (from the plan)
-  int8_t partial_owner[kFusedMaxCluster] = {};
-  int8_t partial_slot[kFusedMaxCluster] = {};
-};
-
-struct FusedMlpParams {
-  FusedLayerParams layers[kFusedMaxLayers];
-  int num_layers = 0;
-  int m = 0;
-  int k_in = 0;                        // columns of x (= layers[0].n of the input, unpadded)
-  int relu = 1;
-  int x_vec4 = 0;                      // x is 16-byte aligned and k_in % 4 == 0: float4 loads
-  const float* x = nullptr;            // [m, k_in]
-  float* y = nullptr;                  // [m, layers[num_layers - 1].n]
-  uint32_t act_offset[2] = {0, 0};     // dynamic shared memory byte offsets
-  uint32_t scale_offset[2] = {0, 0};
-  uint32_t red_offset = 0;
-  uint32_t bar_offset = 0;             // mbarriers: [2][kFusedMaxLayers] x 8 bytes (cluster_size > 1 only)
-  int cluster_size = 1;                // CTAs per row block (a cluster along x when > 1; sm_90 only)
-  int last_send[kFusedMaxCluster] = {};  // per rank: the last layer it stores into another CTA; -1: never
-  uint64_t* trace = nullptr;           // FusedMlpArgs::trace (nullptr: no timeline)
-};
-
 namespace fused_detail {
 
-// ---- PTX wrappers ----------------------------------------------------------------------------------
-
-using sm90::SmemAddr;  // a plain address conversion, valid on sm_89 too
-
-// NOTES: .cg bypasses L1: every weight chunk is read once per CTA, and L2 is where it stays hot
-// between forwards and between the CTAs of one forward.
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void CpAsync4(uint32_t dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-__device__ __forceinline__ void LdMatrixX4(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-
-// d += A (16 x 32 E4M3) . B (32 x 8, E4M3 or E5M2), FP32 accumulate.
-template <bool kE5M2>
-__device__ __forceinline__ void MmaFp8(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (kE5M2) {
-    asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e5m2.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
+// ---- MMAs on widened operands ----------------------------------------------------------------------
 
 // The widened path (FusedMma::kMmaSyncF16, Hopper): the same m16n8k32 product as MmaFp8, done as
 // two FP16 m16n8k16 MMAs on operands unpacked by the kernel (fp16_widen.cuh); only the FP32
@@ -875,18 +767,6 @@ __device__ __forceinline__ void TileEpilogue(const FusedMlpParams& p, const Fuse
 
 // ---- Timeline (FusedMlpArgs::trace; thread 0 of each CTA) --------------------------------------------
 
-__device__ __forceinline__ uint64_t GlobalTimerNs() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
-  return t;
-}
-
-__device__ __forceinline__ uint32_t SmId() {
-  uint32_t id;
-  asm volatile("mov.u32 %0, %%smid;\n" : "=r"(id));
-  return id;
-}
-
 // Writes this CTA's timeline slots (fused_mlp.h, FusedTraceSlot): events as SM cycles since entry.
 // Inactive (no buffer, or not thread 0): every call is one uniform predicated-off branch.
 // NOTES: it keeps a flag and a 32-bit entry clock across the kernel (the slot address is
@@ -936,7 +816,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
   static_assert(kMmaM * kMmaN * 4 * kSlotThreads == kSlotFloats, "a slot holds every active thread's accumulators");
   static_assert(kWarpsN <= FusedWarpsN(BLOCK_M), "the launcher sizes the amax table for FusedWarpsN warps");
 
-  extern __shared__ __align__(128) uint8_t smem_raw[];
+  uint8_t* const smem_raw = DynamicSmem();
   // NOTES: wgmma's B tiles need 1024-byte aligned atoms; the runtime promises less, so the base is
   // aligned by hand (the same pad in every CTA of a cluster, so offsets still match across CTAs).
   const uint32_t smem_pad =

@@ -34,7 +34,13 @@ __device__ __forceinline__ float E4M3GroupScale(float amax) {
 class E4M3Requant {
  public:
   __device__ __forceinline__ explicit E4M3Requant(float s) : s_(s), fast_(RequantFastScale(s)) {
+#if defined(__CUDA_ARCH__)
     asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(r_) : "f"(s));
+#else
+    // A host build of the kernels (the fused kernel's emulation test): any reciprocal close enough
+    // for the window check gives the same codes, which Pairs() verifies or recomputes.
+    r_ = 1.0f / s;
+#endif
   }
 
   // codes[i] = the codes of (v[2i] / s, v[2i + 1] / s), the first in the low byte.

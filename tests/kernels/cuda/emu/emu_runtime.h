@@ -1,0 +1,161 @@
+// A host emulation of the CUDA execution model, enough for the fused MLP kernel (fused_mlp.cuh) to
+// run its own code on the CPU: a CTA is 256 std::threads with a CTA barrier and per-warp barriers,
+// shared memory is a byte vector, and warp collectives exchange values through a per-warp table.
+// The kernel's inline PTX lives behind fused_mlp_ptx.cuh and fp16_widen.cuh; this directory holds
+// host versions of those two headers (found first on the emulation test's include path), written
+// from the PTX ISA's definitions of each instruction, independently of the kernel's own code.
+//
+// What it checks: the kernel's indexing, fragment layouts, pipeline bookkeeping (cp.async groups
+// may land at issue or as late as the wait allows), barriers and numerics, on the plain launch
+// (cluster size 1) with mma.sync, both the FP8 instruction and the widened FP16 form. What it
+// cannot: timing, wgmma, TMA, clusters, and the hardware's own rounding inside an MMA (the
+// emulated MMAs sum in FP32 in k order).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+#include <strings.h>
+
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+// Kernel qualifiers the host compiler must ignore
+#undef __global__
+#define __global__
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+#undef __grid_constant__
+#define __grid_constant__
+
+namespace fp8serve::emu {
+
+inline constexpr int kThreads = 256;  // the fused kernel's CTA (kFusedNumThreads)
+inline constexpr int kWarps = kThreads / 32;
+
+struct Dim3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+
+// One CTA's shared state
+struct Cta {
+  explicit Cta(size_t smem_bytes, bool late_copies) : smem(smem_bytes, 0xFF), late(late_copies) {
+    for (auto& w : warp_bar) w = std::make_unique<std::barrier<>>(32);
+  }
+  std::vector<uint8_t> smem;  // 0xFF bytes: a read of never-written shared memory shows as NaN codes
+  std::barrier<> bar{kThreads};
+  std::unique_ptr<std::barrier<>> warp_bar[kWarps];
+  uint64_t exchange[kWarps][32][8] = {};  // per-warp lane table for collectives
+  bool late;  // cp.async copies land at the wait (the latest the PTX allows) instead of at issue
+};
+
+struct Copy {
+  uint32_t dst;
+  const void* src;
+  int bytes;
+};
+
+inline Cta*& CurrentCta() {
+  static Cta* cta = nullptr;
+  return cta;
+}
+inline thread_local Dim3 tl_thread, tl_block;
+inline thread_local std::vector<std::vector<Copy>> tl_groups;  // committed cp.async groups, oldest first
+inline thread_local std::vector<Copy> tl_open;                 // issued, not yet committed
+inline thread_local std::mt19937 tl_rng;
+
+inline int Warp() { return static_cast<int>(tl_thread.x) / 32; }
+inline int Lane() { return static_cast<int>(tl_thread.x) % 32; }
+inline void WarpSync() { CurrentCta()->warp_bar[Warp()]->arrive_and_wait(); }
+inline uint8_t* SmemBase() { return CurrentCta()->smem.data(); }
+[[noreturn]] inline void Fail(const char* what) {
+  std::fprintf(stderr, "emulated kernel: %s (block %u thread %u)\n", what, tl_block.x, tl_thread.x);
+  std::abort();
+}
+inline void CheckSmem(uint32_t addr, int bytes, int align) {
+  if (addr % static_cast<uint32_t>(align) != 0 || addr + bytes > CurrentCta()->smem.size()) {
+    Fail("shared memory access out of bounds or misaligned");
+  }
+}
+inline void Land(const Copy& c) { std::memcpy(SmemBase() + c.dst, c.src, static_cast<size_t>(c.bytes)); }
+
+// Runs `body` (the kernel for one CTA) as `grid` CTAs one after another, each on kThreads threads.
+// Fails (aborts) if a thread leaves with cp.async copies never committed or never waited for.
+inline void Launch(unsigned grid, size_t smem_bytes, bool late_copies, const std::function<void()>& body) {
+  for (unsigned b = 0; b < grid; ++b) {
+    Cta cta(smem_bytes, late_copies);
+    CurrentCta() = &cta;
+    std::vector<std::thread> threads;
+    threads.reserve(kThreads);
+    for (unsigned t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        tl_thread.x = t;
+        tl_block.x = b;
+        tl_rng.seed(b * 977u + t * 13u + (late_copies ? 1u : 0u));
+        tl_groups.clear();
+        tl_open.clear();
+        body();
+        if (!tl_open.empty()) Fail("cp.async copies never committed");
+        for (const auto& g : tl_groups) {
+          if (!g.empty()) Fail("a cp.async group never waited for");
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CurrentCta() = nullptr;
+  }
+}
+
+}  // namespace fp8serve::emu
+
+#define threadIdx (::fp8serve::emu::tl_thread)
+#define blockIdx (::fp8serve::emu::tl_block)
+
+// CUDA device builtins the kernel calls, on the host
+inline void __syncthreads() {
+  if ((fp8serve::emu::tl_rng() & 7u) == 0) std::this_thread::yield();  // shuffle the arrival order
+  fp8serve::emu::CurrentCta()->bar.arrive_and_wait();
+}
+inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
+  auto& x = fp8serve::emu::CurrentCta()->exchange[fp8serve::emu::Warp()];
+  std::memcpy(&x[fp8serve::emu::Lane()][0], &v, 4);
+  fp8serve::emu::WarpSync();
+  float r;
+  std::memcpy(&r, &x[fp8serve::emu::Lane() ^ lane_mask][0], 4);
+  fp8serve::emu::WarpSync();
+  return r;
+}
+template <typename T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+inline int __ffs(int x) { return ffs(x); }
+[[noreturn]] inline void __trap() { fp8serve::emu::Fail("__trap"); }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline uint32_t __float_as_uint(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float __uint_as_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline size_t __cvta_generic_to_shared(const void* p) {
+  return static_cast<size_t>(static_cast<const uint8_t*>(p) - fp8serve::emu::SmemBase());
+}
+using std::isnan;
+using std::signbit;

@@ -1,0 +1,71 @@
+// Host version of kernels/cuda/fp16_widen.cuh for the fused kernel's emulation test (see
+// tests/kernels/cuda/emu/emu_runtime.h).
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/numerics/fp8.h"
+#include "tests/kernels/cuda/emu/emu_runtime.h"
+
+namespace fp8serve::cuda {
+
+// cvt.rn.f16x2.e4m3x2 / e5m2x2 on bytes 0-1 (lo) and 2-3 (hi), the lower byte in the lower half.
+// Every FP8 value is an FP16 value: the conversion must be exact.
+template <Fp8Format kFormat>
+inline void WidenFp8x4(uint32_t x, uint32_t& lo, uint32_t& hi) {
+  uint16_t h[4];
+  for (int i = 0; i < 4; ++i) {
+    const uint8_t code = static_cast<uint8_t>(x >> (8 * i));
+    const float f = kFormat == Fp8Format::kE4M3 ? DecodeE4M3(code) : DecodeE5M2(code);
+    const __half v = __float2half_rn(f);
+    if (!(__half2float(v) == f) && !std::isnan(f)) emu::Fail("an FP8 value that is not an FP16 value");
+    std::memcpy(&h[i], &v, 2);
+  }
+  lo = h[0] | (static_cast<uint32_t>(h[1]) << 16);
+  hi = h[2] | (static_cast<uint32_t>(h[3]) << 16);
+}
+
+// mma.sync.m16n8k16 f16 x f16 -> f32. Fragments (g = lane / 4, t = lane % 4; half h of a register is
+// element +h): A a0 = A[g][2t..], a1 = A[g+8][2t..], a2 = A[g][8+2t..], a3 = A[g+8][8+2t..];
+// B b0 = B[2t..][g], b1 = B[8+2t..][g]; C/D as in m16n8k32.
+inline void MmaM16N8K16F16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                           uint32_t b1) {
+  const auto half_of = [](uint64_t reg, int h) {
+    const uint16_t bits = static_cast<uint16_t>(reg >> (16 * h));
+    __half v;
+    std::memcpy(&v, &bits, 2);
+    return __half2float(v);
+  };
+  auto& x = emu::CurrentCta()->exchange[emu::Warp()];
+  const int lane = emu::Lane();
+  x[lane][0] = a0;
+  x[lane][1] = a1;
+  x[lane][2] = a2;
+  x[lane][3] = a3;
+  x[lane][4] = b0;
+  x[lane][5] = b1;
+  emu::WarpSync();
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int reg = 0; reg < 4; ++reg) {
+      for (int h = 0; h < 2; ++h) A[g + 8 * (reg & 1)][2 * t + h + 8 * (reg >> 1)] = half_of(x[l][reg], h);
+    }
+    for (int reg = 0; reg < 2; ++reg) {
+      for (int h = 0; h < 2; ++h) B[2 * t + h + 8 * reg][g] = half_of(x[l][4 + reg], h);
+    }
+  }
+  emu::WarpSync();
+  const int g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+    float s = 0.0f;
+    for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+    d[i] += s;
+  }
+}
+
+}  // namespace fp8serve::cuda

@@ -87,6 +87,31 @@ inline void CheckSmem(uint32_t addr, int bytes, int align) {
     Fail("shared memory access out of bounds or misaligned");
   }
 }
+// mma.sync's operand exchange: each lane publishes its six fragment registers (A's four, B's two) in
+// the warp's table; after the returned reference, every lane's are readable. The caller reads them,
+// then calls WarpSync() before the table is reused.
+inline uint64_t (&ShareFragments(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                 uint32_t b1))[32][8] {
+  auto& x = CurrentCta()->exchange[Warp()];
+  const uint32_t regs[6] = {a0, a1, a2, a3, b0, b1};
+  for (int i = 0; i < 6; ++i) x[Lane()][i] = regs[i];
+  WarpSync();
+  return x;
+}
+
+// d += A . B on this lane's accumulator fragment of an m16n8 MMA (d0, d1 = D[g][2t, 2t + 1], d2,
+// d3 = D[g + 8][2t, 2t + 1] with g = lane / 4, t = lane % 4), summed in FP32 in k order.
+template <int K>
+inline void AccumulateFragment(float (&d)[4], const float (&A)[16][K], const float (&B)[K][8]) {
+  const int g = Lane() / 4, t = Lane() % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+    float s = 0.0f;
+    for (int k = 0; k < K; ++k) s += A[row][k] * B[k][col];
+    d[i] += s;
+  }
+}
+
 inline void Land(const Copy& c) { std::memcpy(SmemBase() + c.dst, c.src, static_cast<size_t>(c.bytes)); }
 
 // Runs `body` (the kernel for one CTA) as `grid` CTAs one after another, each on kThreads threads.

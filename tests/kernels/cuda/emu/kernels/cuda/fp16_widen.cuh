@@ -22,7 +22,7 @@ inline void WidenFp8x4(uint32_t x, uint32_t& lo, uint32_t& hi) {
     const float f = kFormat == Fp8Format::kE4M3 ? DecodeE4M3(code) : DecodeE5M2(code);
     const __half v = __float2half_rn(f);
     if (!(__half2float(v) == f) && !std::isnan(f)) emu::Fail("an FP8 value that is not an FP16 value");
-    std::memcpy(&h[i], &v, 2);
+    std::memcpy(&h[i], static_cast<const void*>(&v), 2);
   }
   lo = h[0] | (static_cast<uint32_t>(h[1]) << 16);
   hi = h[2] | (static_cast<uint32_t>(h[3]) << 16);
@@ -36,18 +36,10 @@ inline void MmaM16N8K16F16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
   const auto half_of = [](uint64_t reg, int h) {
     const uint16_t bits = static_cast<uint16_t>(reg >> (16 * h));
     __half v;
-    std::memcpy(&v, &bits, 2);
+    std::memcpy(static_cast<void*>(&v), &bits, 2);
     return __half2float(v);
   };
-  auto& x = emu::CurrentCta()->exchange[emu::Warp()];
-  const int lane = emu::Lane();
-  x[lane][0] = a0;
-  x[lane][1] = a1;
-  x[lane][2] = a2;
-  x[lane][3] = a3;
-  x[lane][4] = b0;
-  x[lane][5] = b1;
-  emu::WarpSync();
+  const auto& x = emu::ShareFragments(a0, a1, a2, a3, b0, b1);
   float A[16][16], B[16][8];
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
@@ -59,13 +51,7 @@ inline void MmaM16N8K16F16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
     }
   }
   emu::WarpSync();
-  const int g = lane / 4, t = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
-    float s = 0.0f;
-    for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
-    d[i] += s;
-  }
+  emu::AccumulateFragment(d, A, B);
 }
 
 }  // namespace fp8serve::cuda

@@ -69,12 +69,7 @@ inline void LdMatrixX4(uint32_t addr, uint32_t (&r)[4]) {
 // D[g][2t, 2t+1], c2, c3 = D[g+8][2t, 2t+1].
 template <bool kE5M2>
 inline void MmaFp8(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  auto& x = emu::CurrentCta()->exchange[emu::Warp()];
-  const int lane = emu::Lane();
-  for (int i = 0; i < 4; ++i) x[lane][i] = a[i];
-  x[lane][4] = b0;
-  x[lane][5] = b1;
-  emu::WarpSync();
+  const auto& x = emu::ShareFragments(a[0], a[1], a[2], a[3], b0, b1);
   float A[16][32], B[32][8];
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
@@ -92,13 +87,7 @@ inline void MmaFp8(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t 
     }
   }
   emu::WarpSync();
-  const int g = lane / 4, t = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
-    float s = 0.0f;
-    for (int k = 0; k < 32; ++k) s += A[row][k] * B[k][col];
-    d[i] += s;
-  }
+  emu::AccumulateFragment(d, A, B);
 }
 
 inline uint64_t GlobalTimerNs() { return 0; }

@@ -955,8 +955,8 @@ void TraceFused(const DeviceMlp& dm, const float* x, int rows, float* y, cudaStr
   std::vector<std::pair<std::string, int>> cols = {{"setup", kFusedTraceSetup}, {"quant", kFusedTraceQuantized},
                                                    {"start", kFusedTraceStarted}};
   // (fused_mlp.h: in, first weights in shared memory, next loads issued, first chunk's MMAs done,
-  // last chunk's MMAs done, epilogues done)
-  const char* const layer_events[kFusedTraceEventsPerLayer] = {"in", "w", "iss", "mma1", "mma", "done"};
+  // last chunk's MMAs done, a split tile's partial sums arrived, epilogues done)
+  const char* const layer_events[kFusedTraceEventsPerLayer] = {"in", "w", "iss", "mma1", "mma", "part", "done"};
   for (int l = 0; l < fa.num_layers; ++l) {
     for (int e = 0; e < kFusedTraceEventsPerLayer; ++e) {
       cols.push_back(

@@ -138,105 +138,6 @@ __device__ __forceinline__ uint32_t Swizzle(int row, int chunk) {
   return static_cast<uint32_t>((chunk ^ (row & 7)) << 4);
 }
 
-// ---- Cluster primitives (sm_90; on sm_89 the launcher only ever runs cluster_size 1) ------------
-
-// Whether this compilation has thread-block clusters; without them the kernel's cluster size is
-// the constant 1 and every cluster branch folds away.
-__device__ __forceinline__ constexpr bool HasClusters() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  return true;
-#else
-  return false;
-#endif
-}
-
-__device__ __forceinline__ int ClusterRank() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  return static_cast<int>(sm90::ClusterCtaRank());
-#else
-  return 0;
-#endif
-}
-
-// Arrive without publishing anything: the start barrier ("this CTA is running, its mbarriers are
-// initialized") and the exit barrier ("this CTA has issued all its stores into other CTAs").
-__device__ __forceinline__ void ClusterArriveRelaxed() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  sm90::ClusterArriveRelaxed();
-#endif
-}
-__device__ __forceinline__ void ClusterWait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  sm90::ClusterWait();
-#endif
-}
-
-// The shared::cluster address of the same shared-memory byte in CTA `rank` of the cluster.
-__device__ __forceinline__ uint32_t MapToRank(uint32_t smem_addr, int rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  return sm90::MapSharedToRank(smem_addr, static_cast<uint32_t>(rank));
-#else
-  return smem_addr;
-#endif
-}
-
-// The mbarrier operations of sm90_utils.cuh, compiled out on sm_89 (where the kernel has no cluster):
-// init with an arrival count of `count` (one thread; fence before any other thread of the cluster
-// uses it), the fence that makes this thread's inits visible to the cluster (with the start
-// cluster barrier after it), and the barrier's one arrival of phase 0, announcing `bytes` of
-// st.async data to come.
-__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  sm90::MbarInit(bar, count);
-#endif
-}
-__device__ __forceinline__ void MbarInitFence() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  sm90::FenceBarrierInit();
-#endif
-}
-__device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  sm90::MbarArriveExpectTx(bar, bytes);
-#endif
-}
-// Waits until phase `parity` of the local barrier completes. Acquire at cluster scope: the data
-// that other CTAs' st.async counted on it (whose complete-tx is a release at cluster scope) is
-// visible to this thread afterwards.
-// A byte count that never arrives traps after sm90::kMbarMaxTries tries (the launch then fails with
-// cudaErrorLaunchFailure) instead of hanging the GPU.
-__device__ __forceinline__ void MbarWaitCluster(uint32_t bar, uint32_t parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  sm90::MbarWait</*kClusterScope=*/true>(bar, parity);
-#endif
-}
-
-// Stores into another CTA's shared memory (shared::cluster addresses of the destination and of an
-// mbarrier of the same CTA), counted in bytes on that mbarrier when they land.
-__device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, const uint4& v, uint32_t cluster_bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
-                   cluster_addr),
-               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(cluster_bar)
-               : "memory");
-#endif
-}
-__device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, const float (&v)[4], uint32_t cluster_bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
-                   cluster_addr),
-               "f"(v[0]), "f"(v[1]), "f"(v[2]), "f"(v[3]), "r"(cluster_bar)
-               : "memory");
-#endif
-}
-__device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, float v, uint32_t cluster_bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];\n" ::"r"(cluster_addr),
-               "f"(v), "r"(cluster_bar)
-               : "memory");
-#endif
-}
-
 // Position in this CTA's chunk sequence: layer, output tile, K group, the end of the tile's K range
 // that this CTA works on, and whether it owns the tile (runs its epilogue: its range starts at
 // group 0). layer == num_layers: past the end.
@@ -1008,12 +909,15 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
     }
     timeline.Mark(trace_at + 4);
 
+    bool waited_for_partials = false;  // (for the timeline)
     if (cluster > 1 && l.parts > 1) {
       ChunkCursor mine;
       if (FirstOfLayer(p, layer, rank, mine) && mine.owner) {
         // Owner of a split tile: wait for its contributors' slots only (the other CTAs go on), add
         // them in slot order (their K order), then the tile's epilogue
         MbarWaitCluster(part_bar(layer), 0);
+        timeline.Mark(trace_at + 5);
+        waited_for_partials = true;
         if (active && PairsValid<kMmaN>(l, mine.tile, col0) > 0) {
           for (int q = 1; q < l.parts; ++q) {
             AddPartial<kMmaM, kMmaN, kSlotThreads>(slots + (q - 1) * kSlotFloats, acc, slot_tid);
@@ -1025,7 +929,8 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
         ZeroAcc(acc);
       }
     }
-    timeline.Mark(trace_at + 5);
+    if (!waited_for_partials) timeline.Mark(trace_at + 5);
+    timeline.Mark(trace_at + 6);
     // Exit barrier, first half: this CTA's stores into other CTAs are all issued
     if (cluster > 1 && layer == last_send) ClusterArriveRelaxed();
   }

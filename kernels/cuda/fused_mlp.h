@@ -86,8 +86,10 @@ inline constexpr int kFusedMaxCluster = 8;  // CTAs per row block, at most (the 
 // input activations have arrived from the other CTAs, 1: its first weight chunk is in shared memory
 // (the cp.async wait and the CTA barrier passed), 2: the loads of the chunk after it are issued,
 // 3: the first chunk's MMAs and promotion are done, 4: its last chunk's MMAs are done (and the
-// partial sums sent, for a contributor), 5: its tiles' epilogues are done}. Events 1-3 split one
-// chunk's time into waiting, issuing the next loads and the MMAs.
+// partial sums sent, for a contributor), 5: the owner of a split tile has its contributors' partial
+// sums (everyone else: as 4), 6: its tiles' epilogues are done}. Events 1-3 split one chunk's time
+// into waiting, issuing the next loads and the MMAs; 5 splits a split tile's owner's wait from its
+// epilogue.
 enum FusedTraceSlot : int {
   kFusedTraceStartNs = 0,
   kFusedTraceEndNs = 1,
@@ -98,7 +100,7 @@ enum FusedTraceSlot : int {
   kFusedTraceStarted = 6,     // the cluster's start barrier passed
   kFusedTraceExit = 7,        // the cluster's exit barrier passed
   kFusedTraceLayer0 = 8,
-  kFusedTraceEventsPerLayer = 6,
+  kFusedTraceEventsPerLayer = 7,
   kFusedTraceSlots = kFusedTraceLayer0 + kFusedTraceEventsPerLayer * kFusedMaxLayers,
 };
 

@@ -1,7 +1,8 @@
-// The fused MLP kernel's PTX: every instruction it issues through inline assembly, and its dynamic
-// shared memory, behind small functions (fused_mlp.cuh has the kernel). The host emulation test
-// (tests/kernels/cuda/emu) supplies its own header of this name with the same functions, so the
-// kernel's own code runs unchanged on the CPU.
+// The fused MLP kernel's PTX: every instruction it issues through inline assembly (copies, MMAs,
+// the cluster's barriers, mbarriers and st.async), and its dynamic shared memory, behind small
+// functions (fused_mlp.cuh has the kernel). The host emulation test (tests/kernels/cuda/emu)
+// supplies its own header of this name with the same functions, so the kernel's own code runs
+// unchanged on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -65,6 +66,105 @@ __device__ __forceinline__ uint32_t SmId() {
   uint32_t id;
   asm volatile("mov.u32 %0, %%smid;\n" : "=r"(id));
   return id;
+}
+
+// ---- Cluster primitives (sm_90; on sm_89 the launcher only ever runs cluster_size 1) ------------
+
+// Whether this compilation has thread-block clusters; without them the kernel's cluster size is
+// the constant 1 and every cluster branch folds away.
+__device__ __forceinline__ constexpr bool HasClusters() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return true;
+#else
+  return false;
+#endif
+}
+
+__device__ __forceinline__ int ClusterRank() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return static_cast<int>(sm90::ClusterCtaRank());
+#else
+  return 0;
+#endif
+}
+
+// Arrive without publishing anything: the start barrier ("this CTA is running, its mbarriers are
+// initialized") and the exit barrier ("this CTA has issued all its stores into other CTAs").
+__device__ __forceinline__ void ClusterArriveRelaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  sm90::ClusterArriveRelaxed();
+#endif
+}
+__device__ __forceinline__ void ClusterWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  sm90::ClusterWait();
+#endif
+}
+
+// The shared::cluster address of the same shared-memory byte in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t MapToRank(uint32_t smem_addr, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return sm90::MapSharedToRank(smem_addr, static_cast<uint32_t>(rank));
+#else
+  return smem_addr;
+#endif
+}
+
+// The mbarrier operations of sm90_utils.cuh, compiled out on sm_89 (where the kernel has no cluster):
+// init with an arrival count of `count` (one thread; fence before any other thread of the cluster
+// uses it), the fence that makes this thread's inits visible to the cluster (with the start
+// cluster barrier after it), and the barrier's one arrival of phase 0, announcing `bytes` of
+// st.async data to come.
+__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  sm90::MbarInit(bar, count);
+#endif
+}
+__device__ __forceinline__ void MbarInitFence() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  sm90::FenceBarrierInit();
+#endif
+}
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  sm90::MbarArriveExpectTx(bar, bytes);
+#endif
+}
+// Waits until phase `parity` of the local barrier completes. Acquire at cluster scope: the data
+// that other CTAs' st.async counted on it (whose complete-tx is a release at cluster scope) is
+// visible to this thread afterwards.
+// A byte count that never arrives traps after sm90::kMbarMaxTries tries (the launch then fails with
+// cudaErrorLaunchFailure) instead of hanging the GPU.
+__device__ __forceinline__ void MbarWaitCluster(uint32_t bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  sm90::MbarWait</*kClusterScope=*/true>(bar, parity);
+#endif
+}
+
+// Stores into another CTA's shared memory (shared::cluster addresses of the destination and of an
+// mbarrier of the same CTA), counted in bytes on that mbarrier when they land.
+__device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, const uint4& v, uint32_t cluster_bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
+                   cluster_addr),
+               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(cluster_bar)
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, const float (&v)[4], uint32_t cluster_bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
+                   cluster_addr),
+               "f"(v[0]), "f"(v[1]), "f"(v[2]), "f"(v[3]), "r"(cluster_bar)
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void StoreAsync(uint32_t cluster_addr, float v, uint32_t cluster_bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];\n" ::"r"(cluster_addr),
+               "f"(v), "r"(cluster_bar)
+               : "memory");
+#endif
 }
 
 }  // namespace fp8serve::cuda::fused_detail

@@ -4,8 +4,9 @@
 // (PrepareFusedLaunch), and the logits are checked against the CPU reference with the GPU test's
 // bound (forward_bound.h). No GPU needed: this runs on every machine and in CI, so a change to the
 // kernel's indexing, fragments, pipeline or numerics is caught before it reaches a GPU.
-// It covers the plain launch (cluster size 1) with mma.sync, FP8 and widened to FP16; wgmma,
-// clusters and timing need the GPU tests (fused_mlp_test.cc).
+// It covers plain and cluster launches (2, 4 and 8 CTAs per row block: split tiles, partial sums
+// and requantized tiles handed over by st.async, the folded last layer) with mma.sync, FP8 and
+// widened to FP16; wgmma and timing need the GPU tests (fused_mlp_test.cc).
 #include "tests/kernels/cuda/emu/emu_runtime.h"  // first: the kernel compiles against it
 
 #include <cstdio>
@@ -33,13 +34,14 @@ using fused_test::MakeMlp;
 using fused_test::MlpCase;
 using fused_test::ModelCases;
 using fused_test::RandomInputs;
+using gpu_test::BoundedForward;
 
 // Instance kFusedInstances[kWhich] with the MMA kind kWiden, on the emulated GPU
 template <int kWhich, bool kWiden>
 void RunInstance(const FusedLaunch& launch, bool late_copies) {
   constexpr FusedInstance kInst = kFusedInstances[kWhich];
   const unsigned grid = static_cast<unsigned>(launch.plan.row_blocks * launch.plan.cluster);
-  emu::Launch(grid, launch.plan.smem_bytes, late_copies,
+  emu::Launch(grid, launch.plan.cluster, launch.plan.smem_bytes, late_copies,
               [&] { fused_mlp_kernel<kInst.block_m, kInst.stages, false, kWiden>(launch.params); });
 }
 
@@ -87,11 +89,12 @@ struct EmuRun {
 
 // One emulated forward of `rows` rows; y starts as NaN (a logit never written fails the check).
 EmuRun Forward(const HostModel& model, const std::vector<float>& x, int rows, FusedMma mma, int block_m,
-               bool late_copies) {
+               bool late_copies, int cluster = 1, bool fold = true, std::vector<uint64_t>* trace = nullptr) {
   EmuRun run;
   run.y.assign(static_cast<size_t>(rows) * model.mlp.output_dim(), std::nanf(""));
   FusedMlpArgs args = model.Args(x.data(), rows, run.y.data());
-  args.cluster_size = 1;  // (the emulation has no clusters)
+  args.cluster_size = cluster;
+  args.fold_last_layer = fold;
   args.mma = mma;
   args.block_m = block_m;
   const DeviceTraits h100;  // compute capability 9.0, 132 SMs: the widened kind is allowed
@@ -101,6 +104,17 @@ EmuRun Forward(const HostModel& model, const std::vector<float>& x, int rows, Fu
     return run;
   }
   run.plan = launch->plan;
+  if (trace != nullptr) {
+    trace->assign(static_cast<size_t>(run.plan.row_blocks * run.plan.cluster) * kFusedTraceSlots, 0);
+    FusedLaunch traced = *launch;
+    traced.params.trace = trace->data();
+    if (mma == FusedMma::kMmaSyncF16) {
+      RunLaunch<true>(traced, late_copies);
+    } else {
+      RunLaunch<false>(traced, late_copies);
+    }
+    return run;
+  }
   if (mma == FusedMma::kMmaSyncF16) {
     RunLaunch<true>(*launch, late_copies);
   } else {
@@ -153,6 +167,75 @@ TEST(FusedMlpEmu, CopyTimingChangesNoBit) {
     ASSERT_EQ(early.y.size(), late.y.size());
     EXPECT_EQ(0, std::memcmp(early.y.data(), late.y.data(), early.y.size() * sizeof(float))) << FusedMmaName(mma);
   }
+}
+
+// Cluster launches: every model at 2, 4 and 8 CTAs per row block (split tiles, partial sums and
+// requantized tiles handed over between CTAs), the last layer folded at 2 and 8 and not at 4, the
+// two MMA kinds in turn, two row blocks (the second cluster's CTAs find their rows).
+class FusedMlpEmuClusterTest : public ::testing::TestWithParam<MlpCase> {};
+
+TEST_P(FusedMlpEmuClusterTest, MatchesReference) {
+  const MlpCase& c = GetParam();
+  const MlpWeights mlp = MakeMlp(c, static_cast<uint32_t>(std::hash<std::string>{}(c.name)) + 1);
+  const HostModel model(mlp);
+  const int rows = 19;
+  const std::vector<float> x = RandomInputs(rows, mlp.input_dim(), 23);
+  const BoundedForward ref = gpu_test::ReferenceWithBounds(mlp, x, rows);
+  for (int cluster : {2, 4, 8}) {
+    const bool fold = cluster != 4;
+    const FusedMma mma = cluster == 4 ? FusedMma::kMmaSyncF16 : FusedMma::kMmaSync;
+    const EmuRun run = Forward(model, x, rows, mma, 0, cluster == 8, cluster, fold);
+    const CheckResult cr = CheckLogits(ref, run.y, rows, mlp.output_dim());
+    std::printf("%-28s %-12s batch %3d  cluster %d%-20s  max|d|/L1 %.3e  bound used %5.3f  %s\n", c.name.c_str(),
+                FusedMmaName(mma), rows, run.plan.cluster,
+                run.plan.layers[mlp.layers.size() - 1].folded ? " (last layer folded)" : "", cr.max_rel_l1, cr.worst,
+                cr.failures == 0 ? "ok" : "FAIL");
+    EXPECT_EQ(cr.failures, 0) << c.name << " cluster " << cluster << cr.first;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, FusedMlpEmuClusterTest, ::testing::ValuesIn(ModelCases()),
+                         [](const ::testing::TestParamInfo<MlpCase>& info) { return info.param.name; });
+
+// A cluster of 8 run twice, with the copies landing early and late: the same bits.
+TEST(FusedMlpEmu, ClusterCopyTimingChangesNoBit) {
+  const MlpWeights mlp = MakeMlp(ModelCases()[0], 29);
+  const HostModel model(mlp);
+  const std::vector<float> x = RandomInputs(9, mlp.input_dim(), 31);
+  const EmuRun early = Forward(model, x, 9, FusedMma::kMmaSync, 0, false, 8);
+  const EmuRun late = Forward(model, x, 9, FusedMma::kMmaSync, 0, true, 8);
+  ASSERT_EQ(early.y.size(), late.y.size());
+  EXPECT_EQ(0, std::memcmp(early.y.data(), late.y.data(), early.y.size() * sizeof(float)));
+}
+
+// The timeline (FusedMlpArgs::trace) of a cluster launch with a split layer: every CTA's events in
+// order (setup, quantized, started, each layer it works in, exit; on the CPU the clock is the
+// process's CPU time, which only grows).
+TEST(FusedMlpEmu, TimelineEventsComeInOrder) {
+  const MlpCase c = ModelCases()[1];
+  const MlpWeights mlp = MakeMlp(c, 4);
+  const HostModel model(mlp);
+  const int rows = 20;
+  const std::vector<float> x = RandomInputs(rows, mlp.input_dim(), 41);
+  std::vector<uint64_t> t;
+  const EmuRun run = Forward(model, x, rows, FusedMma::kMmaSync, 0, false, 4, true, &t);
+  const int ctas = static_cast<int>(run.plan.row_blocks) * run.plan.cluster;
+  ASSERT_GT(ctas, 0);
+  int layer_events = 0;
+  for (int cta = 0; cta < ctas; ++cta) {
+    const uint64_t* s = &t[static_cast<size_t>(cta) * kFusedTraceSlots];
+    EXPECT_EQ(s[kFusedTraceRank], static_cast<uint64_t>(cta % run.plan.cluster)) << "CTA " << cta;
+    std::vector<uint64_t> order = {s[kFusedTraceSetup], s[kFusedTraceQuantized], s[kFusedTraceStarted]};
+    for (int l = 0; l < static_cast<int>(mlp.layers.size()); ++l) {
+      const uint64_t* e = s + kFusedTraceLayer0 + kFusedTraceEventsPerLayer * l;
+      if (e[1] == 0) continue;  // no chunk of this layer (its chunk events stay zero)
+      ++layer_events;
+      for (int i = 0; i < kFusedTraceEventsPerLayer; ++i) order.push_back(e[i]);
+    }
+    order.push_back(s[kFusedTraceExit]);
+    for (size_t i = 1; i < order.size(); ++i) EXPECT_LE(order[i - 1], order[i]) << "CTA " << cta << " event " << i;
+  }
+  EXPECT_GE(layer_events, ctas) << "every CTA works in some layer";
 }
 
 std::vector<EmuCase> EmuCases() {

@@ -6,10 +6,11 @@
 // from the PTX ISA's definitions of each instruction, independently of the kernel's own code.
 //
 // What it checks: the kernel's indexing, fragment layouts, pipeline bookkeeping (cp.async groups
-// may land at issue or as late as the wait allows), barriers and numerics, on the plain launch
-// (cluster size 1) with mma.sync, both the FP8 instruction and the widened FP16 form. What it
-// cannot: timing, wgmma, TMA, clusters, and the hardware's own rounding inside an MMA (the
-// emulated MMAs sum in FP32 in k order).
+// may land at issue or as late as the wait allows), barriers, numerics, and with clusters the
+// hand-overs between CTAs (the cluster's CTAs run at the same time; st.async stores land in the
+// other CTA's shared memory and count their bytes on its mbarrier, which must balance exactly), with
+// mma.sync, both the FP8 instruction and the widened FP16 form. What it cannot: timing, wgmma, and
+// the hardware's own rounding inside an MMA (the emulated MMAs sum in FP32 in k order).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -25,7 +26,10 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -47,9 +51,19 @@ struct Dim3 {
   unsigned x = 0, y = 0, z = 0;
 };
 
+struct Cluster;
+
+// An mbarrier of the kernel's kind: one phase (each completes once), done when every expected
+// arrival has come and its transaction bytes balance.
+struct Mbarrier {
+  int pending_arrivals = 0;
+  long long tx_bytes = 0;  // expected minus landed
+  bool Complete() const { return pending_arrivals == 0 && tx_bytes == 0; }
+};
+
 // One CTA's shared state
 struct Cta {
-  explicit Cta(size_t smem_bytes, bool late_copies) : smem(smem_bytes, 0xFF), late(late_copies) {
+  Cta(size_t smem_bytes, bool late_copies) : smem(smem_bytes, 0xFF), late(late_copies) {
     for (auto& w : warp_bar) w = std::make_unique<std::barrier<>>(32);
   }
   std::vector<uint8_t> smem;  // 0xFF bytes: a read of never-written shared memory shows as NaN codes
@@ -57,6 +71,17 @@ struct Cta {
   std::unique_ptr<std::barrier<>> warp_bar[kWarps];
   uint64_t exchange[kWarps][32][8] = {};  // per-warp lane table for collectives
   bool late;  // cp.async copies land at the wait (the latest the PTX allows) instead of at issue
+  int rank = 0;
+  Cluster* cluster = nullptr;
+  std::mutex mbar_mu;  // the mbarriers, keyed by shared-memory offset
+  std::map<uint32_t, Mbarrier> mbars;
+};
+
+// A thread-block cluster: its CTAs run at the same time and share a cluster barrier.
+struct Cluster {
+  explicit Cluster(int size) : bar(size * kThreads) {}
+  std::vector<Cta*> ctas;
+  std::barrier<> bar;
 };
 
 struct Copy {
@@ -65,11 +90,10 @@ struct Copy {
   int bytes;
 };
 
-inline Cta*& CurrentCta() {
-  static Cta* cta = nullptr;
-  return cta;
-}
+inline thread_local Cta* tl_cta = nullptr;
+inline Cta* CurrentCta() { return tl_cta; }
 inline thread_local Dim3 tl_thread, tl_block;
+inline thread_local std::optional<std::barrier<>::arrival_token> tl_cluster_arrival;
 inline thread_local std::vector<std::vector<Copy>> tl_groups;  // committed cp.async groups, oldest first
 inline thread_local std::vector<Copy> tl_open;                 // issued, not yet committed
 inline thread_local std::mt19937 tl_rng;
@@ -114,30 +138,54 @@ inline void AccumulateFragment(float (&d)[4], const float (&A)[16][K], const flo
 
 inline void Land(const Copy& c) { std::memcpy(SmemBase() + c.dst, c.src, static_cast<size_t>(c.bytes)); }
 
-// Runs `body` (the kernel for one CTA) as `grid` CTAs one after another, each on kThreads threads.
-// Fails (aborts) if a thread leaves with cp.async copies never committed or never waited for.
-inline void Launch(unsigned grid, size_t smem_bytes, bool late_copies, const std::function<void()>& body) {
-  for (unsigned b = 0; b < grid; ++b) {
-    Cta cta(smem_bytes, late_copies);
-    CurrentCta() = &cta;
+// Runs `body` (the kernel for one CTA) as `grid` CTAs in clusters of `cluster_size` consecutive
+// ones: the CTAs of a cluster at the same time, each on kThreads threads, one cluster after another.
+// Fails (aborts) if a thread leaves with cp.async copies never committed or never waited for, or a
+// CTA with an mbarrier whose arrivals or bytes did not balance.
+inline void Launch(unsigned grid, int cluster_size, size_t smem_bytes, bool late_copies,
+                   const std::function<void()>& body) {
+  if (cluster_size < 1 || grid % static_cast<unsigned>(cluster_size) != 0) Fail("grid not a multiple of the cluster");
+  for (unsigned first = 0; first < grid; first += static_cast<unsigned>(cluster_size)) {
+    Cluster cluster(cluster_size);
+    std::vector<std::unique_ptr<Cta>> ctas;
+    for (int r = 0; r < cluster_size; ++r) {
+      ctas.push_back(std::make_unique<Cta>(smem_bytes, late_copies));
+      ctas.back()->rank = r;
+      ctas.back()->cluster = &cluster;
+      cluster.ctas.push_back(ctas.back().get());
+    }
     std::vector<std::thread> threads;
-    threads.reserve(kThreads);
-    for (unsigned t = 0; t < kThreads; ++t) {
-      threads.emplace_back([&, t] {
-        tl_thread.x = t;
-        tl_block.x = b;
-        tl_rng.seed(b * 977u + t * 13u + (late_copies ? 1u : 0u));
-        tl_groups.clear();
-        tl_open.clear();
-        body();
-        if (!tl_open.empty()) Fail("cp.async copies never committed");
-        for (const auto& g : tl_groups) {
-          if (!g.empty()) Fail("a cp.async group never waited for");
-        }
-      });
+    threads.reserve(static_cast<size_t>(cluster_size) * kThreads);
+    for (int r = 0; r < cluster_size; ++r) {
+      for (unsigned t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, r, t] {
+          tl_cta = ctas[r].get();
+          tl_thread.x = t;
+          tl_block.x = first + static_cast<unsigned>(r);
+          tl_rng.seed(tl_block.x * 977u + t * 13u + (late_copies ? 1u : 0u));
+          tl_groups.clear();
+          tl_open.clear();
+          tl_cluster_arrival.reset();
+          body();
+          if (!tl_open.empty()) Fail("cp.async copies never committed");
+          for (const auto& g : tl_groups) {
+            if (!g.empty()) Fail("a cp.async group never waited for");
+          }
+          if (tl_cluster_arrival.has_value()) Fail("a cluster barrier arrival never waited for");
+          tl_cta = nullptr;
+        });
+      }
     }
     for (auto& th : threads) th.join();
-    CurrentCta() = nullptr;
+    for (const auto& cta : ctas) {
+      for (const auto& [offset, m] : cta->mbars) {
+        if (!m.Complete()) {
+          std::fprintf(stderr, "CTA %u: mbarrier at %u left with %d arrivals and %lld bytes pending\n",
+                       first + static_cast<unsigned>(cta->rank), offset, m.pending_arrivals, m.tx_bytes);
+          std::abort();
+        }
+      }
+    }
   }
 }
 

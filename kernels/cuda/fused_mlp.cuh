@@ -210,17 +210,25 @@ __device__ __forceinline__ void IssueChunk(const FusedMlpParams& p, const ChunkC
   const int chunks = kFullK ? kFusedTileK / 16 : KStepsOf(l, c.group) * 2;  // 16-byte chunks per row
   const uint8_t* src = l.w + static_cast<size_t>(c.tile) * kFusedTileN * l.k_pad + c.group * kFusedTileK;
   const uint32_t dst = SmemAddr(stage);
-  // Weights: rows x 8 chunks of 16 bytes, 4 per thread at most.
+  // Weights: rows x 8 chunks of 16 bytes, 4 per thread at most: this thread's are chunk tid % 8 of
+  // rows tid / 8 + 32 i, so the chunk test, the swizzle and the first addresses are computed once and
+  // each copy adds a fixed step (32 rows).
+  // NOTES: indexed per copy (row and chunk from tid + 256 i), every copy recomputed its addresses
+  // under its own predicate: about 60 SASS instructions for the four, paid by every warp per chunk.
+  const int tid = static_cast<int>(threadIdx.x);
+  constexpr int kRowStep = kFusedNumThreads / 8;
+  const int r0 = tid >> 3, ch = tid & 7;
+  if (ch < chunks) {
+    const uint32_t d0 = dst + r0 * kFusedTileK + Swizzle(r0, ch);  // (the swizzle repeats every 8 rows)
+    const uint8_t* s0 = src + static_cast<size_t>(r0) * l.k_pad + ch * 16;
+    const size_t src_step = static_cast<size_t>(kRowStep) * l.k_pad;
 #pragma unroll
-  for (int i = 0; i < kFusedTileN * 8 / kFusedNumThreads; ++i) {
-    const int idx = static_cast<int>(threadIdx.x) + i * kFusedNumThreads;
-    const int r = idx >> 3, ch = idx & 7;
-    if (r < rows && ch < chunks) {
-      CpAsync16(dst + r * kFusedTileK + Swizzle(r, ch), src + static_cast<size_t>(r) * l.k_pad + ch * 16);
+    for (int i = 0; i < kFusedTileN / kRowStep; ++i) {
+      if (r0 + i * kRowStep < rows) CpAsync16(d0 + i * kRowStep * kFusedTileK, s0 + i * src_step);
     }
   }
+  static_assert(kRowStep % 8 == 0, "rows 32 apart share their swizzle");
   // The tile's epilogue operands ride with the owner's last K group of the tile.
-  const int tid = static_cast<int>(threadIdx.x);
   if (c.group == c.group_end - 1 && c.owner) {
     if (tid < 32) {
       if (l.col_scales != nullptr)

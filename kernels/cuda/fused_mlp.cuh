@@ -451,7 +451,6 @@ template <bool kE5M2>
 __device__ __forceinline__ void MmaGroupWgmma(uint32_t a_group, int a_stride, uint32_t w_stage, const float* a_scales,
                                               int a_scale_stride, int group, float b_scale, int row0, int col0,
                                               bool active, int lane, float (&acc)[1][8][4]) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr Fp8Format kBFormat = kE5M2 ? Fp8Format::kE5M2 : Fp8Format::kE4M3;
   // A fragments of the group's k32 steps
   uint32_t a[kFusedTileK / 32][4];
@@ -464,19 +463,9 @@ __device__ __forceinline__ void MmaGroupWgmma(uint32_t a_group, int a_stride, ui
       LdMatrixX4(a_group + r * a_stride + Swizzle(r, ks * 2 + (lane >> 4)), a[ks]);
     }
   }
-  // P = the group's partial sum, fresh (the first k32 step overwrites)
+  // P = the group's partial sum, fresh
   float part[32];
-#pragma unroll
-  for (int i = 0; i < 32; ++i) part[i] = 0.0f;
-  const uint64_t desc_b = sm90::MakeSmemDescSw128(w_stage + static_cast<uint32_t>(col0 * kFusedTileK));
-  sm90::WgmmaFence();
-#pragma unroll
-  for (int ks = 0; ks < kFusedTileK / 32; ++ks) {
-    sm90::WgmmaM64N64K32RS<kBFormat>(part, a[ks], desc_b + 2 * ks, ks == 0 ? 0u : 1u);
-  }
-  sm90::WgmmaCommitGroup();
-  sm90::WgmmaWaitGroup<0>();
-  sm90::FenceOperands(part);
+  WgmmaGroupM64N64<kBFormat>(part, a, w_stage + static_cast<uint32_t>(col0 * kFusedTileK));
   if (!active) return;
   // Promote: scale product first, then one FMA per element (the numeric contract)
   const int g = lane >> 2;
@@ -490,9 +479,6 @@ __device__ __forceinline__ void MmaGroupWgmma(uint32_t a_group, int a_stride, ui
       acc[0][j][2 * h + 1] = fmaf(s, part[4 * j + 2 * h + 1], acc[0][j][2 * h + 1]);
     }
   }
-#else
-  __trap();  // the launcher runs the wgmma kernel on compute capability 9.0 only
-#endif
 }
 
 // 16-column pairs of the warp at column col0 of `tile` that hold real output columns (warp-uniform).
@@ -852,9 +838,7 @@ __global__ void __launch_bounds__(kFusedNumThreads, BLOCK_M == 16 && !kWgmma ? 2
       // barrier the chunk is visible to all, and every warp is done with the previous chunk, whose
       // stage is refilled next
       CpAsyncWait<kNumStages - 2>();
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-      if constexpr (kWgmma) sm90::FenceProxyAsyncShared();  // cp.async wrote it; wgmma reads it (async proxy)
-#endif
+      if constexpr (kWgmma) FenceProxyAsyncShared();  // cp.async wrote it; wgmma reads it (async proxy)
       __syncthreads();
       if (first_chunk) timeline.Mark(trace_at + 1);
       if (load_cursor.layer < p.num_layers) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/sm90_utils.cuh"
+#include "kernels/numerics/fp8.h"
 
 namespace fp8serve::cuda::fused_detail {
 
@@ -54,6 +55,36 @@ __device__ __forceinline__ void MmaFp8(float (&d)[4], const uint32_t (&a)[4], ui
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+}
+
+// ---- wgmma (FusedMma::kWgmma; the launcher runs those instances on compute capability 9.0 only) --
+
+// P = A . B^T over one 128-K group, fresh: A = 64 rows x 128 K in registers (a[ks] is the calling
+// warp's mma.m16n8k32 A fragment of k32 step ks, rows 16 (warp % 4) ..), B = 64 weight rows x 128
+// K bytes, 128-byte swizzled, at shared address `b`; four wgmma.m64n64k32, then waited for. P is
+// the warpgroup's accumulator: this thread's 32 values in mma.sync's C order for n-tiles 0..7.
+template <Fp8Format kBFormat>
+__device__ __forceinline__ void WgmmaGroupM64N64(float (&part)[32], const uint32_t (&a)[4][4], uint32_t b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#pragma unroll
+  for (int i = 0; i < 32; ++i) part[i] = 0.0f;  // (the first k32 step overwrites; defined operands)
+  const uint64_t desc_b = sm90::MakeSmemDescSw128(b);
+  sm90::WgmmaFence();
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) sm90::WgmmaM64N64K32RS<kBFormat>(part, a[ks], desc_b + 2 * ks, ks == 0 ? 0u : 1u);
+  sm90::WgmmaCommitGroup();
+  sm90::WgmmaWaitGroup<0>();
+  sm90::FenceOperands(part);
+#else
+  __trap();
+#endif
+}
+
+// Makes the CTA's completed cp.async writes visible to wgmma's reads (the async proxy)
+__device__ __forceinline__ void FenceProxyAsyncShared() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  sm90::FenceProxyAsyncShared();
+#endif
 }
 
 __device__ __forceinline__ uint64_t GlobalTimerNs() {

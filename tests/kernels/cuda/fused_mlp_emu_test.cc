@@ -5,8 +5,9 @@
 // bound (forward_bound.h). No GPU needed: this runs on every machine and in CI, so a change to the
 // kernel's indexing, fragments, pipeline or numerics is caught before it reaches a GPU.
 // It covers plain and cluster launches (2, 4 and 8 CTAs per row block: split tiles, partial sums
-// and requantized tiles handed over by st.async, the folded last layer) with mma.sync, FP8 and
-// widened to FP16; wgmma and timing need the GPU tests (fused_mlp_test.cc).
+// and requantized tiles handed over by st.async, the folded last layer) with every MMA kind:
+// mma.sync (FP8, and widened to FP16) and wgmma (A from registers, B through its 128-byte-swizzle
+// descriptor); timing, and the hardware itself, need the GPU tests (fused_mlp_test.cc).
 #include "tests/kernels/cuda/emu/emu_runtime.h"  // first: the kernel compiles against it
 
 #include <cstdio>
@@ -36,25 +37,33 @@ using fused_test::ModelCases;
 using fused_test::RandomInputs;
 using gpu_test::BoundedForward;
 
-// Instance kFusedInstances[kWhich] with the MMA kind kWiden, on the emulated GPU
-template <int kWhich, bool kWiden>
+// Instance kFusedInstances[kWhich] with the MMA kind kWgmma / kWiden, on the emulated GPU
+template <int kWhich, bool kWgmma, bool kWiden>
 void RunInstance(const FusedLaunch& launch, bool late_copies) {
   constexpr FusedInstance kInst = kFusedInstances[kWhich];
   const unsigned grid = static_cast<unsigned>(launch.plan.row_blocks * launch.plan.cluster);
   emu::Launch(grid, launch.plan.cluster, launch.plan.smem_bytes, late_copies,
-              [&] { fused_mlp_kernel<kInst.block_m, kInst.stages, false, kWiden>(launch.params); });
+              [&] { fused_mlp_kernel<kInst.block_m, kInst.stages, kWgmma, kWiden>(launch.params); });
 }
 
-template <bool kWiden>
-void RunLaunch(const FusedLaunch& launch, bool late_copies) {
+template <bool kWgmma, bool kWiden>
+void RunInstanceOf(const FusedLaunch& launch, bool late_copies) {
   static_assert(kFusedNumInstances == 4, "one case per instance");
   switch (launch.instance) {
-    case 0: return RunInstance<0, kWiden>(launch, late_copies);
-    case 1: return RunInstance<1, kWiden>(launch, late_copies);
-    case 2: return RunInstance<2, kWiden>(launch, late_copies);
-    case 3: return RunInstance<3, kWiden>(launch, late_copies);
+    case 0: return RunInstance<0, kWgmma, kWiden>(launch, late_copies);
+    case 1: return RunInstance<1, kWgmma, kWiden>(launch, late_copies);
+    case 2: return RunInstance<2, kWgmma, kWiden>(launch, late_copies);
+    case 3: return RunInstance<3, kWgmma, kWiden>(launch, late_copies);
   }
   FAIL() << "no instance " << launch.instance;
+}
+
+void RunLaunch(const FusedLaunch& launch, bool late_copies) {
+  switch (launch.plan.mma) {
+    case FusedMma::kWgmma: return RunInstanceOf<true, false>(launch, late_copies);
+    case FusedMma::kMmaSyncF16: return RunInstanceOf<false, true>(launch, late_copies);
+    default: return RunInstanceOf<false, false>(launch, late_copies);
+  }
 }
 
 // A model's padded layers on the host, and the fused arguments over them
@@ -108,18 +117,10 @@ EmuRun Forward(const HostModel& model, const std::vector<float>& x, int rows, Fu
     trace->assign(static_cast<size_t>(run.plan.row_blocks * run.plan.cluster) * kFusedTraceSlots, 0);
     FusedLaunch traced = *launch;
     traced.params.trace = trace->data();
-    if (mma == FusedMma::kMmaSyncF16) {
-      RunLaunch<true>(traced, late_copies);
-    } else {
-      RunLaunch<false>(traced, late_copies);
-    }
+    RunLaunch(traced, late_copies);
     return run;
   }
-  if (mma == FusedMma::kMmaSyncF16) {
-    RunLaunch<true>(*launch, late_copies);
-  } else {
-    RunLaunch<false>(*launch, late_copies);
-  }
+  RunLaunch(*launch, late_copies);
   return run;
 }
 
@@ -131,7 +132,7 @@ void PrintTo(const EmuCase& c, std::ostream* os) { *os << c.model.name << " " <<
 
 class FusedMlpEmuTest : public ::testing::TestWithParam<EmuCase> {};
 
-// Every model, both mma.sync kinds: batches that fill one row block partly, exactly and over, with
+// Every model, every MMA kind: batches that fill one row block partly, exactly and over, with
 // the automatic row block; then 65 rows with each row block forced, with copies landing late.
 TEST_P(FusedMlpEmuTest, MatchesReference) {
   const EmuCase& c = GetParam();
@@ -161,7 +162,7 @@ TEST(FusedMlpEmu, CopyTimingChangesNoBit) {
   const HostModel model(mlp);
   const int rows = 20;
   const std::vector<float> x = RandomInputs(rows, mlp.input_dim(), 5);
-  for (FusedMma mma : {FusedMma::kMmaSync, FusedMma::kMmaSyncF16}) {
+  for (FusedMma mma : {FusedMma::kMmaSync, FusedMma::kMmaSyncF16, FusedMma::kWgmma}) {
     const EmuRun early = Forward(model, x, rows, mma, 0, false);
     const EmuRun late = Forward(model, x, rows, mma, 0, true);
     ASSERT_EQ(early.y.size(), late.y.size());
@@ -171,7 +172,7 @@ TEST(FusedMlpEmu, CopyTimingChangesNoBit) {
 
 // Cluster launches: every model at 2, 4 and 8 CTAs per row block (split tiles, partial sums and
 // requantized tiles handed over between CTAs), the last layer folded at 2 and 8 and not at 4, the
-// two MMA kinds in turn, two row blocks (the second cluster's CTAs find their rows).
+// three MMA kinds in turn, two row blocks (the second cluster's CTAs find their rows).
 class FusedMlpEmuClusterTest : public ::testing::TestWithParam<MlpCase> {};
 
 TEST_P(FusedMlpEmuClusterTest, MatchesReference) {
@@ -183,7 +184,7 @@ TEST_P(FusedMlpEmuClusterTest, MatchesReference) {
   const BoundedForward ref = gpu_test::ReferenceWithBounds(mlp, x, rows);
   for (int cluster : {2, 4, 8}) {
     const bool fold = cluster != 4;
-    const FusedMma mma = cluster == 4 ? FusedMma::kMmaSyncF16 : FusedMma::kMmaSync;
+    const FusedMma mma = cluster == 2 ? FusedMma::kMmaSync : cluster == 4 ? FusedMma::kMmaSyncF16 : FusedMma::kWgmma;
     const EmuRun run = Forward(model, x, rows, mma, 0, cluster == 8, cluster, fold);
     const CheckResult cr = CheckLogits(ref, run.y, rows, mlp.output_dim());
     std::printf("%-28s %-12s batch %3d  cluster %d%-20s  max|d|/L1 %.3e  bound used %5.3f  %s\n", c.name.c_str(),
@@ -241,7 +242,7 @@ TEST(FusedMlpEmu, TimelineEventsComeInOrder) {
 std::vector<EmuCase> EmuCases() {
   std::vector<EmuCase> cases;
   for (const MlpCase& m : ModelCases()) {
-    for (FusedMma mma : {FusedMma::kMmaSync, FusedMma::kMmaSyncF16}) cases.push_back({m, mma});
+    for (FusedMma mma : {FusedMma::kMmaSync, FusedMma::kMmaSyncF16, FusedMma::kWgmma}) cases.push_back({m, mma});
   }
   return cases;
 }

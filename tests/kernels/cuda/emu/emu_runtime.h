@@ -9,8 +9,9 @@
 // may land at issue or as late as the wait allows), barriers, numerics, and with clusters the
 // hand-overs between CTAs (the cluster's CTAs run at the same time; st.async stores land in the
 // other CTA's shared memory and count their bytes on its mbarrier, which must balance exactly), with
-// mma.sync, both the FP8 instruction and the widened FP16 form. What it cannot: timing, wgmma, and
-// the hardware's own rounding inside an MMA (the emulated MMAs sum in FP32 in k order).
+// every MMA kind: mma.sync (the FP8 instruction and the widened FP16 form) and wgmma (B read through
+// the 128-byte swizzle its descriptor names). What it cannot: timing, and the hardware's own
+// rounding inside an MMA (the emulated MMAs sum in FP32 in k order).
 #pragma once
 
 #include <cuda_fp16.h>

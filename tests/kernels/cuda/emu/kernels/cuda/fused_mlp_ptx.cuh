@@ -93,6 +93,44 @@ inline void MmaFp8(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t 
   emu::AccumulateFragment(d, A, B);
 }
 
+// wgmma.m64n64k32 x 4 (A from registers, B by a 128-byte-swizzle descriptor), fresh, waited for.
+// B[n][k] is byte k of row n at b + 128 n, its 16-byte chunk k / 16 moved to (k / 16) ^ (n % 8).
+// Each warp of the warpgroup supplies (and gets) rows 16 (warp % 4) .. + 15, so this thread's
+// values need only its own warp's A fragments: D[16 w + g (+8)][8 j + 2 t (+1)] in part[4 j ..].
+template <Fp8Format kBFormat>
+inline void WgmmaGroupM64N64(float (&part)[32], const uint32_t (&a)[4][4], uint32_t b) {
+  if (b % 1024 != 0) emu::Fail("wgmma B operand not 1024-byte aligned");
+  emu::CheckSmem(b, 64 * 128, 16);
+  for (float& v : part) v = 0.0f;
+  for (int ks = 0; ks < 4; ++ks) {
+    const auto& x = emu::ShareFragments(a[ks][0], a[ks][1], a[ks][2], a[ks][3], 0, 0);
+    float A[16][32];
+    for (int l = 0; l < 32; ++l) {
+      const int g = l / 4, t = l % 4;
+      for (int reg = 0; reg < 4; ++reg) {
+        for (int byte = 0; byte < 4; ++byte) {
+          A[g + 8 * (reg & 1)][4 * t + byte + 16 * (reg >> 1)] = DecodeE4M3(static_cast<uint8_t>(x[l][reg] >> (8 * byte)));
+        }
+      }
+    }
+    emu::WarpSync();
+    const int g = emu::Lane() / 4, t = emu::Lane() % 4;
+    for (int j = 0; j < 8; ++j) {
+      for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i >> 1), n = 8 * j + 2 * t + (i & 1);
+        float s = 0.0f;
+        for (int kk = 0; kk < 32; ++kk) {
+          const int k = 32 * ks + kk;
+          const uint8_t code = emu::SmemBase()[b + 128 * n + ((((k / 16) ^ (n % 8)) * 16) + k % 16)];
+          s += A[row][kk] * (kBFormat == Fp8Format::kE4M3 ? DecodeE4M3(code) : DecodeE5M2(code));
+        }
+        part[4 * j + i] += s;
+      }
+    }
+  }
+}
+inline void FenceProxyAsyncShared() {}
+
 inline uint64_t GlobalTimerNs() { return 0; }
 inline uint32_t SmId() { return 0; }
 

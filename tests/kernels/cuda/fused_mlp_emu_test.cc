@@ -107,18 +107,15 @@ EmuRun Forward(const HostModel& model, const std::vector<float>& x, int rows, Fu
   args.mma = mma;
   args.block_m = block_m;
   const DeviceTraits h100;  // compute capability 9.0, 132 SMs: the widened kind is allowed
-  const absl::StatusOr<FusedLaunch> launch = PrepareFusedLaunch(args, h100);
+  absl::StatusOr<FusedLaunch> launch = PrepareFusedLaunch(args, h100);
   if (!launch.ok()) {
     ADD_FAILURE() << launch.status();
     return run;
   }
   run.plan = launch->plan;
-  if (trace != nullptr) {
+  if (trace != nullptr) {  // (sized by the plan, so set after it)
     trace->assign(static_cast<size_t>(run.plan.row_blocks * run.plan.cluster) * kFusedTraceSlots, 0);
-    FusedLaunch traced = *launch;
-    traced.params.trace = trace->data();
-    RunLaunch(traced, late_copies);
-    return run;
+    launch->params.trace = trace->data();
   }
   RunLaunch(*launch, late_copies);
   return run;

@@ -70,10 +70,9 @@ inline void LdMatrixX4(uint32_t addr, uint32_t (&r)[4]) {
 // / 4, t = lane % 4; byte i of a register is element +i): A a0 = A[g][4t..], a1 = A[g+8][4t..],
 // a2 = A[g][16+4t..], a3 = A[g+8][16+4t..]; B b0 = B[4t..][g], b1 = B[16+4t..][g]; C/D c0, c1 =
 // D[g][2t, 2t+1], c2, c3 = D[g+8][2t, 2t+1].
-template <bool kE5M2>
-inline void MmaFp8(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  const auto& x = emu::ShareFragments(a[0], a[1], a[2], a[3], b0, b1);
-  float A[16][32], B[32][8];
+// The warp's 16 x 32 E4M3 A operand from every lane's four fragment registers (table columns 0-3,
+// as ShareFragments leaves them): the m16n8k32 layout, which wgmma's register A uses per warp too.
+inline void DecodeFragmentA(const uint64_t (&x)[32][8], float (&A)[16][32]) {
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
     for (int reg = 0; reg < 4; ++reg) {
@@ -82,6 +81,16 @@ inline void MmaFp8(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t 
         A[g + 8 * (reg & 1)][4 * t + byte + 16 * (reg >> 1)] = DecodeE4M3(code);
       }
     }
+  }
+}
+
+template <bool kE5M2>
+inline void MmaFp8(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const auto& x = emu::ShareFragments(a[0], a[1], a[2], a[3], b0, b1);
+  float A[16][32], B[32][8];
+  DecodeFragmentA(x, A);
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
     for (int reg = 0; reg < 2; ++reg) {
       for (int byte = 0; byte < 4; ++byte) {
         const uint8_t code = static_cast<uint8_t>(x[l][4 + reg] >> (8 * byte));
@@ -103,16 +112,8 @@ inline void WgmmaGroupM64N64(float (&part)[32], const uint32_t (&a)[4][4], uint3
   emu::CheckSmem(b, 64 * 128, 16);
   for (float& v : part) v = 0.0f;
   for (int ks = 0; ks < 4; ++ks) {
-    const auto& x = emu::ShareFragments(a[ks][0], a[ks][1], a[ks][2], a[ks][3], 0, 0);
     float A[16][32];
-    for (int l = 0; l < 32; ++l) {
-      const int g = l / 4, t = l % 4;
-      for (int reg = 0; reg < 4; ++reg) {
-        for (int byte = 0; byte < 4; ++byte) {
-          A[g + 8 * (reg & 1)][4 * t + byte + 16 * (reg >> 1)] = DecodeE4M3(static_cast<uint8_t>(x[l][reg] >> (8 * byte)));
-        }
-      }
-    }
+    DecodeFragmentA(emu::ShareFragments(a[ks][0], a[ks][1], a[ks][2], a[ks][3], 0, 0), A);
     emu::WarpSync();
     const int g = emu::Lane() / 4, t = emu::Lane() % 4;
     for (int j = 0; j < 8; ++j) {

@@ -223,6 +223,17 @@ absl::StatusOr<GemmRun> RunGemm(const Problem& p, const DeviceOperands& ops, Gem
   return r;
 }
 
+// A GEMM the launcher must refuse before running anything: INVALID_ARGUMENT whose message says
+// `says` (any message when empty); `context` names the case in a failure.
+void ExpectRefused(const absl::StatusOr<GemmRun>& run, absl::string_view says, std::string_view context = {}) {
+  if (run.ok()) {
+    ADD_FAILURE() << "ran, should have been refused: " << context;
+    return;
+  }
+  EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << context << " " << run.status();
+  EXPECT_NE(run.status().message().find(says), absl::string_view::npos) << context << " " << run.status();
+}
+
 struct CheckResult {
   long failures = 0;
   double worst = 0.0;       // max(|gpu - ref| / allowed): the share of the bound used
@@ -797,9 +808,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, TiledWeightsGiveTheRowMajorBits) {
     ASSERT_TRUE(sm89.ok()) << sm89.status();
     ops.b_layout = WeightLayout::kTiled128;
     absl::StatusOr<GemmRun> refused = RunGemm(p, ops, GemmOutput::kF32, *sm89, stream_);
-    ASSERT_FALSE(refused.ok());
-    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
-    EXPECT_NE(refused.status().message().find("row-major"), std::string_view::npos) << refused.status();
+    ExpectRefused(refused, "row-major");
   }
   std::fflush(stdout);
 }
@@ -908,30 +917,23 @@ TEST_F(Fp8GemmGpuSm90Pipeline, WideTileConfigsAreChecked) {
     config.k_splits = b.k_splits;
     ops.b_layout = b.layout;
     absl::StatusOr<GemmRun> run = RunGemm(p, ops, b.out, config, stream_);
-    ASSERT_FALSE(run.ok()) << b.says;
-    EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
-    EXPECT_NE(run.status().message().find(b.says), std::string_view::npos) << run.status();
+    ExpectRefused(run, b.says, b.says);
   }
   // Ordered consumers are the wide tile's
   GemmConfig ordered_narrow = ForcedSm90Config(128, 3, 2, 1, 1);
   ordered_narrow.ordered_consumers = true;
   absl::StatusOr<GemmRun> unordered = RunGemm(p, ops, GemmOutput::kBF16, ordered_narrow, stream_);
-  ASSERT_FALSE(unordered.ok());
-  EXPECT_EQ(unordered.status().code(), absl::StatusCode::kInvalidArgument) << unordered.status();
-  EXPECT_NE(unordered.status().message().find("ordered consumers"), std::string_view::npos) << unordered.status();
+  ExpectRefused(unordered, "ordered consumers");
   // Shared memory sized for the 128-wide tile's stages is too little for the wide one's
   GemmConfig small = *wide;
   small.smem_bytes = Sm90SmemBytes(128, kSm90BlockN, small.stages);
   ops.b_layout = WeightLayout::kRowMajor;
   absl::StatusOr<GemmRun> cramped = RunGemm(p, ops, GemmOutput::kBF16, small, stream_);
-  ASSERT_FALSE(cramped.ok());
-  EXPECT_EQ(cramped.status().code(), absl::StatusCode::kInvalidArgument) << cramped.status();
-  EXPECT_NE(cramped.status().message().find("smem_bytes"), std::string_view::npos) << cramped.status();
+  ExpectRefused(cramped, "smem_bytes");
   // The no-promotion test variant has 128-wide tiles only
   ops.b_layout = WeightLayout::kRowMajor;
   absl::StatusOr<GemmRun> unpromoted = RunGemm(p, ops, GemmOutput::kF32, *wide, stream_, Launcher::kNoPromotion);
-  ASSERT_FALSE(unpromoted.ok());
-  EXPECT_EQ(unpromoted.status().code(), absl::StatusCode::kInvalidArgument) << unpromoted.status();
+  ExpectRefused(unpromoted, "");
 }
 
 // The 128-wide tile's main-loop variants (Sm90MainLoop: split-K pairs swapped so the promotion's
@@ -1002,9 +1004,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, MainLoopVariantsGiveTheDefaultBits) {
   config.main_loop = Sm90MainLoop::kCrossBank;
   for (const GemmOutput out : kOutputs) {
     absl::StatusOr<GemmRun> run = RunGemm(e5, ops, out, config, stream_);
-    ASSERT_FALSE(run.ok()) << GemmOutputName(out);
-    EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
-    EXPECT_NE(run.status().message().find("E4M3 weights and BF16 output"), std::string_view::npos) << run.status();
+    ExpectRefused(run, "E4M3 weights and BF16 output", GemmOutputName(out));
   }
   const GemmCase c4{65, 384, 512, Fp8Format::kE4M3, ScaleGranularity::kBlock128, false, true, 0};
   const Problem e4 = MakeProblem(c4, SeedOf(c4));
@@ -1012,17 +1012,14 @@ TEST_F(Fp8GemmGpuSm90Pipeline, MainLoopVariantsGiveTheDefaultBits) {
   FP8SERVE_ASSERT_OK(Upload(e4, &ops4));
   for (const GemmOutput out : {GemmOutput::kE4M3, GemmOutput::kF32}) {
     absl::StatusOr<GemmRun> run = RunGemm(e4, ops4, out, config, stream_);
-    ASSERT_FALSE(run.ok()) << GemmOutputName(out);
-    EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
+    ExpectRefused(run, "", GemmOutputName(out));
   }
   const GemmShape shape{c4.m, e4.w.n_pad, e4.w.k_pad, c4.format, GemmOutput::kBF16};
   absl::StatusOr<GemmConfig> wide = WithSm90BlockN(ForcedSm90Config(128, 3, 2, 1, 1), shape, traits_, kSm90WideBlockN);
   ASSERT_TRUE(wide.ok()) << wide.status();
   wide->main_loop = Sm90MainLoop::kOneAccumulator;
   absl::StatusOr<GemmRun> run = RunGemm(e4, ops4, GemmOutput::kBF16, *wide, stream_);
-  ASSERT_FALSE(run.ok());
-  EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
-  EXPECT_NE(run.status().message().find("128-column tile"), std::string_view::npos) << run.status();
+  ExpectRefused(run, "128-column tile");
   std::fflush(stdout);
 }
 
@@ -1039,20 +1036,15 @@ TEST_F(Fp8GemmGpuSm90Pipeline, SplitKConfigsAreChecked) {
   GemmConfig too_many = *base;
   too_many.k_splits = p.w.k_pad / kGemmBlockK + 1;  // a split without a group
   absl::StatusOr<GemmRun> run = RunGemm(p, ops, GemmOutput::kF32, too_many, stream_);
-  ASSERT_FALSE(run.ok());
-  EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
-  EXPECT_NE(run.status().message().find("k_splits"), std::string_view::npos) << run.status();
+  ExpectRefused(run, "k_splits");
   GemmConfig split = *base;
   split.k_splits = 2;
   absl::StatusOr<GemmRun> unpromoted = RunGemm(p, ops, GemmOutput::kF32, split, stream_, Launcher::kNoPromotion);
-  ASSERT_FALSE(unpromoted.ok());
-  EXPECT_EQ(unpromoted.status().code(), absl::StatusCode::kInvalidArgument) << unpromoted.status();
+  ExpectRefused(unpromoted, "");
   // Paired loads with two stages would deadlock (a consumer holds both): refused
   GemmConfig paired = ForcedSm90Config(64, 2, 1, 1, 1, true);
   absl::StatusOr<GemmRun> two = RunGemm(p, ops, GemmOutput::kF32, paired, stream_);
-  ASSERT_FALSE(two.ok());
-  EXPECT_EQ(two.status().code(), absl::StatusCode::kInvalidArgument) << two.status();
-  EXPECT_NE(two.status().message().find("paired"), std::string_view::npos) << two.status();
+  ExpectRefused(two, "paired");
   // Clusters: not with split-K, only whole clusters, cluster_n dividing the N-tiles (this problem has
   // 2, `three` has 3), dimensions 1..2
   const GemmCase three{7, 384, 512, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0};
@@ -1072,9 +1064,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, SplitKConfigsAreChecked) {
     config.cluster_n = b.cluster_n;
     absl::StatusOr<GemmRun> refused = b.three_tiles ? RunGemm(p3, ops3, GemmOutput::kF32, config, stream_)
                                                     : RunGemm(p, ops, GemmOutput::kF32, config, stream_);
-    ASSERT_FALSE(refused.ok()) << DescribeGemmConfig(config);
-    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
-    EXPECT_NE(refused.status().message().find(b.says), std::string_view::npos) << refused.status();
+    ExpectRefused(refused, b.says, DescribeGemmConfig(config));
   }
 }
 

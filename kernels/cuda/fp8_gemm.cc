@@ -1,4 +1,5 @@
-// LaunchFp8Gemm: argument checks shared by both kernels, then dispatch on the config's kernel.
+// LaunchFp8Gemm: the argument checks shared by both kernels (fp8_gemm_args.cc), the config's
+// generic checks, then dispatch on the config's kernel.
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/fp8_gemm.h"
 
@@ -23,27 +24,6 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c) {
 }
 
 }  // namespace
-
-absl::Status CheckFp8GemmArgs(const Fp8GemmArgs& a) {
-  if (a.m < 1 || a.n < 1 || a.k < 1) return Invalid(a, "empty shape");
-  if (a.n % kGemmBlockK != 0 || a.k % kGemmBlockK != 0) {
-    return Invalid(a, absl::StrCat("n and k must be padded to multiples of ", kGemmBlockK));
-  }
-  if (a.a == nullptr || a.a_scales == nullptr) return Invalid(a, "A or its scales are null");
-  if (a.b == nullptr || a.b_scales == nullptr) return Invalid(a, "B or its scales are null");
-  if (a.d == nullptr) return Invalid(a, "D is null");
-  if (a.b_layout != WeightLayout::kRowMajor && a.b_layout != WeightLayout::kTiled128) {
-    return Invalid(a, "unknown weight layout");
-  }
-  if (a.output == GemmOutput::kE4M3) {
-    if (a.d_scales == nullptr) return Invalid(a, "E4M3 output needs d_scales");
-    if (a.n_store != a.n) return Invalid(a, "E4M3 output writes every padded column: n_store must equal n");
-  } else if (a.n_store < 1 || a.n_store > a.n) {
-    return Invalid(a, absl::StrCat("n_store ", a.n_store, " outside [1, ", a.n, "]"));
-  }
-  if (a.ldd < a.n_store) return Invalid(a, absl::StrCat("ldd ", a.ldd, " < n_store ", a.n_store));
-  return absl::OkStatus();
-}
 
 absl::Status LaunchFp8Gemm(const Fp8GemmArgs& args, const GemmConfig& config, cudaStream_t stream) {
   if (absl::Status st = CheckFp8GemmArgs(args); !st.ok()) return st;

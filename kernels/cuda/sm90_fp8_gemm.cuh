@@ -66,42 +66,14 @@
 
 #include "kernels/cuda/gemm_config.h"
 #include "kernels/cuda/requant.cuh"
+#include "kernels/cuda/sm90_params.h"
 #include "kernels/cuda/sm90_schedule.h"
 #include "kernels/cuda/sm90_utils.cuh"
 
 namespace fp8serve::cuda {
 
-inline constexpr int kSm90MaxThreads = 384;  // BLOCK_M 128: producer + 2 consumer warpgroups
 // Column pairs an E4M3 epilogue requantizes per E4M3Requant call (one fallback branch each).
 inline constexpr int kRequantPairs = 4;
-
-// Everything the kernel reads besides the two tensor maps (A and B go through TMA only).
-struct Sm90GemmParams {
-  int m = 0;
-  int n = 0;  // multiple of 128
-  int k = 0;  // multiple of 128
-  const float* a_scales = nullptr;    // [m, k/128]
-  const float* b_scales = nullptr;    // [n/128, k/128]
-  const float* col_scales = nullptr;  // [n] or nullptr
-  const float* bias = nullptr;        // [n] or nullptr
-  void* d = nullptr;                  // [m, ldd]
-  float* d_scales = nullptr;          // [m, n/128] for E4M3 output
-  int ldd = 0;
-  int n_store = 0;
-  int num_stages = 0;  // 2..kSm90MaxStages
-  bool relu = false;
-  bool paired_stores = false;  // d and ldd keep two adjacent output columns aligned as one access
-  float* partials = nullptr;   // [k_splits][m][n] when sched.k_splits > 1
-  int* counters = nullptr;     // [tiles][BLOCK_M / 16], zero at launch, when sched.k_splits > 1
-  // GemmConfig::pair_loads (num_stages >= 3). NOTES: last, so the fields above keep their offsets:
-  // inserting it before them made ptxas spill 8 bytes in the BLOCK_M 128 split-K epilogue.
-  bool pair_loads = false;
-  Sm90TileScheduler sched;
-  // B in WeightLayout::kTiled128 (tmap_b then maps the tiled array as [n * k / 128, 128] bytes)
-  bool b_tiled = false;
-  // GemmConfig::ordered_consumers (the wide tile only)
-  bool ordered_consumers = false;
-};
 
 // The named barriers of the wide tile's ordered consumers: warpgroup 0 arrives on the first after
 // issuing a group, which warpgroup 1 syncs on before issuing it; warpgroup 1 arrives on the second,
@@ -374,12 +346,10 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
   constexpr int kProducerRegs = 40;
   constexpr int kConsumerRegs = 232;
 
-  // Carve shared memory: the 128-byte swizzle needs 1024-byte aligned tiles.
-  // NOTES: the base is aligned by hand; declaring 16 (not 1024) keeps the compiler from assuming an
-  // alignment the runtime does not promise and folding the round-up away.
-  extern __shared__ __align__(16) uint8_t smem_raw[];
+  // Carve shared memory: the 128-byte swizzle needs 1024-byte aligned tiles (the base is aligned by
+  // hand: sm90::DynamicSmem).
   const int num_stages = p.num_stages;
-  const uint32_t smem_base = (sm90::SmemAddr(smem_raw) + Layout::kAlign - 1) & ~(Layout::kAlign - 1);
+  const uint32_t smem_base = (sm90::SmemAddr(sm90::DynamicSmem()) + Layout::kAlign - 1) & ~(Layout::kAlign - 1);
   const uint32_t smem_a = smem_base;
   const uint32_t smem_b = smem_a + num_stages * Layout::kTileABytes;
   const uint32_t full_bars = smem_b + num_stages * Layout::kTileBBytes;

@@ -21,6 +21,14 @@ __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// The kernel's dynamic shared memory. NOTES: declared 16-byte aligned, not 1024: the kernels align
+// the base up by hand, and a larger declared alignment would let the compiler assume one the runtime
+// does not promise and fold the round-up away.
+__device__ __forceinline__ uint8_t* DynamicSmem() {
+  extern __shared__ __align__(16) uint8_t sm90_smem_raw[];
+  return sm90_smem_raw;
+}
+
 // ---------------------------------------------------------------------------------------------
 // mbarrier (one 8-byte object in shared memory; all addresses are shared-window addresses)
 

@@ -42,7 +42,11 @@ template <int kWhich, bool kWgmma, bool kWiden>
 void RunInstance(const FusedLaunch& launch, bool late_copies) {
   constexpr FusedInstance kInst = kFusedInstances[kWhich];
   const unsigned grid = static_cast<unsigned>(launch.plan.row_blocks * launch.plan.cluster);
-  emu::Launch(grid, launch.plan.cluster, launch.plan.smem_bytes, late_copies,
+  emu::LaunchOptions options;
+  options.threads = kFusedNumThreads;
+  options.late_copies = late_copies;
+  options.mbarriers_complete_once = true;
+  emu::Launch(grid, launch.plan.cluster, launch.plan.smem_bytes, options,
               [&] { fused_mlp_kernel<kInst.block_m, kInst.stages, kWgmma, kWiden>(launch.params); });
 }
 

@@ -135,73 +135,28 @@ inline void FenceProxyAsyncShared() {}
 inline uint64_t GlobalTimerNs() { return 0; }
 inline uint32_t SmId() { return 0; }
 
-// ---- Clusters -------------------------------------------------------------------------------------
-// A shared::cluster address is (rank + 1) << 24 | offset here (shared memory is far below 16 MB);
-// a plain shared offset has no rank bits.
+// ---- Clusters (emu_runtime.h has the cluster and mbarrier model) ---------------------------------
 
 inline constexpr bool HasClusters() { return true; }
 inline int ClusterRank() { return emu::CurrentCta()->rank; }
 
 // barrier.cluster.arrive.relaxed / barrier.cluster.wait over every thread of the cluster
-inline void ClusterArriveRelaxed() {
-  if (emu::tl_cluster_arrival.has_value()) emu::Fail("a second cluster barrier arrival before the wait");
-  emu::tl_cluster_arrival.emplace(emu::CurrentCta()->cluster->bar.arrive());
-}
-inline void ClusterWait() {
-  if (!emu::tl_cluster_arrival.has_value()) emu::Fail("a cluster barrier wait without an arrival");
-  emu::CurrentCta()->cluster->bar.wait(std::move(*emu::tl_cluster_arrival));
-  emu::tl_cluster_arrival.reset();
-}
+inline void ClusterArriveRelaxed() { emu::ClusterArrive(); }
+inline void ClusterWait() { emu::ClusterWait(); }
 
-inline uint32_t MapToRank(uint32_t smem_addr, int rank) {
-  if ((smem_addr >> 24) != 0 || rank < 0 || rank >= static_cast<int>(emu::CurrentCta()->cluster->ctas.size())) {
-    emu::Fail("MapToRank of a bad address or rank");
-  }
-  return (static_cast<uint32_t>(rank + 1) << 24) | smem_addr;
-}
-
-// The CTA and offset a shared::cluster address names
+inline uint32_t MapToRank(uint32_t smem_addr, int rank) { return emu::MapToRank(smem_addr, rank); }
 inline emu::Cta* ClusterTarget(uint32_t cluster_addr, uint32_t& offset) {
-  const uint32_t rank_bits = cluster_addr >> 24;
-  offset = cluster_addr & 0xFFFFFFu;
-  if (rank_bits == 0) emu::Fail("a shared::cluster access without a rank (MapToRank missing)");
-  return emu::CurrentCta()->cluster->ctas.at(rank_bits - 1);
+  return emu::ClusterTarget(cluster_addr, offset);
 }
 
-inline void MbarInit(uint32_t bar, uint32_t count) {
-  emu::CheckSmem(bar, 8, 8);
-  emu::Cta* cta = emu::CurrentCta();
-  std::lock_guard<std::mutex> lock(cta->mbar_mu);
-  if (cta->mbars.count(bar) != 0) emu::Fail("an mbarrier initialized twice");
-  cta->mbars[bar].pending_arrivals = static_cast<int>(count);
-}
+inline void MbarInit(uint32_t bar, uint32_t count) { emu::MbarInit(bar, count); }
 inline void MbarInitFence() {}
-inline void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
-  emu::Cta* cta = emu::CurrentCta();
-  std::lock_guard<std::mutex> lock(cta->mbar_mu);
-  auto it = cta->mbars.find(bar);
-  if (it == cta->mbars.end()) emu::Fail("arrive on an uninitialized mbarrier");
-  if (it->second.pending_arrivals <= 0) emu::Fail("more arrivals on an mbarrier than it expects");
-  it->second.pending_arrivals -= 1;
-  it->second.tx_bytes += bytes;
-}
-// Waits (phase 0: each of the kernel's mbarriers completes once) until the barrier completes; an
-// mbarrier that never does fails after a minute instead of hanging the test.
+inline void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) { emu::MbarUpdate(emu::CurrentCta(), bar, 1, bytes); }
+// Waits until the barrier's first phase completes (each of the kernel's mbarriers completes once:
+// the launch checks it); an mbarrier that never does fails after a minute instead of hanging.
 inline void MbarWaitCluster(uint32_t bar, uint32_t parity) {
   if (parity != 0) emu::Fail("the kernel's mbarriers complete once: a wait for parity 1");
-  emu::Cta* cta = emu::CurrentCta();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  for (;;) {
-    {
-      std::lock_guard<std::mutex> lock(cta->mbar_mu);
-      auto it = cta->mbars.find(bar);
-      if (it == cta->mbars.end()) emu::Fail("wait on an uninitialized mbarrier");
-      if (it->second.Complete()) return;
-      if (it->second.tx_bytes < 0 && it->second.pending_arrivals == 0) emu::Fail("more bytes than the mbarrier expects");
-    }
-    if (std::chrono::steady_clock::now() > deadline) emu::Fail("an mbarrier wait that never completes");
-    std::this_thread::yield();
-  }
+  emu::MbarWaitParity(bar, parity);
 }
 
 // st.async: the bytes land in the target CTA's shared memory, then count on its mbarrier.
@@ -214,10 +169,9 @@ inline void StoreAsyncBytes(uint32_t cluster_addr, const void* data, int bytes, 
     emu::Fail("st.async out of bounds or misaligned");
   }
   std::lock_guard<std::mutex> lock(target->mbar_mu);  // (also orders the bytes before the count)
+  if (target->exited) emu::Fail("st.async into a CTA that has exited");
   std::memcpy(target->smem.data() + offset, data, static_cast<size_t>(bytes));
-  auto it = target->mbars.find(bar);
-  if (it == target->mbars.end()) emu::Fail("st.async counted on an uninitialized mbarrier");
-  it->second.tx_bytes -= bytes;
+  emu::MbarUpdateLocked(target, bar, 0, -bytes);
 }
 inline void StoreAsync(uint32_t cluster_addr, const uint4& v, uint32_t cluster_bar) {
   StoreAsyncBytes(cluster_addr, &v, 16, cluster_bar);

@@ -427,6 +427,7 @@ inline T __ldg(const T* p) {
   return *p;
 }
 inline int __ffs(int x) { return ffs(x); }
+inline int min(int a, int b) { return a < b ? a : b; }
 [[noreturn]] inline void __trap() { fp8serve::emu::Fail("__trap"); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }

@@ -314,20 +314,29 @@ TEST(Sm90GemmEmu, AsyncTimingChangesNoBit) {
   }
 }
 
-// The heuristic's own configs for a few serving shapes (the bundled model's layers and an FFN
-// slice), on an H100's traits, run as planned.
-TEST(Sm90GemmEmu, HeuristicConfigsMatchReference) {
-  const GemmCase cases[] = {{64, 256, 784, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, true, true, 0},
-                            {65, 10, 256, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0},
-                            {16, 512, 2048, Fp8Format::kE4M3, ScaleGranularity::kBlock128, false, false, 0}};
+// The GPU test's sweep shapes (fp8_gemm_test.cc) that the emulation runs in seconds: the bundled
+// model's layers at M = 1, 7, 64, 65 and 1000; K not a multiple of 128 and N not a multiple of 64,
+// E5M2 and block scales, strided output rows; a long K. Each with the heuristic's sm90 config (an
+// H100's traits) and every output.
+TEST(Sm90GemmEmu, SweepShapesMatchReference) {
+  using F = Fp8Format;
+  using S = ScaleGranularity;
+  std::vector<GemmCase> cases;
+  for (int m : {1, 7, 64, 65, 1000}) {
+    cases.push_back({m, 256, 784, F::kE4M3, S::kPerChannel, true, true, 0});
+    cases.push_back({m, 10, 256, F::kE4M3, S::kPerChannel, false, true, 0});
+  }
+  for (int m : {7, 65}) cases.push_back({m, 200, 300, F::kE5M2, S::kBlock128, true, true, m == 65 ? 16 : 0});
+  cases.push_back({64, 1000, 784, F::kE4M3, S::kPerTensor, false, true, 0});
+  cases.push_back({7, 256, 4096, F::kE4M3, S::kPerChannel, false, true, 0});
   for (const GemmCase& c : cases) {
     const Problem p = MakeProblem(c, SeedOf(c));
     const HostOperands ops(p);
-    for (GemmOutput out : {GemmOutput::kE4M3, GemmOutput::kF32}) {
+    for (GemmOutput out : {GemmOutput::kF32, GemmOutput::kBF16, GemmOutput::kE4M3}) {
       const GemmShape shape{c.m, p.w.n_pad, p.w.k_pad, c.format, out};
-      absl::StatusOr<GemmConfig> config = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, Hopper());
-      ASSERT_TRUE(config.ok()) << config.status();
-      absl::StatusOr<GemmConfig> tuned = TuneSm90Config(*config, shape, Hopper());
+      absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(GemmKernel::kSm90Wgmma, shape, Hopper());
+      ASSERT_TRUE(base.ok()) << base.status();
+      absl::StatusOr<GemmConfig> tuned = TuneSm90Config(*base, shape, Hopper());
       ASSERT_TRUE(tuned.ok()) << tuned.status();
       RunAndCheck(p, ops, out, *tuned);
     }

@@ -30,47 +30,13 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/cuda/fp16_widen.cuh"
 #include "kernels/cuda/gemm_config.h"
 #include "kernels/cuda/requant.cuh"
+#include "kernels/cuda/sm89_params.h"
+#include "kernels/cuda/sm89_ptx.cuh"
 
 namespace fp8serve::cuda {
 namespace sm89 {
-
-inline constexpr int kNumThreads = 128;
-inline constexpr int kNumWarps = kNumThreads / 32;
-inline constexpr int kBlockN = 128;
-inline constexpr int kWarpN = kBlockN / kNumWarps;  // columns per warp
-inline constexpr int kRowBytes = kGemmBlockK;       // one row of a stage: one 128-K chunk, 8 x 16 bytes
-
-// What the kernel reads; the launcher fills it from Fp8GemmArgs and GemmConfig.
-struct Params {
-  int m = 0, n = 0, k = 0;
-  const uint8_t* a = nullptr;         // [m, k] E4M3
-  const float* a_scales = nullptr;    // [m, k/128]
-  const uint8_t* b = nullptr;         // [n, k] E4M3 / E5M2
-  const float* b_scales = nullptr;    // [n/128, k/128]
-  const float* col_scales = nullptr;  // [n] or null
-  const float* bias = nullptr;        // [n] or null
-  bool relu = false;
-  void* d = nullptr;                  // [m, ldd]
-  int ldd = 0;
-  int n_store = 0;
-  float* d_scales = nullptr;          // [m, n/128] (E4M3 output)
-  bool pair_stores = false;           // d and ldd are aligned for 2-element stores
-  int k_splits = 1;
-  int tiles_m = 0, tiles_n = 0;
-  float* partials = nullptr;          // [k_splits][m][n] when k_splits > 1
-  int* counters = nullptr;            // [tiles_m * tiles_n] when k_splits > 1
-};
-
-// Dynamic shared memory of one CTA: the stage ring (rows of exactly 128 bytes, XOR-swizzled) plus the
-// epilogue's cross-warp amax table and the split-K "last CTA" flag.
-template <int BLOCK_M>
-constexpr size_t SmemBytes() {
-  return static_cast<size_t>(kSm89Stages) * (BLOCK_M + kBlockN) * kRowBytes +
-         static_cast<size_t>(kNumWarps) * BLOCK_M * sizeof(float) + 16;
-}
 
 // NOTES: a stage row is 128 bytes = all 32 banks. The 16-byte chunk c of row r is stored at chunk
 // c ^ (r % 8), so the 8 rows one ldmatrix phase reads (same logical chunk, 8 consecutive rows) hit 8
@@ -78,46 +44,6 @@ constexpr size_t SmemBytes() {
 // Ada's 99 KB per-block limit.
 __device__ __forceinline__ uint32_t swizzle(int row, int chunk) {
   return static_cast<uint32_t>(row * kRowBytes + ((chunk ^ (row & 7)) << 4));
-}
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1; src_bytes = 0 writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// d += A(16x32 E4M3) . B(32x8, E4M3 or E5M2), FP32 accumulate: the native FP8 tensor-core MMA.
-template <Fp8Format kBFormat>
-__device__ __forceinline__ void mma_m16n8k32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (kBFormat == Fp8Format::kE4M3) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e5m2.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
 }
 
 // One k32 step of a warp: part[mt][nt] += A tile mt . B tile nt, from m16n8k32 FP8 fragments.
@@ -134,7 +60,7 @@ __device__ __forceinline__ void mma_m16n8k32(float (&d)[4], const uint32_t (&a)[
 template <Fp8Format kBFormat, int kMTiles, int kNTiles>
 __device__ __forceinline__ void warp_mma_k32(float (&part)[kMTiles][kNTiles][4], const uint32_t (&a_frag)[kMTiles][4],
                                              const uint32_t (&b_frag)[kNTiles][2]) {
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  if constexpr (kMmaPath == MmaPath::kWidened) {
   uint32_t b_half[kNTiles][4];
 #pragma unroll
   for (int nt = 0; nt < kNTiles; ++nt) {
@@ -154,14 +80,14 @@ __device__ __forceinline__ void warp_mma_k32(float (&part)[kMTiles][kNTiles][4],
                        b_half[nt][3]);
     }
   }
-#elif defined(__CUDA_ARCH__) && (__CUDA_ARCH__ < 890)
-  __trap();  // no FP8 tensor cores before sm_89; the launchers never run this kernel there
-#else
+  } else if constexpr (kMmaPath == MmaPath::kFp8) {
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt) mma_m16n8k32<kBFormat>(part[mt][nt], a_frag[mt], b_frag[nt][0], b_frag[nt][1]);
-#endif
+  } else {
+    __trap();  // no FP8 tensor cores before sm_89; the launchers never run this kernel there
+  }
 }
 
 }  // namespace sm89
@@ -190,7 +116,7 @@ __global__ void __launch_bounds__(sm89::kNumThreads)
   static_assert(SmemBytes<BLOCK_M>() == Sm89SmemBytes(BLOCK_M, BLOCK_N, kNumStages),
                 "the config heuristic sizes shared memory with Sm89SmemBytes(): keep the two equal");
 
-  extern __shared__ __align__(1024) uint8_t smem[];
+  uint8_t* const smem = DynamicSmem();
   uint8_t* smem_a = smem;                              // [kNumStages][BLOCK_M][128], swizzled
   uint8_t* smem_b = smem + kNumStages * kStageABytes;  // [kNumStages][BLOCK_N][128], swizzled
   float* smem_amax = reinterpret_cast<float*>(smem_b + kNumStages * kStageBBytes);  // [kNumWarps][BLOCK_M]

@@ -35,128 +35,56 @@
 #include "kernels/cuda/gemm_config.h"
 #include "kernels/cuda/sm90_fp8_gemm.cuh"
 #include "kernels/cuda/sm90_params.h"
+#include "tests/kernels/cuda/emu/emu_gemm_harness.h"
 #include "tests/kernels/cuda/gemm_cases.h"
 
 namespace fp8serve::cuda {
 namespace {
 
-using namespace gemm_test;  // the problems and their checks (gemm_cases.h)
+using namespace gemm_test;  // the problems and their checks (gemm_cases.h), the host harness
 
 // An H100's traits: what the plan checks grids and shared memory against.
 DeviceTraits Hopper() { return DeviceTraits{}; }
-
-// Host memory aligned like cudaMalloc's, for what the kernel reads through TMA or as pairs.
-struct AlignedBytes {
-  explicit AlignedBytes(size_t n, uint8_t fill)
-      : size(n), ptr(static_cast<uint8_t*>(std::aligned_alloc(256, std::max<size_t>(256, (n + 255) / 256 * 256)))) {
-    std::memset(ptr.get(), fill, n);
-  }
-  template <typename T>
-  explicit AlignedBytes(const std::vector<T>& v) : AlignedBytes(v.size() * sizeof(T), 0) {
-    if (!v.empty()) std::memcpy(ptr.get(), v.data(), v.size() * sizeof(T));
-  }
-  template <typename T = uint8_t>
-  T* get() const {
-    return size == 0 ? nullptr : reinterpret_cast<T*>(ptr.get());
-  }
-  struct Free {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  size_t size;
-  std::unique_ptr<uint8_t, Free> ptr;
-};
 
 struct EmuMode {
   bool async_tma = false;
   bool late_wgmma = false;
 };
 
-// The problem's operands in host memory, B row-major and tiled.
-struct HostOperands {
-  explicit HostOperands(const Problem& p)
-      : a(p.a.padded), a_scales(p.a.scales), b(p.w.w), b_tiled(p.w.w.size(), 0), b_scales(p.w.b_scales),
-        col_scales(p.w.col_scales), bias(p.w.bias) {
-    const absl::Status st = TileWeights128(p.w.w.data(), p.w.n_pad, p.w.k_pad, b_tiled.get());
-    EXPECT_TRUE(st.ok()) << st;
-  }
-  AlignedBytes a, a_scales, b, b_tiled, b_scales, col_scales, bias;
-};
-
-// Plans the launch with the launcher's code, poisons the outputs, runs the instance it picks on the
-// emulated GPU and reads the outputs back.
+// Plans the launch with the launcher's code and runs the instance it picks on the emulated GPU, with
+// the outputs poisoned first (RunOnHost).
 absl::StatusOr<GemmRun> RunEmulated(const Problem& p, const HostOperands& ops, GemmOutput out, const GemmConfig& config,
                                     WeightLayout layout = WeightLayout::kRowMajor, EmuMode mode = {},
                                     bool promote = true) {
-  GemmRun r = EmptyRun(p, out);
-  AlignedBytes d(static_cast<size_t>(p.c.m) * r.ldd * OutputBytes(out),
-                 out == GemmOutput::kE4M3 ? kPoisonCode : kPoisonFloat);
-  AlignedBytes d_scales(out == GemmOutput::kE4M3 ? static_cast<size_t>(p.c.m) * (p.w.n_pad / kGemmBlockK) * 4 : 0,
-                        kPoisonFloat);
-  RunPointers ptr;
-  ptr.a = ops.a.get();
-  ptr.a_scales = ops.a_scales.get<float>();
-  ptr.b = layout == WeightLayout::kTiled128 ? ops.b_tiled.get() : ops.b.get();
-  ptr.b_layout = layout;
-  ptr.b_scales = ops.b_scales.get<float>();
-  ptr.col_scales = ops.col_scales.get<float>();
-  ptr.bias = ops.bias.get<float>();
-  ptr.d = d.get();
-  ptr.d_scales = d_scales.get<float>();
-  Fp8GemmArgs args = ArgsFor(p, out, r, ptr);
-  AlignedBytes workspace(GemmWorkspaceBytes(ShapeOf(args), config), 0);  // zeroed, as at allocation
-  args.workspace = workspace.get();
-
-  absl::StatusOr<Sm90Launch> launch = PrepareSm90Launch(args, config, Hopper(), promote);
-  if (!launch.ok()) return launch.status();
-  const CUtensorMap tmap_a = sm90::EncodeEmuOperandMap(launch->a);
-  const CUtensorMap tmap_b = sm90::EncodeEmuOperandMap(launch->b);
-  emu::LaunchOptions options;
-  options.threads = launch->threads;
-  options.async_tma = mode.async_tma;
-  options.late_wgmma = mode.late_wgmma;
-  const absl::Status st = DispatchSm90Instance(*launch, [&](auto instance) {
-    using I = decltype(instance);
-    if (I::kThreads != launch->threads) return absl::InternalError("the plan's thread count is not the instance's");
-    emu::Launch(static_cast<unsigned>(launch->grid), launch->params.sched.cluster_size, launch->smem_bytes, options,
-                [&] {
-                  sm90_fp8_gemm_kernel<I::BLOCK_M, I::BLOCK_N, I::kBFormat, I::kOutput, I::kPromote, I::kLoop>(
-                      tmap_a, tmap_b, launch->params);
-                });
-    return absl::OkStatus();
+  return RunOnHost(p, ops, out, config, layout, [&](const Fp8GemmArgs& args) -> absl::Status {
+    absl::StatusOr<Sm90Launch> launch = PrepareSm90Launch(args, config, Hopper(), promote);
+    if (!launch.ok()) return launch.status();
+    const CUtensorMap tmap_a = sm90::EncodeEmuOperandMap(launch->a);
+    const CUtensorMap tmap_b = sm90::EncodeEmuOperandMap(launch->b);
+    emu::LaunchOptions options;
+    options.threads = launch->threads;
+    options.async_tma = mode.async_tma;
+    options.late_wgmma = mode.late_wgmma;
+    return DispatchSm90Instance(*launch, [&](auto instance) {
+      using I = decltype(instance);
+      if (I::kThreads != launch->threads) return absl::InternalError("the plan's thread count is not the instance's");
+      emu::Launch(static_cast<unsigned>(launch->grid), launch->params.sched.cluster_size, launch->smem_bytes, options,
+                  [&] {
+                    sm90_fp8_gemm_kernel<I::BLOCK_M, I::BLOCK_N, I::kBFormat, I::kOutput, I::kPromote, I::kLoop>(
+                        tmap_a, tmap_b, launch->params);
+                  });
+      return absl::OkStatus();
+    });
   });
-  if (!st.ok()) return st;
-  r.d.assign(d.get(), d.get() + d.size);
-  if (out == GemmOutput::kE4M3) r.d_scales.assign(d_scales.get<float>(), d_scales.get<float>() + d_scales.size / 4);
-  // The split-K counters must be back at zero for the next launch
-  if (config.k_splits > 1) {
-    const int* counters = workspace.get<int>();
-    for (int i = 0; i < kSplitKMaxTiles; ++i) {
-      if (counters[i] != 0) return absl::InternalError(absl::StrCat("split-K counter ", i, " left at ", counters[i]));
-    }
-  }
-  return r;
 }
 
 // Runs one config and checks it against the reference; returns the run for bit comparisons.
 GemmRun RunAndCheck(const Problem& p, const HostOperands& ops, GemmOutput out, const GemmConfig& config,
                     WeightLayout layout = WeightLayout::kRowMajor, EmuMode mode = {}) {
-  absl::StatusOr<GemmRun> run = RunEmulated(p, ops, out, config, layout, mode);
   const std::string what = absl::StrCat(CaseName(p.c), " ", GemmOutputName(out), " ", WeightLayoutName(layout),
                                         mode.async_tma ? " async-tma" : "", mode.late_wgmma ? " late-wgmma" : "",
                                         " [", DescribeGemmConfig(config), "]");
-  if (!run.ok()) {
-    ADD_FAILURE() << what << ": " << run.status();
-    return GemmRun{};
-  }
-  const CheckResult cr = CheckOutput(p, out, *run);
-  std::printf("%-90s bound used %5.3f  %s\n", what.c_str(), cr.worst, cr.failures == 0 ? "ok" : "FAIL");
-  std::fflush(stdout);
-  EXPECT_EQ(cr.failures, 0) << what << cr.first;
-  return *run;
-}
-
-void ExpectSameBits(const GemmRun& a, const GemmRun& b, const std::string& what) {
-  EXPECT_TRUE(a.d == b.d && a.d_scales == b.d_scales) << what << ": the outputs' bits differ";
+  return CheckRun(p, out, RunEmulated(p, ops, out, config, layout, mode), what);
 }
 
 // The pipeline from the simplest case up: one group and one tile; then persistent CTAs walking

@@ -106,7 +106,8 @@ struct Cta {
   bool late;  // cp.async copies land at the wait (the latest the PTX allows) instead of at issue
   std::barrier<> bar;
   std::unique_ptr<std::barrier<>> warp_bar[kMaxWarps];
-  uint64_t exchange[kMaxWarps][32][8] = {};  // per-warp lane table for collectives
+  // Per-warp lane tables for collectives, two used in turn (ExchangeTable)
+  uint64_t exchange[kMaxWarps][2][32][8] = {};
   int rank = 0;
   Cluster* cluster = nullptr;
   // The mbarriers (keyed by shared-memory offset), whether the CTA has exited, and the shared memory
@@ -143,10 +144,13 @@ struct Cluster {
   bool tma_stop = false;
 };
 
+// A cp.async copy: `bytes` to shared offset dst, the first src_bytes read from src (null when
+// none), the rest zeros.
 struct Copy {
   uint32_t dst;
   const void* src;
   int bytes;
+  int src_bytes;
 };
 
 inline thread_local Cta* tl_cta = nullptr;
@@ -174,12 +178,20 @@ inline void CheckSmem(uint32_t addr, int bytes, int align) {
     Fail("shared memory access out of bounds or misaligned");
   }
 }
+inline thread_local unsigned tl_exchange_turn = 0;  // this lane's count of warp collectives
+
+// The warp's table for its next collective: each lane writes its own row, WarpSync(), then any lane
+// reads any row. The two tables are used in turn, so no second barrier is needed before a table is
+// written again: a lane reaches its next write to this table only after the barrier of the
+// collective in between, which every lane reaches only after it has read this one.
+inline uint64_t (&ExchangeTable())[32][8] { return CurrentCta()->exchange[Warp()][tl_exchange_turn++ & 1u]; }
+
 // mma.sync's operand exchange: each lane publishes its six fragment registers (A's four, B's two) in
-// the warp's table; after the returned reference, every lane's are readable. The caller reads them,
-// then calls WarpSync() before the table is reused.
+// the warp's table; after the returned reference, every lane's are readable (until the warp's next
+// collective but one).
 inline uint64_t (&ShareFragments(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                  uint32_t b1))[32][8] {
-  auto& x = CurrentCta()->exchange[Warp()];
+  auto& x = ExchangeTable();
   const uint32_t regs[6] = {a0, a1, a2, a3, b0, b1};
   for (int i = 0; i < 6; ++i) x[Lane()][i] = regs[i];
   WarpSync();
@@ -187,19 +199,21 @@ inline uint64_t (&ShareFragments(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t
 }
 
 // d += A . B on this lane's accumulator fragment of an m16n8 MMA (d0, d1 = D[g][2t, 2t + 1], d2,
-// d3 = D[g + 8][2t, 2t + 1] with g = lane / 4, t = lane % 4), summed in FP32 in k order.
+// d3 = D[g + 8][2t, 2t + 1] with g = lane / 4, t = lane % 4), from the lane's own operands: rows g
+// and g + 8 of A (A[h][k]) and columns 2t and 2t + 1 of B (B[c][k]), summed in FP32 in k order.
 template <int K>
-inline void AccumulateFragment(float (&d)[4], const float (&A)[16][K], const float (&B)[K][8]) {
-  const int g = Lane() / 4, t = Lane() % 4;
+inline void AccumulateLaneFragment(float (&d)[4], const float (&A)[2][K], const float (&B)[2][K]) {
   for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
     float s = 0.0f;
-    for (int k = 0; k < K; ++k) s += A[row][k] * B[k][col];
+    for (int k = 0; k < K; ++k) s += A[i >> 1][k] * B[i & 1][k];
     d[i] += s;
   }
 }
 
-inline void Land(const Copy& c) { std::memcpy(SmemBase() + c.dst, c.src, static_cast<size_t>(c.bytes)); }
+inline void Land(const Copy& c) {
+  std::memset(SmemBase() + c.dst, 0, static_cast<size_t>(c.bytes));
+  if (c.src_bytes > 0) std::memcpy(SmemBase() + c.dst, c.src, static_cast<size_t>(c.src_bytes));
+}
 
 // ---- mbarriers (shared by the fused kernel's and the GEMM's emulated instructions) ---------------
 
@@ -414,12 +428,11 @@ inline void __syncthreads() {
   fp8serve::emu::CurrentCta()->bar.arrive_and_wait();
 }
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-  auto& x = fp8serve::emu::CurrentCta()->exchange[fp8serve::emu::Warp()];
+  auto& x = fp8serve::emu::ExchangeTable();
   std::memcpy(&x[fp8serve::emu::Lane()][0], &v, 4);
   fp8serve::emu::WarpSync();
   float r;
   std::memcpy(&r, &x[fp8serve::emu::Lane() ^ lane_mask][0], 4);
-  fp8serve::emu::WarpSync();
   return r;
 }
 template <typename T>
@@ -447,3 +460,15 @@ inline size_t __cvta_generic_to_shared(const void* p) {
 }
 using std::isnan;
 using std::signbit;
+inline int __shfl_sync(unsigned, int v, int src_lane) {
+  auto& x = fp8serve::emu::ExchangeTable();
+  x[fp8serve::emu::Lane()][0] = static_cast<uint32_t>(v);
+  fp8serve::emu::WarpSync();
+  return static_cast<int>(static_cast<uint32_t>(x[src_lane & 31][0]));
+}
+inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+inline int atomicExch(int* p, int v) { return std::atomic_ref<int>(*p).exchange(v); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __stcg(float2* p, float2 v) { *p = v; }
+inline float2 __ldcg(const float2* p) { return *p; }
+inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }

@@ -40,18 +40,16 @@ inline void MmaM16N8K16F16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
     return __half2float(v);
   };
   const auto& x = emu::ShareFragments(a0, a1, a2, a3, b0, b1);
-  float A[16][16], B[16][8];
-  for (int l = 0; l < 32; ++l) {
-    const int g = l / 4, t = l % 4;
-    for (int reg = 0; reg < 4; ++reg) {
-      for (int h = 0; h < 2; ++h) A[g + 8 * (reg & 1)][2 * t + h + 8 * (reg >> 1)] = half_of(x[l][reg], h);
-    }
-    for (int reg = 0; reg < 2; ++reg) {
-      for (int h = 0; h < 2; ++h) B[2 * t + h + 8 * reg][g] = half_of(x[l][4 + reg], h);
-    }
+  // This lane's operands only: A rows g and g + 8 (A[r][k]: half k % 2 of register (r >= 8) + 2 (k /
+  // 8) of lane 4 (r % 8) + (k % 8) / 2), B columns 2t and 2t + 1 (B[k][n]: half k % 2 of register
+  // 4 + k / 8 of lane 4 n + (k % 8) / 2).
+  const int g = emu::Lane() / 4, t = emu::Lane() % 4;
+  float A[2][16], B[2][16];
+  for (int k = 0; k < 16; ++k) {
+    for (int h = 0; h < 2; ++h) A[h][k] = half_of(x[4 * g + (k % 8) / 2][h + 2 * (k / 8)], k % 2);
+    for (int c = 0; c < 2; ++c) B[c][k] = half_of(x[4 * (2 * t + c) + (k % 8) / 2][4 + k / 8], k % 2);
   }
-  emu::WarpSync();
-  emu::AccumulateFragment(d, A, B);
+  emu::AccumulateLaneFragment(d, A, B);
 }
 
 }  // namespace fp8serve::cuda

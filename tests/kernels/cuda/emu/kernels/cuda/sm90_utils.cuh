@@ -307,18 +307,3 @@ inline void FenceProxyAsyncShared() {}
 
 }  // namespace fp8serve::cuda::sm90
 
-// The device builtins the GEMM calls besides those emu_runtime.h defines
-inline int __shfl_sync(unsigned, int v, int src_lane) {
-  auto& x = fp8serve::emu::CurrentCta()->exchange[fp8serve::emu::Warp()];
-  x[fp8serve::emu::Lane()][0] = static_cast<uint32_t>(v);
-  fp8serve::emu::WarpSync();
-  const int r = static_cast<int>(static_cast<uint32_t>(x[src_lane & 31][0]));
-  fp8serve::emu::WarpSync();
-  return r;
-}
-inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
-inline int atomicExch(int* p, int v) { return std::atomic_ref<int>(*p).exchange(v); }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __stcg(float2* p, float2 v) { *p = v; }
-inline float2 __ldcg(const float2* p) { return *p; }
-inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }

@@ -85,17 +85,7 @@ absl::StatusOr<GemmRun> RunGemm(const Problem& p, const DeviceOperands& ops, Gem
       if (!st.ok()) return st;
     }
   }
-  RunPointers ptr;
-  ptr.a = ops.a.get<uint8_t>();
-  ptr.a_scales = ops.a_scales.get<float>();
-  ptr.b = ops.b_layout == WeightLayout::kTiled128 ? ops.b_tiled.get<uint8_t>() : ops.b.get<uint8_t>();
-  ptr.b_layout = ops.b_layout;
-  ptr.b_scales = ops.b_scales.get<float>();
-  ptr.col_scales = ops.col_scales.get<float>();
-  ptr.bias = ops.bias.get<float>();
-  ptr.d = d.get();
-  ptr.d_scales = d_scales.get<float>();
-  Fp8GemmArgs args = ArgsFor(p, out, r, ptr);
+  Fp8GemmArgs args = ArgsFor(p, out, r, PointersTo(ops, ops.b_layout, d, d_scales));
   const size_t ws_bytes = GemmWorkspaceBytes(ShapeOf(args), config);
   DeviceBuffer* ws = workspace != nullptr ? workspace : &local_ws;
   if (ws->bytes() < ws_bytes) {
@@ -117,16 +107,6 @@ absl::StatusOr<GemmRun> RunGemm(const Problem& p, const DeviceOperands& ops, Gem
   return r;
 }
 
-// A GEMM the launcher must refuse before running anything: INVALID_ARGUMENT whose message says
-// `says` (any message when empty); `context` names the case in a failure.
-void ExpectRefused(const absl::StatusOr<GemmRun>& run, absl::string_view says, std::string_view context = {}) {
-  if (run.ok()) {
-    ADD_FAILURE() << "ran, should have been refused: " << context;
-    return;
-  }
-  EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << context << " " << run.status();
-  EXPECT_NE(run.status().message().find(says), absl::string_view::npos) << context << " " << run.status();
-}
 
 struct KernelChoice {
   std::string label;

@@ -12,10 +12,14 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "gtest/gtest.h"
 #include "kernels/cpu/mlp_reference.h"
 #include "kernels/cuda/fp8_gemm.h"
 #include "kernels/cuda/gemm_config.h"
@@ -328,6 +332,35 @@ struct RunPointers {
   float* d_scales = nullptr;
   void* workspace = nullptr;
 };
+
+// The pointers of a run over `ops` (the problem's operands in device or host buffers with get<T>():
+// a, a_scales, b, b_tiled, b_scales, col_scales, bias) with B in `layout`, into the outputs `d`
+// and `d_scales`.
+template <typename Operands, typename Buffer>
+RunPointers PointersTo(const Operands& ops, WeightLayout layout, const Buffer& d, const Buffer& d_scales) {
+  RunPointers ptr;
+  ptr.a = ops.a.template get<uint8_t>();
+  ptr.a_scales = ops.a_scales.template get<float>();
+  ptr.b = layout == WeightLayout::kTiled128 ? ops.b_tiled.template get<uint8_t>() : ops.b.template get<uint8_t>();
+  ptr.b_layout = layout;
+  ptr.b_scales = ops.b_scales.template get<float>();
+  ptr.col_scales = ops.col_scales.template get<float>();
+  ptr.bias = ops.bias.template get<float>();
+  ptr.d = d.get();
+  ptr.d_scales = d_scales.template get<float>();
+  return ptr;
+}
+
+// A run the launcher must refuse before running anything: INVALID_ARGUMENT whose message says
+// `says` (any message when empty); `context` names the case in a failure.
+inline void ExpectRefused(const absl::StatusOr<GemmRun>& run, absl::string_view says, std::string_view context = {}) {
+  if (run.ok()) {
+    ADD_FAILURE() << "ran, should have been refused: " << context;
+    return;
+  }
+  EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << context << " " << run.status();
+  EXPECT_NE(run.status().message().find(says), absl::string_view::npos) << context << " " << run.status();
+}
 
 // The GEMM arguments of problem `p` with output `out` into run `r`'s shape.
 inline Fp8GemmArgs ArgsFor(const Problem& p, GemmOutput out, const GemmRun& r, const RunPointers& ptr) {

@@ -63,17 +63,7 @@ absl::StatusOr<GemmRun> RunOnHost(const Problem& p, const HostOperands& ops, Gem
                  out == GemmOutput::kE4M3 ? kPoisonCode : kPoisonFloat);
   AlignedBytes d_scales(out == GemmOutput::kE4M3 ? static_cast<size_t>(p.c.m) * (p.w.n_pad / kGemmBlockK) * 4 : 0,
                         kPoisonFloat);
-  RunPointers ptr;
-  ptr.a = ops.a.get();
-  ptr.a_scales = ops.a_scales.get<float>();
-  ptr.b = layout == WeightLayout::kTiled128 ? ops.b_tiled.get() : ops.b.get();
-  ptr.b_layout = layout;
-  ptr.b_scales = ops.b_scales.get<float>();
-  ptr.col_scales = ops.col_scales.get<float>();
-  ptr.bias = ops.bias.get<float>();
-  ptr.d = d.get();
-  ptr.d_scales = d_scales.get<float>();
-  Fp8GemmArgs args = ArgsFor(p, out, r, ptr);
+  Fp8GemmArgs args = ArgsFor(p, out, r, PointersTo(ops, layout, d, d_scales));
   AlignedBytes workspace(GemmWorkspaceBytes(ShapeOf(args), config), 0);  // zeroed, as at allocation
   args.workspace = workspace.get();
   if (absl::Status st = launch(static_cast<const Fp8GemmArgs&>(args)); !st.ok()) return st;

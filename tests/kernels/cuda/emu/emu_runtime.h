@@ -155,7 +155,7 @@ struct Copy {
 
 inline thread_local Cta* tl_cta = nullptr;
 inline Cta* CurrentCta() { return tl_cta; }
-inline thread_local Dim3 tl_thread, tl_block;
+inline thread_local Dim3 tl_thread, tl_block, tl_block_dim;
 inline thread_local std::optional<std::barrier<>::arrival_token> tl_cluster_arrival;
 inline thread_local std::vector<std::vector<Copy>> tl_groups;  // committed cp.async groups, oldest first
 inline thread_local std::vector<Copy> tl_open;                 // issued, not yet committed
@@ -343,6 +343,7 @@ inline void Launch(unsigned grid, int cluster_size, size_t smem_bytes, const Lau
           tl_cta = cta;
           tl_thread.x = t;
           tl_block.x = first + static_cast<unsigned>(r);
+          tl_block_dim.x = static_cast<unsigned>(o.threads);
           tl_rng.seed(tl_block.x * 977u + t * 13u + (o.late_copies ? 1u : 0u) + (o.late_wgmma ? 2u : 0u));
           tl_options = &o;
           tl_groups.clear();
@@ -420,6 +421,7 @@ inline void ClusterWait() {
 
 #define threadIdx (::fp8serve::emu::tl_thread)
 #define blockIdx (::fp8serve::emu::tl_block)
+#define blockDim (::fp8serve::emu::tl_block_dim)
 
 // CUDA device builtins the kernel calls, on the host
 inline void __syncwarp() { fp8serve::emu::WarpSync(); }

@@ -178,6 +178,14 @@ inline void CheckSmem(uint32_t addr, int bytes, int align) {
     Fail("shared memory access out of bounds or misaligned");
   }
 }
+// The shared-window address (offset) of a generic pointer into this CTA's shared memory.
+inline uint32_t SharedOffset(const void* p) {
+  const uint8_t* base = SmemBase();
+  const uint8_t* q = static_cast<const uint8_t*>(p);
+  if (q < base || q > base + CurrentCta()->smem.size()) Fail("a shared-window address of a non-shared pointer");
+  return static_cast<uint32_t>(q - base);
+}
+
 inline thread_local unsigned tl_exchange_turn = 0;  // this lane's count of warp collectives
 
 // The warp's table for its next collective: each lane writes its own row, WarpSync(), then any lane

@@ -23,12 +23,7 @@ inline constexpr MmaPath kMmaPath = FP8SERVE_EMU_SM89_WIDENED ? MmaPath::kWidene
 
 inline uint8_t* DynamicSmem() { return emu::SmemBase(); }
 
-inline uint32_t smem_u32(const void* p) {
-  const uint8_t* base = emu::SmemBase();
-  const uint8_t* q = static_cast<const uint8_t*>(p);
-  if (q < base || q > base + emu::CurrentCta()->smem.size()) emu::Fail("smem_u32 of a non-shared address");
-  return static_cast<uint32_t>(q - base);
-}
+inline uint32_t smem_u32(const void* p) { return emu::SharedOffset(p); }
 
 // cp.async.cg 16 with a source size: src_bytes of 16 read, the rest zeros (0: nothing read)
 inline void cp_async_16(uint32_t dst, const void* src, int src_bytes) { emu::CpAsync(dst, src, 16, src_bytes); }

@@ -20,12 +20,7 @@ namespace fp8serve::cuda::sm90 {
 
 inline uint8_t* DynamicSmem() { return emu::SmemBase(); }
 
-inline uint32_t SmemAddr(const void* p) {
-  const uint8_t* base = emu::SmemBase();
-  const uint8_t* q = static_cast<const uint8_t*>(p);
-  if (q < base || q > base + emu::CurrentCta()->smem.size()) emu::Fail("SmemAddr of a non-shared address");
-  return static_cast<uint32_t>(q - base);
-}
+inline uint32_t SmemAddr(const void* p) { return emu::SharedOffset(p); }
 
 // ---- mbarriers (emu_runtime.h) -----------------------------------------------------------------
 

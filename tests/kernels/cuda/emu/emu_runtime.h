@@ -1,10 +1,12 @@
-// A host emulation of the CUDA execution model, enough for the fused MLP kernel (fused_mlp.cuh) and
-// the Hopper GEMM (sm90_fp8_gemm.cuh) to run their own code on the CPU: a CTA is one std::thread per
-// CUDA thread (256 or 384) with a CTA barrier, named barriers and per-warp barriers, shared memory is
-// a byte vector, and warp collectives exchange values through a per-warp table. The kernels' inline
-// PTX lives behind fused_mlp_ptx.cuh, fp16_widen.cuh and sm90_utils.cuh; this directory holds host
-// versions of those headers (found first on the emulation tests' include path), written from the
-// PTX ISA's definitions of each instruction, independently of the kernels' own code.
+// A host emulation of the CUDA execution model, enough for every kernel in kernels/cuda (the fused
+// MLP, the Hopper and the mma.sync GEMMs, the activation quantizer, the weight re-layout) to run its
+// own code on the CPU: a CTA is one std::thread per CUDA thread (128 to 384) with a CTA barrier,
+// named barriers and per-warp barriers, shared memory is a byte vector, and warp collectives
+// exchange values through per-warp tables. The kernels' inline PTX lives behind fused_mlp_ptx.cuh,
+// fp16_widen.cuh, sm90_utils.cuh and sm89_ptx.cuh; this directory holds host versions of those
+// headers (found first on the emulation tests' include path; emu_warp_ops.h has what they share),
+// written from the PTX ISA's definitions of each instruction, independently of the kernels' own
+// code.
 //
 // What it checks: the kernels' indexing, fragment layouts, pipeline bookkeeping, barriers and
 // numerics, and with clusters the hand-overs between CTAs (the cluster's CTAs run at the same time).

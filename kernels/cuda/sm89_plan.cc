@@ -1,6 +1,8 @@
 // The mma.sync FP8 GEMM's launch checks and plan (sm89_params.h): plain C++, so the launcher
 // (sm89_fp8_gemm.cu) and the kernel's host emulation test plan launches with the same code.
+#include <algorithm>
 #include <climits>
+#include <iterator>
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
@@ -32,7 +34,7 @@ absl::StatusOr<Sm89Launch> PrepareSm89Launch(const Fp8GemmArgs& args, const Gemm
     return absl::InvalidArgumentError(absl::StrCat("the sm89 kernel reads row-major weights, not ",
                                                    WeightLayoutName(args.b_layout)));
   }
-  if (config.block_m != 16 && config.block_m != 32 && config.block_m != 64) {
+  if (std::find(std::begin(kSm89BlockMs), std::end(kSm89BlockMs), config.block_m) == std::end(kSm89BlockMs)) {
     return absl::InvalidArgumentError(absl::StrCat("no sm89 kernel instance for block_m ", config.block_m, ", B ",
                                                    Fp8FormatName(args.b_format), ", output ",
                                                    GemmOutputName(args.output)));

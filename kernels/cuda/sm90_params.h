@@ -22,6 +22,9 @@ namespace fp8serve::cuda {
 
 inline constexpr int kSm90MaxThreads = 384;  // BLOCK_M 128: producer + 2 consumer warpgroups
 
+// Threads of a CTA with BLOCK_M-row tiles: one consumer warpgroup per 64 rows and the producer's.
+constexpr int Sm90Threads(int block_m) { return 128 * (block_m / 64 + 1); }
+
 // Everything the kernel reads besides the two tensor maps (A and B go through TMA only).
 struct Sm90GemmParams {
   int m = 0;
@@ -94,7 +97,7 @@ struct Sm90Instance {
   static constexpr GemmOutput kOutput = kOutput_;
   static constexpr bool kPromote = kPromote_;
   static constexpr Sm90MainLoop kLoop = kLoop_;
-  static constexpr int kThreads = 128 * (BLOCK_M / 64 + 1);  // consumer warpgroups + the producer
+  static constexpr int kThreads = Sm90Threads(BLOCK_M);
   static_assert(kThreads <= kSm90MaxThreads, "the kernel's launch bound is kSm90MaxThreads");
 };
 

@@ -107,7 +107,7 @@ absl::StatusOr<Sm90Launch> PrepareSm90Launch(const Fp8GemmArgs& a, const GemmCon
 
   Sm90Launch l;
   l.grid = c.grid;
-  l.threads = 128 * (c.block_m / 64 + 1);
+  l.threads = Sm90Threads(c.block_m);
   l.smem_bytes = c.smem_bytes;
   l.block_m = c.block_m;
   l.block_n = c.block_n;

@@ -163,9 +163,7 @@ inline thread_local std::vector<std::vector<Copy>> tl_groups;  // committed cp.a
 inline thread_local std::vector<Copy> tl_open;                 // issued, not yet committed
 inline thread_local std::mt19937 tl_rng;
 inline thread_local const LaunchOptions* tl_options = nullptr;
-// Run by every thread when the kernel body returns: set by an emulated header that keeps per-thread
-// state (the GEMM's wgmma groups).
-inline std::atomic<void (*)()> g_thread_exit_check{nullptr};
+inline thread_local int tl_wgmma_pending = 0;  // wgmmas issued and not yet retired by a wait_group
 
 inline int Warp() { return static_cast<int>(tl_thread.x) / 32; }
 inline int Lane() { return static_cast<int>(tl_thread.x) % 32; }
@@ -359,13 +357,14 @@ inline void Launch(unsigned grid, int cluster_size, size_t smem_bytes, const Lau
           tl_groups.clear();
           tl_open.clear();
           tl_cluster_arrival.reset();
+          tl_wgmma_pending = 0;
           body();
           if (!tl_open.empty()) Fail("cp.async copies never committed");
           for (const auto& g : tl_groups) {
             if (!g.empty()) Fail("a cp.async group never waited for");
           }
           if (tl_cluster_arrival.has_value()) Fail("a cluster barrier arrival never waited for");
-          if (void (*check)() = g_thread_exit_check.load(); check != nullptr) check();
+          if (tl_wgmma_pending != 0) Fail("wgmmas never committed or waited for");
           if (cta->alive.fetch_sub(1) == 1) {
             std::lock_guard<std::mutex> lock(cta->mbar_mu);
             cta->exited = true;

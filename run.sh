@@ -7,6 +7,10 @@
 #   ./run.sh accuracy   Fashion-MNIST test accuracy: FP32 vs FP8 per-channel vs FP8 128x128 block
 #   ./run.sh bench      CPU benchmarks: quantizer speed, fast FP8 forward vs FP32 OpenBLAS forward
 #   ./run.sh model      retrain the FP32 checkpoints and re-quantize the bundled model
+#   ./run.sh sanitize   every test again, built with AddressSanitizer + UBSan (in build-sanitize)
+#   ./run.sh fuzz [SECONDS] [TARGET...]
+#                       libFuzzer on the fuzz targets (tests/fuzz; clang, in build-fuzz), SECONDS
+#                       each (default 60); findings land in build-fuzz/findings
 #   ./run.sh deps | build
 #
 # Environment: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default nproc).
@@ -102,6 +106,52 @@ model() {
     --calibration /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 }
 
+# The host code with ASan + UBSan: every test (GPU ones skip without a GPU; the CUDA kernels' emulation
+# tests run the kernels' own code under the sanitizers too). Leak checks stay on.
+sanitize() {
+  BUILD_DIR=build-sanitize
+  log "building with -fsanitize=address,undefined in $BUILD_DIR"
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g1 \
+      -DFP8SERVE_SANITIZE=address,undefined -DFP8SERVE_BUILD_BENCHMARKS=OFF -DFP8SERVE_PYTHON="$VENV/bin/python"
+  fi
+  cmake --build "$BUILD_DIR" -j "$JOBS"
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1} \
+    UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} test_all
+}
+
+fuzz() {
+  local seconds=60
+  if [[ "${1:-}" =~ ^[0-9]+$ ]]; then seconds=$1; shift; fi
+  local targets=("$@")
+  [ ${#targets[@]} -gt 0 ] || targets=(model_file_fuzz model_config_fuzz infer_request_fuzz input_files_fuzz)
+  command -v clang++ >/dev/null && dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q "ok installed" || {
+    log "installing clang and its libFuzzer runtime"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clang libclang-rt-dev >/dev/null
+  }
+  BUILD_DIR=build-fuzz
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g1 \
+      -DFP8SERVE_FUZZ=ON -DFP8SERVE_CUDA=OFF -DFP8SERVE_BUILD_BENCHMARKS=OFF -DFP8SERVE_PYTHON="$VENV/bin/python"
+  fi
+  cmake --build "$BUILD_DIR" -j "$JOBS" --target "${targets[@]}"
+  local failed=0
+  for t in "${targets[@]}"; do
+    # New inputs go to a work folder (the checked-in corpus is read only); crashes to findings/.
+    local work="$BUILD_DIR/fuzz-work/$t" found="$BUILD_DIR/findings/$t"
+    mkdir -p "$work" "$found"
+    log "fuzzing $t for ${seconds}s (corpus: tests/fuzz/corpus/$t + $work)"
+    "$BUILD_DIR/tests/fuzz/$t" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=4096 -timeout=30 \
+      -print_final_stats=1 -artifact_prefix="$found/" "$work" "tests/fuzz/corpus/$t" || failed=1
+  done
+  if [ "$failed" -ne 0 ]; then
+    log "a fuzz target failed: the input that did it is in $BUILD_DIR/findings/ (replay: $BUILD_DIR/tests/fuzz/TARGET FILE)"
+    return 1
+  fi
+}
+
 case "${1:-}" in
   deps) deps ;;
   build) deps; build ;;
@@ -110,5 +160,7 @@ case "${1:-}" in
   accuracy) deps; build; accuracy ;;
   bench) deps; build; bench ;;
   model) deps; build; model ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] || exit 2 ;;
+  sanitize) deps; sanitize ;;
+  fuzz) shift; deps; fuzz "$@" ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] || exit 2 ;;
 esac

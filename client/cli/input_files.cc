@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/cli/npy.h"
@@ -66,6 +67,7 @@ absl::StatusOr<InputRows> ParseCsvRows(const std::string& text, const std::strin
   InputRows out;
   out.format = InputFormat::kCsv;
   int line_no = 0;
+  bool header_skipped = false;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;
     line = absl::StripAsciiWhitespace(line);
@@ -84,13 +86,16 @@ absl::StatusOr<InputRows> ParseCsvRows(const std::string& text, const std::strin
       row.push_back(v);
     }
     if (!numeric) {
-      if (out.rows == 0 && out.width == 0) {  // a header line before any data
-        out.width = -1;
+      if (out.rows == 0 && !header_skipped) {  // one header line before any data
+        header_skipped = true;
         continue;
       }
       return absl::InvalidArgumentError(absl::StrCat(name, ":", line_no, ": not a number in this row"));
     }
-    if (out.width <= 0) {
+    // Separators alone ("," or ";;") are a row without values: it would count as a row while adding
+    // nothing, and the rows would no longer match the values read.
+    if (row.empty()) return absl::InvalidArgumentError(absl::StrCat(name, ":", line_no, ": a row without values"));
+    if (out.rows == 0) {
       out.width = static_cast<int64_t>(row.size());
     } else if (static_cast<int64_t>(row.size()) != out.width) {
       return absl::InvalidArgumentError(
@@ -131,6 +136,10 @@ absl::StatusOr<InputRows> ReadInputRows(const std::string& path, int64_t limit, 
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             path, ": a .npy input must be [N, width] or [width], this one has ", a->shape.size(), " dimensions"));
+      }
+      if (a->values.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": the array has shape (", absl::StrJoin(a->shape, ", "),
+                                                       "): no values to send"));
       }
       out.float16 = a->float16;
       out.values = std::move(a->values);

@@ -148,7 +148,7 @@ absl::StatusOr<NpyArray> ParseNpy(std::string_view bytes, const std::string& nam
   a.values.resize(n);
   const char* data = bytes.data() + data_offset;
   if (item == 4) {
-    std::memcpy(a.values.data(), data, n * 4);
+    if (n > 0) std::memcpy(a.values.data(), data, n * 4);  // an empty array's data() may be null
   } else {
     for (uint64_t k = 0; k < n; ++k) {
       uint16_t h;

@@ -27,9 +27,9 @@ absl::Status ValidateBatchingOptions(const BatchingOptions& options) {
           absl::StrCat("preferred batch size ", size, " is listed more than once"));
     }
   }
-  if (options.priority_levels < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("priority_levels must be >= 1, got ", options.priority_levels));
+  if (options.priority_levels < 1 || options.priority_levels > kMaxPriorityLevels) {
+    return absl::InvalidArgumentError(absl::StrCat("priority_levels must be between 1 and ",
+                                                   kMaxPriorityLevels, ", got ", options.priority_levels));
   }
   if (options.default_priority_level < 1 ||
       options.default_priority_level > options.priority_levels) {

@@ -23,6 +23,10 @@
 
 namespace fp8serve {
 
+// The most priority levels a queue takes. Every level costs a queue even when empty, so a config
+// asking for millions would exhaust memory at load; real deployments use a handful.
+inline constexpr int kMaxPriorityLevels = 1024;
+
 // Batching configuration, shared by BatchQueue and DynamicBatcher. It mirrors the
 // `dynamic_batching` block of a Triton model config (plus the model's max_batch_size), so that a
 // config.pbtxt maps onto it field by field.
@@ -43,7 +47,8 @@ struct BatchingOptions {
   // [1, max_batch_size], without duplicates. Empty: only full batches and the delay dispatch.
   std::vector<int> preferred_batch_sizes;
 
-  // Number of priority levels (Triton: priority_levels). Level 1 is served first. Must be >= 1.
+  // Number of priority levels (Triton: priority_levels). Level 1 is served first. Must be in
+  // [1, kMaxPriorityLevels]: each level is a queue of its own, made up front.
   int priority_levels = 1;
 
   // The level of a request whose priority() is 0 (Triton: default_priority_level). Must be in

@@ -263,6 +263,7 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(json.size()) >> (8 * i));
   bool ok = std::fwrite(len, 1, 8, out) == 8 && std::fwrite(json.data(), 1, json.size(), out) == json.size();
   for (const TensorToWrite& t : tensors) {
+    if (t.bytes.empty()) continue;  // an empty tensor's span may hold a null pointer, which fwrite must not see
     ok = ok && std::fwrite(t.bytes.data(), 1, t.bytes.size(), out) == t.bytes.size();
   }
   ok = (std::fflush(out) == 0) && ok;

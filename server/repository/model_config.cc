@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/batching/batch_queue.h"
 
 namespace fp8serve {
 
@@ -95,10 +97,28 @@ absl::Status ValidateModelConfig(const inference::ModelConfig& c, const std::str
         return ConfigError(path, absl::StrCat("preferred_batch_size ", p, " is outside 1..max_batch_size (", max, ")"));
       }
     }
+    if (db.priority_levels() > static_cast<uint64_t>(kMaxPriorityLevels)) {
+      return ConfigError(path, absl::StrCat("priority_levels ", db.priority_levels(), " is more than fp8serve's limit of ",
+                                            kMaxPriorityLevels));
+    }
     if (db.priority_levels() > 0 &&
         (db.default_priority_level() < 1 || db.default_priority_level() > db.priority_levels())) {
       return ConfigError(path, absl::StrCat("default_priority_level ", db.default_priority_level(),
                                             " is outside 1..priority_levels (", db.priority_levels(), ")"));
+    }
+  }
+  if (c.has_dynamic_batching()) {
+    // Microseconds are read into signed 64-bit durations: larger values would wrap negative.
+    const auto& db = c.dynamic_batching();
+    constexpr uint64_t kMaxMicros = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    if (db.max_queue_delay_microseconds() > kMaxMicros) {
+      return ConfigError(path, absl::StrCat("max_queue_delay_microseconds ", db.max_queue_delay_microseconds(),
+                                            " is out of range (at most ", kMaxMicros, ")"));
+    }
+    if (db.default_queue_policy().default_timeout_microseconds() > kMaxMicros) {
+      return ConfigError(path, absl::StrCat("default_timeout_microseconds ",
+                                            db.default_queue_policy().default_timeout_microseconds(),
+                                            " is out of range (at most ", kMaxMicros, ")"));
     }
   }
   for (const auto& g : c.instance_group()) {

@@ -20,7 +20,7 @@ absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
   int n;
   while ((n = gzread(gz, buf, sizeof(buf))) > 0) bytes.insert(bytes.end(), buf, buf + n);
   int errnum = Z_OK;
-  const char* zmsg = gzerror(gz, &errnum);
+  const std::string zmsg = gzerror(gz, &errnum);  // points into gz: copy it before gzclose frees it
   gzclose(gz);
   if (n < 0 || errnum != Z_OK) {  // a truncated stream reports Z_BUF_ERROR: reject it too
     return absl::InvalidArgumentError(absl::StrCat(path, ": gzip error: ", zmsg));

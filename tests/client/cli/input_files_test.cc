@@ -129,6 +129,12 @@ TEST(CsvTest, RowsHeadersAndFaults) {
   EXPECT_THAT(std::string(ParseCsvRows("1,2,3\n4,5\n", "t.csv").status().message()), HasSubstr("t.csv:2: 2 values"));
   EXPECT_THAT(std::string(ParseCsvRows("1,2\n3,x\n", "t.csv").status().message()), HasSubstr("t.csv:2"));
   EXPECT_FALSE(ParseCsvRows("\n# nothing\n", "t").ok());
+  // Found by tests/fuzz/input_files_fuzz: a separators-only row counted as a row of width 0, and
+  // the next row then set the width, so 2 rows x 1 came with 1 value.
+  EXPECT_THAT(std::string(ParseCsvRows(",\n7\n", "t.csv").status().message()), HasSubstr("t.csv:1: a row without values"));
+  EXPECT_THAT(std::string(ParseCsvRows("x\n ; \n7\n", "t.csv").status().message()),
+              HasSubstr("t.csv:2: a row without values"));
+  EXPECT_THAT(std::string(ParseCsvRows("x\ny\n1\n", "t.csv").status().message()), HasSubstr("t.csv:2: not a number"));
 }
 
 TEST_F(FileTest, DetectsFormatsByContentAndReadsRows) {
@@ -163,6 +169,10 @@ TEST_F(FileTest, DetectsFormatsByContentAndReadsRows) {
   const int64_t cube[] = {1, 2, 2};
   EXPECT_THAT(std::string(ReadInputRows(Write("cube.npy", EncodeNpyF32(cube, v))).status().message()),
               HasSubstr("3 dimensions"));
+  // An empty array (found by tests/fuzz/input_files_fuzz, which saw memcpy from a null pointer).
+  const int64_t none[] = {0, 784};
+  EXPECT_THAT(std::string(ReadInputRows(Write("none.npy", EncodeNpyF32(none, {}))).status().message()),
+              HasSubstr("the array has shape (0, 784): no values to send"));
   EXPECT_THAT(std::string(ReadInputRows(dir_ + "/missing.npy").status().message()), HasSubstr("missing.npy"));
   EXPECT_FALSE(ReadInputRows(dir_).ok());
   EXPECT_FALSE(ReadInputRows(Write("empty", "")).ok());

@@ -416,6 +416,7 @@ TEST(DynamicBatcherCreateTest, RejectsBadOptions) {
       {"preferred batch size 0", [](BatchingOptions& o) { o.preferred_batch_sizes = {0}; }},
       {"more than once", [](BatchingOptions& o) { o.preferred_batch_sizes = {4, 4}; }},
       {"priority_levels", [](BatchingOptions& o) { o.priority_levels = 0; }},
+      {"priority_levels must be between 1 and 1024, got 1025", [](BatchingOptions& o) { o.priority_levels = 1025; }},
       {"default_priority_level", [](BatchingOptions& o) { o.default_priority_level = 0; }},
       {"default_priority_level", [](BatchingOptions& o) { o.default_priority_level = 2; }},
       {"max_queue_delay", [](BatchingOptions& o) { o.max_queue_delay = absl::Milliseconds(-1); }},

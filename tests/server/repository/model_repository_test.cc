@@ -163,6 +163,17 @@ TEST(ModelRepositoryTest, BadModelsAreRecordedWithTheirReasonAndTheGoodOneServes
        ConfigText(MakeSpec("format", 8, "parameters { key: \"weight_format\" value { string_value: \"e5m2\" } }")),
        {"contradicts", "weight_format is 'e5m2' but the weights are e4m3"}},
       {"syntax", "name: \"syntax\"\nplatform: \"fp8_mlp\"\nmax_batch_size: eight\n", {"config.pbtxt", "line 3"}},
+      // Found by tests/fuzz/model_config_fuzz: a billion levels made a billion queues at load.
+      {"levels",
+       ConfigText(MakeSpec("levels", 8, "dynamic_batching { priority_levels: 1000000000 default_priority_level: 1 }")),
+       {"priority_levels 1000000000 is more than fp8serve's limit of 1024"}},
+      {"delay",
+       ConfigText(MakeSpec("delay", 8, "dynamic_batching { max_queue_delay_microseconds: 18446744073709551615 }")),
+       {"max_queue_delay_microseconds 18446744073709551615 is out of range"}},
+      {"timeout",
+       ConfigText(MakeSpec("timeout", 8,
+                           "dynamic_batching { default_queue_policy { default_timeout_microseconds: 9223372036854775808 } }")),
+       {"default_timeout_microseconds 9223372036854775808 is out of range"}},
       {"folder_a", ConfigText(MakeSpec("other_name", 8)), {"name 'other_name' does not match its folder 'folder_a'"}},
       {"platform",
        [] {

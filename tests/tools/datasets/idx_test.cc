@@ -246,7 +246,9 @@ TEST_F(IdxTest, GzipChecksumMismatch) {
   std::string bad = gz;
   bad[bad.size() - 8] ^= 0x5a;  // first byte of the CRC-32 trailer
   const std::string path = WritePlain("crc.gz", bad);
-  ExpectInvalid(ReadIdx(path).status(), path, "gzip error");
+  // zlib's own reason, read before gzclose frees it (the fuzzer found it read after: ASan reports
+  // that, and without ASan the message could be anything).
+  ExpectInvalid(ReadIdx(path).status(), path, "incorrect data check");
 }
 
 // Dimensions whose product wraps around 2^64 must not pass for a small (here empty) data section:

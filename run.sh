@@ -7,7 +7,10 @@
 #   ./run.sh accuracy   Fashion-MNIST test accuracy: FP32 vs FP8 per-channel vs FP8 128x128 block
 #   ./run.sh bench      CPU benchmarks: quantizer speed, fast FP8 forward vs FP32 OpenBLAS forward
 #   ./run.sh model      retrain the FP32 checkpoints and re-quantize the bundled model
-#   ./run.sh sanitize   every test again, built with AddressSanitizer + UBSan (in build-sanitize)
+#   ./run.sh sanitize [thread]
+#                       every test again, built with AddressSanitizer + UBSan (in build-sanitize);
+#                       with "thread": the CUDA kernels' emulation tests under ThreadSanitizer
+#                       (build-tsan): conflicting shared/global accesses without a barrier between
 #   ./run.sh fuzz [SECONDS] [TARGET...]
 #                       libFuzzer on the fuzz targets (tests/fuzz; clang, in build-fuzz), SECONDS
 #                       each (default 60); findings land in build-fuzz/findings
@@ -109,15 +112,43 @@ model() {
 # The host code with ASan + UBSan: every test (GPU ones skip without a GPU; the CUDA kernels' emulation
 # tests run the kernels' own code under the sanitizers too). Leak checks stay on.
 sanitize() {
-  BUILD_DIR=build-sanitize
-  log "building with -fsanitize=address,undefined in $BUILD_DIR"
-  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g1 \
-      -DFP8SERVE_SANITIZE=address,undefined -DFP8SERVE_BUILD_BENCHMARKS=OFF -DFP8SERVE_PYTHON="$VENV/bin/python"
-  fi
-  cmake --build "$BUILD_DIR" -j "$JOBS"
-  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1} \
-    UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} test_all
+  local kind=${1:-address}
+  case "$kind" in
+    address)
+      BUILD_DIR=build-sanitize
+      log "building with -fsanitize=address,undefined in $BUILD_DIR"
+      if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+        cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g1 \
+          -DFP8SERVE_SANITIZE=address,undefined -DFP8SERVE_BUILD_BENCHMARKS=OFF -DFP8SERVE_PYTHON="$VENV/bin/python"
+      fi
+      cmake --build "$BUILD_DIR" -j "$JOBS"
+      ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1} \
+        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} test_all
+      ;;
+    thread)
+      # Only the emulation tests: each CUDA thread is a std::thread there, so ThreadSanitizer checks
+      # the kernels' shared- and global-memory accesses against their barriers, mbarriers, atomics
+      # and warp collectives. (The server's locks are Debian's absl::Mutex, built without TSan
+      # annotations: TSan would report races that are not there.) About 16x slower than plain.
+      BUILD_DIR=build-tsan
+      local targets=(small_kernels_emu_test sm90_gemm_emu_test sm89_gemm_emu_test sm89_gemm_emu_ada_test fused_mlp_emu_test)
+      log "building the kernels' emulation tests with -fsanitize=thread in $BUILD_DIR"
+      if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+        cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g1 \
+          -DFP8SERVE_SANITIZE=thread -DFP8SERVE_BUILD_BENCHMARKS=OFF -DFP8SERVE_PYTHON="$VENV/bin/python"
+      fi
+      cmake --build "$BUILD_DIR" -j "$JOBS" --target "${targets[@]}"
+      [ -x "$BUILD_DIR/tests/sm90_gemm_emu_test" ] || { log "no emulation tests: they need nvcc (CUDA) at configure time"; return 1; }
+      local failed=0
+      for t in "${targets[@]}"; do
+        log "$t under ThreadSanitizer"
+        OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:history_size=4} \
+          FP8SERVE_SOURCE_DIR="$ROOT" "$BUILD_DIR/tests/$t" || failed=1
+      done
+      return $failed
+      ;;
+    *) echo "sanitize: address (default) or thread, not '$kind'" >&2; return 2 ;;
+  esac
 }
 
 fuzz() {
@@ -125,6 +156,8 @@ fuzz() {
   if [[ "${1:-}" =~ ^[0-9]+$ ]]; then seconds=$1; shift; fi
   local targets=("$@")
   [ ${#targets[@]} -gt 0 ] || targets=(model_file_fuzz model_config_fuzz infer_request_fuzz input_files_fuzz)
+  # With nvcc, the kernels' host side too.
+  if [ $# -eq 0 ] && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; then targets+=(gemm_plan_fuzz); fi
   command -v clang++ >/dev/null && dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q "ok installed" || {
     log "installing clang and its libFuzzer runtime"
     local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -133,8 +166,9 @@ fuzz() {
   }
   BUILD_DIR=build-fuzz
   if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    # nvcc keeps g++ as its host compiler (only gemm_plan_fuzz needs CUDA, for its headers).
     CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g1 \
-      -DFP8SERVE_FUZZ=ON -DFP8SERVE_CUDA=OFF -DFP8SERVE_BUILD_BENCHMARKS=OFF -DFP8SERVE_PYTHON="$VENV/bin/python"
+      -DFP8SERVE_FUZZ=ON -DCMAKE_CUDA_HOST_COMPILER=g++ -DFP8SERVE_BUILD_BENCHMARKS=OFF -DFP8SERVE_PYTHON="$VENV/bin/python"
   fi
   cmake --build "$BUILD_DIR" -j "$JOBS" --target "${targets[@]}"
   local failed=0
@@ -160,7 +194,7 @@ case "${1:-}" in
   accuracy) deps; build; accuracy ;;
   bench) deps; build; bench ;;
   model) deps; build; model ;;
-  sanitize) deps; sanitize ;;
+  sanitize) shift; deps; sanitize "$@" ;;
   fuzz) shift; deps; fuzz "$@" ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] || exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] || exit 2 ;;
 esac

@@ -292,6 +292,11 @@ absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShap
       return c;
     }
     case GemmKernel::kSm89MmaSync: {
+      if (shape.b_layout != WeightLayout::kRowMajor) {
+        return absl::InvalidArgumentError(absl::StrCat("the mma.sync kernel reads row-major weights; ",
+                                                       WeightLayoutName(shape.b_layout),
+                                                       " weights need the wgmma kernel (compute capability 9.0)"));
+      }
       GemmConfig c = Sm89Config(shape, device);
       if (c.smem_bytes > static_cast<size_t>(device.smem_per_block_optin)) {
         return absl::FailedPreconditionError("not enough shared memory for the mma.sync pipeline");

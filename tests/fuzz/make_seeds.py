@@ -122,7 +122,7 @@ def request(rows, dtype="FP32", raw=True, shape=None, params=None, outputs=("log
         r.outputs.add(name=o)
     for k, v in (params or {}).items():
         r.parameters[k].int64_param = v
-    return r.SerializeToString()
+    return r.SerializeToString(deterministic=True)
 
 
 write("infer_request_fuzz", "fp32-raw", request(3))
@@ -155,3 +155,11 @@ write("input_files_fuzz", "idx-images-gz", gzip.compress(idx(images), mtime=0))
 write("input_files_fuzz", "idx-labels", idx(labels))
 write("input_files_fuzz", "csv-header", b"a,b,c\n1,2,3\n4.5;5e-1 6\n")
 write("input_files_fuzz", "labels-text", b"1\n2, 3\n7\n")
+
+# ---- the kernels' host side: bytes that pick a device, a GEMM, a config and an MLP ----------------
+# All zeros picks the common case everywhere (an H100/H200, 1 x 128 x 128, the first config values);
+# the others are random choices among the common values.
+write("gemm_plan_fuzz", "zeros", bytes(160))
+for i in range(8):
+    b = bytearray(rng.integers(0, 224, 160, dtype=np.uint8))
+    write("gemm_plan_fuzz", f"random-{i}", bytes(b))

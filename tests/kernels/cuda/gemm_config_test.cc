@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace fp8serve::cuda {
@@ -44,6 +45,21 @@ TEST(GemmConfigTest, WgmmaOnlyOnHopper) {
   absl::StatusOr<GemmConfig> big = SelectGemmConfig(GemmShape{4096, 4096, 4096}, L4());
   ASSERT_TRUE(big.ok()) << big.status();
   EXPECT_EQ(big->kernel, GemmKernel::kSm89MmaSync);
+}
+
+// Tiled weights are the wgmma kernel's alone: off Hopper the heuristic refuses them instead of
+// handing the mma.sync launcher a config it would refuse (found by tests/fuzz/gemm_plan_fuzz).
+TEST(GemmConfigTest, TiledWeightsAreRefusedOffHopper) {
+  const GemmShape tiled{64, 256, 1024, Fp8Format::kE4M3, GemmOutput::kBF16, WeightLayout::kTiled128};
+  for (const absl::StatusOr<GemmConfig>& c :
+       {SelectGemmConfig(tiled, L4()), SelectGemmConfigFor(GemmKernel::kSm89MmaSync, tiled, H100())}) {
+    ASSERT_FALSE(c.ok()) << DescribeGemmConfig(*c);
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()), ::testing::HasSubstr("tiled128 weights need the wgmma kernel"));
+  }
+  absl::StatusOr<GemmConfig> hopper = SelectGemmConfig(tiled, H100());
+  ASSERT_TRUE(hopper.ok()) << hopper.status();
+  EXPECT_EQ(hopper->kernel, GemmKernel::kSm90Wgmma);
 }
 
 // Sweeps shapes and devices; checks the invariants the launchers rely on.

@@ -1,0 +1,261 @@
+// Fuzz target: the CUDA kernels' host side, which every launch passes through before anything
+// reaches the GPU: the argument checks, the configuration heuristic and the launch plans of the
+// Hopper GEMM, the mma.sync GEMM and the fused MLP kernel. Plain C++, so it runs without a GPU.
+//
+// The input picks a device, a GEMM (shape, formats, output, strides, pointer alignments) and a
+// config, and an MLP for the fused kernel. What must hold:
+//  - nothing overflows or crashes on any argument (UBSan and ASan in the libFuzzer build);
+//  - every config the heuristic returns for valid arguments is one its launcher accepts, with a
+//    kernel instance to run it, and with the workspace that GemmWorkspaceBytes sizes;
+//  - every launch a planner accepts, heuristic or not, fits the device: grid, threads, shared memory;
+//  - a fused plan's cluster hand-overs balance: the partial tiles its contributors send are the
+//    bytes their owners' mbarriers wait for (an mbarrier that waits for more never completes).
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "kernels/cuda/fp8_gemm.h"
+#include "kernels/cuda/fused_mlp.h"
+#include "kernels/cuda/gemm_config.h"
+#include "kernels/cuda/sm89_params.h"
+#include "kernels/cuda/sm90_params.h"
+
+namespace fp8serve::cuda {
+namespace {
+
+[[noreturn]] void Fail(const std::string& what, const std::string& detail) {
+  std::fprintf(stderr, "gemm_plan_fuzz: %s: %s\n", what.c_str(), detail.c_str());
+  std::abort();
+}
+
+// Reads the input front to back; zeros once it runs out.
+class Reader {
+ public:
+  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  template <typename T>
+  T Next() {
+    T v{};
+    const size_t n = std::min(sizeof(T), size_ - std::min(pos_, size_));
+    if (n > 0) std::memcpy(&v, data_ + pos_, n);
+    pos_ += sizeof(T);
+    return v;
+  }
+  // Mostly a realistic value (one of `common`), now and then any int.
+  template <size_t N>
+  int Pick(const int (&common)[N]) {
+    const uint8_t c = Next<uint8_t>();
+    if (c < 224) return common[c % N];
+    return Next<int32_t>();
+  }
+  bool Bit() { return Next<uint8_t>() & 1; }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+};
+
+// Fake device pointers: the planners check and store them, and never dereference them.
+template <typename T>
+T* FakePointer(Reader& in, uintptr_t base) {
+  const uint8_t how = in.Next<uint8_t>();
+  if (how < 16) return nullptr;
+  const uintptr_t misalign = how < 48 ? in.Next<uint8_t>() % 16 : 0;
+  return reinterpret_cast<T*>(base + misalign);
+}
+
+DeviceTraits ReadDevice(Reader& in) {
+  DeviceTraits d;
+  static constexpr int kCc[][2] = {{9, 0}, {9, 0}, {8, 9}, {8, 0}, {10, 0}, {12, 0}};
+  const int cc = in.Next<uint8_t>() % 6;
+  d.cc_major = kCc[cc][0];
+  d.cc_minor = kCc[cc][1];
+  d.num_sms = in.Pick({132, 132, 114, 78, 1, 2, 7, 256});
+  d.smem_per_block_optin = in.Pick({227 * 1024, 227 * 1024, 99 * 1024, 163 * 1024, 48 * 1024, 0});
+  return d;
+}
+
+GemmShape ReadShape(Reader& in) {
+  GemmShape s;
+  s.m = in.Pick({1, 7, 16, 64, 65, 128, 129, 1000, 4096, 8192, 70000});
+  s.n = 128 * in.Pick({1, 2, 3, 8, 32, 128, 129});
+  s.k = 128 * in.Pick({1, 2, 7, 8, 32, 128, 129});
+  if (in.Next<uint8_t>() < 16) s.n = in.Next<int32_t>();  // off the 128 grid, or negative
+  if (in.Next<uint8_t>() < 16) s.k = in.Next<int32_t>();
+  s.b_format = in.Bit() ? Fp8Format::kE5M2 : Fp8Format::kE4M3;
+  s.output = static_cast<GemmOutput>(in.Next<uint8_t>() % 3);
+  s.b_layout = in.Next<uint8_t>() < 64 ? WeightLayout::kTiled128 : WeightLayout::kRowMajor;
+  return s;
+}
+
+Fp8GemmArgs ReadArgs(Reader& in, const GemmShape& s) {
+  Fp8GemmArgs a;
+  a.m = s.m;
+  a.n = s.n;
+  a.k = s.k;
+  a.b_format = s.b_format;
+  a.output = s.output;
+  a.b_layout = s.b_layout;
+  a.a = FakePointer<const uint8_t>(in, 0x100000);
+  a.a_scales = FakePointer<const float>(in, 0x200000);
+  a.b = FakePointer<const uint8_t>(in, 0x300000);
+  a.b_scales = FakePointer<const float>(in, 0x400000);
+  a.col_scales = in.Bit() ? FakePointer<const float>(in, 0x500000) : nullptr;
+  a.bias = in.Bit() ? FakePointer<const float>(in, 0x600000) : nullptr;
+  a.relu = in.Bit();
+  a.d = FakePointer<void>(in, 0x700000);
+  a.d_scales = FakePointer<float>(in, 0x800000);
+  a.n_store = s.output == GemmOutput::kE4M3 || in.Bit() ? s.n : in.Pick({1, 10, 127, 129, 0, -1});
+  a.ldd = in.Bit() ? a.n_store : a.n_store + in.Pick({0, 1, 8, 128, -1});
+  a.workspace = FakePointer<void>(in, 0x900000);
+  return a;
+}
+
+GemmConfig ReadConfig(Reader& in) {
+  GemmConfig c;
+  c.kernel = in.Bit() ? GemmKernel::kSm90Wgmma : GemmKernel::kSm89MmaSync;
+  c.block_m = in.Pick({64, 128, 16, 32, 0, 256});
+  c.block_n = in.Pick({128, 192, 64, 256});
+  c.block_k = in.Pick({128, 128, 64});
+  c.stages = in.Pick({2, 3, 4, 8, 1, 9});
+  c.k_splits = in.Pick({1, 1, 2, 3, 8, 0, 100});
+  c.grid = in.Pick({1, 2, 132, 128, 0, 1000000});
+  c.raster_group = in.Pick({1, 2, 8, 0});
+  c.pair_loads = in.Bit();
+  c.cluster_m = in.Pick({1, 1, 2, 3, 0});
+  c.cluster_n = in.Pick({1, 1, 2, 4});
+  c.ordered_consumers = in.Bit();
+  c.main_loop = static_cast<Sm90MainLoop>(in.Next<uint8_t>() % 4);
+  c.smem_bytes = static_cast<size_t>(in.Pick({0, 100000, 200000, 232448, 1 << 20}));
+  return c;
+}
+
+// A launch the planner accepted must fit the device it was planned for.
+template <typename Launch>
+void CheckFits(const Launch& l, int grid_cap, const DeviceTraits& d, const std::string& what) {
+  if (l.grid < 1 || l.grid > grid_cap) Fail(what, "a grid outside [1, " + std::to_string(grid_cap) + "]");
+  if (l.smem_bytes == 0 || l.smem_bytes > static_cast<size_t>(d.smem_per_block_optin)) {
+    Fail(what, "shared memory outside what the device gives a block");
+  }
+}
+
+// Plans `config` for `args` with its kernel's planner: the planner's verdict (a plan it accepts is
+// then checked against the device).
+absl::Status Plan(const Fp8GemmArgs& args, const GemmConfig& config, const DeviceTraits& d, const std::string& what) {
+  if (config.kernel == GemmKernel::kSm90Wgmma) {
+    absl::StatusOr<Sm90Launch> l = PrepareSm90Launch(args, config, d, /*promote=*/true);
+    if (!l.ok()) return l.status();
+    CheckFits(*l, d.num_sms, d, what);
+    if (l->threads < 1 || l->threads > kSm90MaxThreads) Fail(what, "sm90 threads outside the launch bound");
+    if (!DispatchSm90Instance(*l, [](auto) { return absl::OkStatus(); }).ok()) Fail(what, "no sm90 instance for a prepared launch");
+    return absl::OkStatus();
+  }
+  if (absl::Status st = CheckFp8GemmArgs(args); !st.ok()) return st;
+  absl::StatusOr<Sm89Launch> l = PrepareSm89Launch(args, config);
+  if (!l.ok()) return l.status();
+  CheckFits(*l, INT32_MAX, d, what);
+  if (!DispatchSm89Instance(*l, [](auto) { return absl::OkStatus(); }).ok()) Fail(what, "no sm89 instance for a prepared launch");
+  return absl::OkStatus();
+}
+
+// The heuristic's configs for valid arguments must all be accepted by their planners.
+void CheckHeuristic(Fp8GemmArgs args, const GemmShape& s, const DeviceTraits& d) {
+  const auto accepted = [&](const absl::StatusOr<GemmConfig>& c, const char* name) {
+    if (!c.ok()) return;
+    const size_t workspace = GemmWorkspaceBytes(s, *c);
+    if (c->k_splits > 1 && workspace < kSplitKCounterBytes + size_t(c->k_splits) * s.m * s.n * sizeof(float)) {
+      Fail(name, "GemmWorkspaceBytes below the counters and the partial sums");
+    }
+    // The pointers the launcher would pass: aligned, a workspace where the config needs one.
+    Fp8GemmArgs a = args;
+    a.workspace = c->k_splits > 1 ? reinterpret_cast<void*>(0x900000) : nullptr;
+    if (absl::Status st = Plan(a, *c, d, name); !st.ok()) {
+      Fail(name, "the heuristic gave a config its launcher refuses: " + DescribeGemmConfig(*c) + ": " + st.ToString());
+    }
+  };
+  args.a = reinterpret_cast<const uint8_t*>(0x100000);
+  args.b = reinterpret_cast<const uint8_t*>(0x300000);
+  args.a_scales = reinterpret_cast<const float*>(0x200000);
+  args.b_scales = reinterpret_cast<const float*>(0x400000);
+  args.d = reinterpret_cast<void*>(0x700000);
+  args.d_scales = reinterpret_cast<float*>(0x800000);
+  if (!CheckFp8GemmArgs(args).ok()) return;
+  accepted(SelectGemmConfig(s, d), "SelectGemmConfig");
+  for (GemmKernel k : {GemmKernel::kSm90Wgmma, GemmKernel::kSm89MmaSync}) {
+    absl::StatusOr<GemmConfig> base = SelectGemmConfigFor(k, s, d);
+    accepted(base, "SelectGemmConfigFor");
+    if (base.ok() && k == GemmKernel::kSm90Wgmma) {
+      accepted(TuneSm90Config(*base, s, d), "TuneSm90Config");
+      for (int cm : {1, 2}) {
+        for (int cn : {1, 2}) accepted(WithSm90Cluster(*base, s, d, cm, cn), "WithSm90Cluster");
+      }
+    }
+  }
+  accepted(SelectSm90WideTileConfig(s, d), "SelectSm90WideTileConfig");
+}
+
+void CheckFusedPlan(Reader& in, const DeviceTraits& d) {
+  FusedMlpArgs a;
+  a.m = in.Pick({1, 64, 1024, 16384, 0, 17});
+  a.num_layers = in.Pick({2, 3, 1, 4, 0, 5});
+  a.x = FakePointer<const float>(in, 0xa00000);
+  a.y = FakePointer<float>(in, 0xb00000);
+  int k = in.Pick({784, 256, 100, 1024, 1, 1025});
+  for (int l = 0; l < std::min(std::max(a.num_layers, 0), kFusedMaxLayers); ++l) {
+    FusedMlpLayer& L = a.layers[l];
+    L.k = k;
+    L.n = in.Pick({256, 10, 512, 128, 1, 1024, 2000});
+    L.k_pad = in.Bit() || L.k <= 0 ? (L.k + 127) / 128 * 128 : in.Pick({128, 896, 0});
+    L.n_pad = in.Bit() || L.n <= 0 ? (L.n + 127) / 128 * 128 : in.Pick({128, 256, 0});
+    L.w = FakePointer<const uint8_t>(in, 0xc00000);
+    L.w_format = in.Bit() ? Fp8Format::kE5M2 : Fp8Format::kE4M3;
+    L.b_scales = FakePointer<const float>(in, 0xd00000);
+    L.col_scales = in.Bit() ? FakePointer<const float>(in, 0xe00000) : nullptr;
+    L.bias = in.Bit() ? FakePointer<const float>(in, 0xf00000) : nullptr;
+    k = L.n;
+  }
+  a.relu = in.Bit();
+  a.cluster_size = in.Pick({0, 1, 2, 4, 8, 3, 16});
+  a.mma = static_cast<FusedMma>(in.Next<uint8_t>() % 4);
+  a.block_m = in.Pick({0, 16, 32, 64, 8});
+  a.fold_last_layer = in.Bit();
+
+  absl::StatusOr<FusedPlan> p = PlanFusedMlp(a, d);
+  if (!p.ok()) return;
+  const std::string what = "PlanFusedMlp";
+  if (p->cluster != 1 && p->cluster != 2 && p->cluster != 4 && p->cluster != 8) Fail(what, "a cluster size of " + std::to_string(p->cluster));
+  if (p->block_m != 16 && p->block_m != 32 && p->block_m != 64) Fail(what, "block_m " + std::to_string(p->block_m));
+  if (p->mma == FusedMma::kAuto) Fail(what, "the plan left the MMA kind to choose");
+  if (p->row_blocks != (static_cast<long long>(a.m) + p->block_m - 1) / p->block_m) Fail(what, "row blocks do not cover the rows");
+  if (p->smem_bytes == 0 || p->smem_bytes > static_cast<size_t>(d.smem_per_block_optin)) Fail(what, "shared memory beyond the device");
+  for (int l = 0; l < a.num_layers; ++l) {
+    const FusedLayerPlan& L = p->layers[l];
+    // Each contributor sends one FP32 partial tile of block_m x 128 to its owner.
+    uint64_t sent = 0, expected = 0;
+    for (int r = 0; r < p->cluster; ++r) {
+      if (L.partial_owner[r] >= 0) {
+        if (L.partial_owner[r] >= p->cluster || L.partial_owner[r] == r) Fail(what, "a partial tile sent to a rank outside the cluster or to itself");
+        sent += static_cast<uint64_t>(p->block_m) * 128 * sizeof(float);
+      }
+      expected += L.partial_bytes[r];
+    }
+    if (sent != expected) Fail(what, "layer " + std::to_string(l) + ": partial tiles sent and awaited differ");
+  }
+}
+
+}  // namespace
+}  // namespace fp8serve::cuda
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace fp8serve::cuda;
+  Reader in(data, size);
+  const DeviceTraits d = ReadDevice(in);
+  const GemmShape s = ReadShape(in);
+  const Fp8GemmArgs args = ReadArgs(in, s);
+  CheckHeuristic(args, s, d);
+  (void)Plan(args, ReadConfig(in), d, "a fuzzed config");
+  CheckFusedPlan(in, d);
+  return 0;
+}

@@ -147,6 +147,7 @@ std::string UnsupportedReason(const FusedMlpArgs& a, const DeviceTraits& device)
     return absl::StrCat("compute capability ", device.cc_major, ".", device.cc_minor,
                         " has no FP8 tensor cores (needs 8.9 or newer)");
   }
+  if (std::string why = DeviceTraitsProblem(device); !why.empty()) return why;
   if (a.num_layers < 1 || a.num_layers > kFusedMaxLayers) {
     return absl::StrCat(a.num_layers, " layers (the fused kernel takes 1 to ", kFusedMaxLayers, ")");
   }
@@ -154,13 +155,14 @@ std::string UnsupportedReason(const FusedMlpArgs& a, const DeviceTraits& device)
     const FusedMlpLayer& l = a.layers[i];
     const std::string at = absl::StrCat("layer ", i, ": ");
     if (l.n < 1 || l.k < 1) return absl::StrCat(at, "shape [", l.n, ", ", l.k, "]");
+    // (the width first: it also keeps the rounding up below inside int, which gemm_plan_fuzz found
+    // overflowing for a width near 2^31)
+    if (l.n > kFusedMaxWidth || l.k > kFusedMaxWidth) {
+      return absl::StrCat(at, "shape [", l.n, ", ", l.k, "] is wider than the fused kernel's ", kFusedMaxWidth);
+    }
     if (l.n_pad != RoundUp(l.n, kGemmBlockK) || l.k_pad != RoundUp(l.k, kGemmBlockK)) {
       return absl::StrCat(at, "padded shape [", l.n_pad, ", ", l.k_pad, "] is not [", l.n, ", ", l.k,
                           "] rounded up to multiples of ", kGemmBlockK);
-    }
-    if (l.n_pad > kFusedMaxWidth || l.k_pad > kFusedMaxWidth) {
-      return absl::StrCat(at, "padded shape [", l.n_pad, ", ", l.k_pad, "] is wider than the fused kernel's ",
-                          kFusedMaxWidth);
     }
     if (i > 0 && l.k != a.layers[i - 1].n) {
       return absl::StrCat(at, "takes ", l.k, " inputs but layer ", i - 1, " gives ", a.layers[i - 1].n);

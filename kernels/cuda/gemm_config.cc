@@ -1,6 +1,7 @@
 #include "kernels/cuda/gemm_config.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <iterator>
 
@@ -33,6 +34,19 @@ absl::Status CheckShape(const GemmShape& s) {
   if (s.n % kGemmBlockK != 0 || s.k % kGemmBlockK != 0) {
     return absl::InvalidArgumentError(absl::StrCat("GEMM shape ", s.m, "x", s.n, "x", s.k,
                                                    ": n and k must be padded to multiples of ", kGemmBlockK));
+  }
+  // The heuristics count rows, tiles (16 x 128 at the smallest) and splits in int: refuse what would
+  // overflow them (found by tests/fuzz/gemm_plan_fuzz; no real GEMM comes near these sizes).
+  constexpr int kMaxRows = 1 << 30;
+  constexpr long long kMaxTiles = INT32_MAX / kSm90MaxKSplits;
+  if (s.m > kMaxRows || (static_cast<long long>(s.m) + 15) / 16 * (s.n / kGemmBlockK) > kMaxTiles) {
+    return absl::InvalidArgumentError(absl::StrCat("GEMM shape ", s.m, "x", s.n, "x", s.k,
+                                                   " is too large for one launch (at most ", kMaxRows, " rows and ",
+                                                   kMaxTiles, " output tiles of 16 x 128)"));
+  }
+  if (s.b_layout == WeightLayout::kTiled128 && !Tiled128RowsFit(s.n, s.k)) {
+    return absl::InvalidArgumentError(absl::StrCat("GEMM shape ", s.m, "x", s.n, "x", s.k,
+                                                   ": tiled B has more 128-byte rows than TMA coordinates reach"));
   }
   return absl::OkStatus();
 }
@@ -117,6 +131,14 @@ GemmConfig Sm89Config(const GemmShape& s, const DeviceTraits& d) {
 
 }  // namespace
 
+std::string DeviceTraitsProblem(const DeviceTraits& d) {
+  if (d.num_sms < 1 || d.num_sms > kMaxDeviceSms) {
+    return absl::StrCat("device reports ", d.num_sms, " SMs (1 to ", kMaxDeviceSms, " expected)");
+  }
+  if (d.smem_per_block_optin < 0) return absl::StrCat("device reports ", d.smem_per_block_optin, " bytes of shared memory");
+  return "";
+}
+
 const char* GemmKernelName(GemmKernel k) {
   switch (k) {
     case GemmKernel::kSm90Wgmma: return "sm90_wgmma";
@@ -169,7 +191,8 @@ std::string DescribeGemmConfig(const GemmConfig& c) {
   return absl::StrCat(GemmKernelName(c.kernel), " block ", c.block_m, "x", c.block_n, "x", c.block_k, " stages ",
                       c.stages, " splits ", c.k_splits, " grid ", c.grid, " raster ", c.raster_group, " smem ",
                       c.smem_bytes, c.pair_loads ? " paired loads" : "",
-                      c.cluster_m * c.cluster_n > 1 ? absl::StrCat(" cluster ", c.cluster_m, "x", c.cluster_n) : "",
+                      // (not cluster_m * cluster_n > 1: it describes refused configs too, whose fields may be anything)
+                      c.cluster_m != 1 || c.cluster_n != 1 ? absl::StrCat(" cluster ", c.cluster_m, "x", c.cluster_n) : "",
                       c.ordered_consumers ? " ordered consumers" : "",
                       c.main_loop != Sm90MainLoop::kDefault ? absl::StrCat(" ", Sm90MainLoopName(c.main_loop)) : "");
 }
@@ -280,7 +303,7 @@ absl::StatusOr<GemmConfig> SelectGemmConfigFor(GemmKernel kernel, const GemmShap
     return absl::FailedPreconditionError(absl::StrCat("compute capability ", device.cc_major, ".", device.cc_minor,
                                                       " has no FP8 tensor cores (8.9 or newer needed)"));
   }
-  if (device.num_sms < 1) return absl::InvalidArgumentError("device reports no SMs");
+  if (std::string why = DeviceTraitsProblem(device); !why.empty()) return absl::InvalidArgumentError(why);
   switch (kernel) {
     case GemmKernel::kSm90Wgmma: {
       if (!IsHopper(device)) {
@@ -329,7 +352,7 @@ absl::StatusOr<GemmConfig> SelectGemmConfig(const GemmShape& shape, const Device
 //    x0.97-1.02 (noise level), so it stays off there.
 absl::StatusOr<GemmConfig> TuneSm90Config(const GemmConfig& base, const GemmShape& shape, const DeviceTraits& device) {
   if (absl::Status st = CheckShape(shape); !st.ok()) return st;
-  if (base.kernel != GemmKernel::kSm90Wgmma || base.cluster_m * base.cluster_n != 1 || base.block_n != kSm90BlockN) {
+  if (base.kernel != GemmKernel::kSm90Wgmma || base.cluster_m != 1 || base.cluster_n != 1 || base.block_n != kSm90BlockN) {
     return base;
   }
   if (shape.m >= kSm90WideMinMN && shape.n >= kSm90WideMinMN &&

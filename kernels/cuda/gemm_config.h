@@ -47,6 +47,8 @@ constexpr size_t Tiled128Offset(int row, int col, int k) {
 
 // Host: writes the kTiled128 form of the row-major [n, k] `row_major` (n and k multiples of 128)
 // into `tiled` (n * k bytes). INVALID_ARGUMENT for other shapes or null pointers.
+// Tiled B is read by TMA as [n * k / 128, 128] rows, and TMA coordinates are int32.
+constexpr bool Tiled128RowsFit(int n, int k) { return static_cast<int64_t>(n) * (k / kGemmBlockK) <= INT32_MAX; }
 absl::Status TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled);
 // The arguments' checks TileWeights128 and its device form (TileWeights128Async) share.
 absl::Status CheckTileWeights128(const uint8_t* row_major, int n, int k, const uint8_t* tiled);
@@ -69,12 +71,16 @@ struct GemmShape {
 };
 
 // What the heuristic needs to know about the GPU (filled from cudaGetDeviceProperties).
+inline constexpr int kMaxDeviceSms = 1 << 16;  // the planners refuse a device that reports more
 struct DeviceTraits {
   int cc_major = 9;
   int cc_minor = 0;
   int num_sms = 132;
   int smem_per_block_optin = 227 * 1024;  // bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin
 };
+// What is implausible about `d` (SMs outside [1, kMaxDeviceSms], negative shared memory), or empty.
+// The GEMM heuristic and the fused kernel's planner refuse such a device instead of computing with it.
+std::string DeviceTraitsProblem(const DeviceTraits& d);
 
 // Kernel template instances that exist (the launchers instantiate exactly these; gemm_config_test
 // checks that every config the heuristic returns is one of them).

@@ -25,7 +25,7 @@ absl::Status CheckArgs(const Fp8GemmArgs& a) {
   if (reinterpret_cast<uintptr_t>(a.a) % 16 != 0 || reinterpret_cast<uintptr_t>(a.b) % 16 != 0) {
     return Invalid(a, "A and B must be 16-byte aligned for TMA");
   }
-  if (a.b_layout == WeightLayout::kTiled128 && static_cast<int64_t>(a.n) * (a.k / kGemmBlockK) > INT32_MAX) {
+  if (a.b_layout == WeightLayout::kTiled128 && !Tiled128RowsFit(a.n, a.k)) {
     return Invalid(a, "tiled B has more 128-byte rows than TMA coordinates reach");
   }
   return absl::OkStatus();

@@ -10,6 +10,7 @@
 //  - every launch a planner accepts, heuristic or not, fits the device: grid, threads, shared memory;
 //  - a fused plan's cluster hand-overs balance: the partial tiles its contributors send are the
 //    bytes their owners' mbarriers wait for (an mbarrier that waits for more never completes).
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -77,11 +78,17 @@ DeviceTraits ReadDevice(Reader& in) {
   return d;
 }
 
+// 128 x v, or v itself where the product would not fit an int.
+int Times128(int v) { return v > INT32_MAX / 128 || v < INT32_MIN / 128 ? v : 128 * v; }
+
+// v rounded up to a multiple of 128, or v itself where that would not fit an int.
+int Pad128(int v) { return v > INT32_MAX - 127 ? v : (v + 127) / 128 * 128; }
+
 GemmShape ReadShape(Reader& in) {
   GemmShape s;
   s.m = in.Pick({1, 7, 16, 64, 65, 128, 129, 1000, 4096, 8192, 70000});
-  s.n = 128 * in.Pick({1, 2, 3, 8, 32, 128, 129});
-  s.k = 128 * in.Pick({1, 2, 7, 8, 32, 128, 129});
+  s.n = Times128(in.Pick({1, 2, 3, 8, 32, 128, 129}));
+  s.k = Times128(in.Pick({1, 2, 7, 8, 32, 128, 129}));
   if (in.Next<uint8_t>() < 16) s.n = in.Next<int32_t>();  // off the 128 grid, or negative
   if (in.Next<uint8_t>() < 16) s.k = in.Next<int32_t>();
   s.b_format = in.Bit() ? Fp8Format::kE5M2 : Fp8Format::kE4M3;
@@ -108,7 +115,8 @@ Fp8GemmArgs ReadArgs(Reader& in, const GemmShape& s) {
   a.d = FakePointer<void>(in, 0x700000);
   a.d_scales = FakePointer<float>(in, 0x800000);
   a.n_store = s.output == GemmOutput::kE4M3 || in.Bit() ? s.n : in.Pick({1, 10, 127, 129, 0, -1});
-  a.ldd = in.Bit() ? a.n_store : a.n_store + in.Pick({0, 1, 8, 128, -1});
+  const long long ldd = static_cast<long long>(a.n_store) + (in.Bit() ? 0 : in.Pick({0, 1, 8, 128, -1}));
+  a.ldd = static_cast<int>(std::clamp<long long>(ldd, INT32_MIN, INT32_MAX));
   a.workspace = FakePointer<void>(in, 0x900000);
   return a;
 }
@@ -207,8 +215,8 @@ void CheckFusedPlan(Reader& in, const DeviceTraits& d) {
     FusedMlpLayer& L = a.layers[l];
     L.k = k;
     L.n = in.Pick({256, 10, 512, 128, 1, 1024, 2000});
-    L.k_pad = in.Bit() || L.k <= 0 ? (L.k + 127) / 128 * 128 : in.Pick({128, 896, 0});
-    L.n_pad = in.Bit() || L.n <= 0 ? (L.n + 127) / 128 * 128 : in.Pick({128, 256, 0});
+    L.k_pad = in.Bit() ? Pad128(L.k) : in.Pick({128, 896, 0});
+    L.n_pad = in.Bit() ? Pad128(L.n) : in.Pick({128, 256, 0});
     L.w = FakePointer<const uint8_t>(in, 0xc00000);
     L.w_format = in.Bit() ? Fp8Format::kE5M2 : Fp8Format::kE4M3;
     L.b_scales = FakePointer<const float>(in, 0xd00000);

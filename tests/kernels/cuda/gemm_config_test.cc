@@ -23,12 +23,30 @@ DeviceTraits L4() { return DeviceTraits{8, 9, 58, 99 * 1024}; }
 bool Contains(const int* begin, const int* end, int v) { return std::find(begin, end, v) != end; }
 
 TEST(GemmConfigTest, RejectsShapesOutsideTheDeviceLayout) {
+  // ... and shapes whose tile counts would overflow the heuristic's ints (found by gemm_plan_fuzz):
+  // more than 2^30 rows, or more than 2^31 / 8 output tiles of 16 x 128.
   for (GemmShape s : {GemmShape{0, 128, 128}, GemmShape{1, 0, 128}, GemmShape{1, 100, 128}, GemmShape{1, 128, 784},
-                      GemmShape{-3, 128, 128}}) {
+                      GemmShape{-3, 128, 128}, GemmShape{(1 << 30) + 1, 128, 128}, GemmShape{1 << 22, 1 << 20, 128},
+                      GemmShape{1819045119, 256, 128}}) {
     absl::StatusOr<GemmConfig> c = SelectGemmConfig(s, H100());
     ASSERT_FALSE(c.ok()) << s.m << "x" << s.n << "x" << s.k;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   }
+}
+
+// A device whose traits cannot be real is refused, not computed with (gemm_plan_fuzz found the
+// planners' grid arithmetic overflowing on a huge SM count).
+TEST(GemmConfigTest, RejectsImplausibleDeviceTraits) {
+  for (const DeviceTraits& d : {DeviceTraits{9, 0, 0, 227 * 1024}, DeviceTraits{9, 0, kMaxDeviceSms + 1, 227 * 1024},
+                                DeviceTraits{9, 0, 132, -1}, DeviceTraits{8, 9, -954142223, 99 * 1024}}) {
+    absl::StatusOr<GemmConfig> c = SelectGemmConfig(GemmShape{64, 256, 896}, d);
+    ASSERT_FALSE(c.ok()) << d.num_sms << " SMs, " << d.smem_per_block_optin << " bytes";
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()), ::testing::HasSubstr("device reports"));
+    EXPECT_NE(DeviceTraitsProblem(d), "");
+  }
+  EXPECT_EQ(DeviceTraitsProblem(H100()), "");
+  EXPECT_EQ(DeviceTraitsProblem(L4()), "");
 }
 
 TEST(GemmConfigTest, RejectsDevicesWithoutFp8TensorCores) {

@@ -35,14 +35,15 @@ absl::Status CheckShape(const GemmShape& s) {
     return absl::InvalidArgumentError(absl::StrCat("GEMM shape ", s.m, "x", s.n, "x", s.k,
                                                    ": n and k must be padded to multiples of ", kGemmBlockK));
   }
-  // The heuristics count rows, tiles (16 x 128 at the smallest) and splits in int: refuse what would
-  // overflow them (found by tests/fuzz/gemm_plan_fuzz; no real GEMM comes near these sizes).
-  constexpr int kMaxRows = 1 << 30;
+  // The heuristics count rows, columns, tiles (16 x 128 at the smallest) and splits in int: refuse
+  // what would overflow them (found by tests/fuzz/gemm_plan_fuzz; no real GEMM comes near these).
+  constexpr int kMaxDim = 1 << 30;
   constexpr long long kMaxTiles = INT32_MAX / kSm90MaxKSplits;
-  if (s.m > kMaxRows || (static_cast<long long>(s.m) + 15) / 16 * (s.n / kGemmBlockK) > kMaxTiles) {
+  if (s.m > kMaxDim || s.n > kMaxDim || s.k > kMaxDim ||
+      (static_cast<long long>(s.m) + 15) / 16 * (s.n / kGemmBlockK) > kMaxTiles) {
     return absl::InvalidArgumentError(absl::StrCat("GEMM shape ", s.m, "x", s.n, "x", s.k,
-                                                   " is too large for one launch (at most ", kMaxRows, " rows and ",
-                                                   kMaxTiles, " output tiles of 16 x 128)"));
+                                                   " is too large for one launch (each dimension at most ", kMaxDim,
+                                                   ", at most ", kMaxTiles, " output tiles of 16 x 128)"));
   }
   if (s.b_layout == WeightLayout::kTiled128 && !Tiled128RowsFit(s.n, s.k)) {
     return absl::InvalidArgumentError(absl::StrCat("GEMM shape ", s.m, "x", s.n, "x", s.k,

@@ -24,10 +24,10 @@ bool Contains(const int* begin, const int* end, int v) { return std::find(begin,
 
 TEST(GemmConfigTest, RejectsShapesOutsideTheDeviceLayout) {
   // ... and shapes whose tile counts would overflow the heuristic's ints (found by gemm_plan_fuzz):
-  // more than 2^30 rows, or more than 2^31 / 8 output tiles of 16 x 128.
+  // a dimension above 2^30, or more than 2^31 / 8 output tiles of 16 x 128.
   for (GemmShape s : {GemmShape{0, 128, 128}, GemmShape{1, 0, 128}, GemmShape{1, 100, 128}, GemmShape{1, 128, 784},
                       GemmShape{-3, 128, 128}, GemmShape{(1 << 30) + 1, 128, 128}, GemmShape{1 << 22, 1 << 20, 128},
-                      GemmShape{1819045119, 256, 128}}) {
+                      GemmShape{1819045119, 256, 128}, GemmShape{1, 2147483520, 128}, GemmShape{1, 128, (1 << 30) + 128}}) {
     absl::StatusOr<GemmConfig> c = SelectGemmConfig(s, H100());
     ASSERT_FALSE(c.ok()) << s.m << "x" << s.n << "x" << s.k;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);

@@ -16,6 +16,9 @@ absl::Status Invalid(const Fp8GemmArgs& a, const std::string& what) {
 
 absl::Status CheckFp8GemmArgs(const Fp8GemmArgs& a) {
   if (a.m < 1 || a.n < 1 || a.k < 1) return Invalid(a, "empty shape");
+  if (a.m > kMaxGemmDim || a.n > kMaxGemmDim || a.k > kMaxGemmDim) {
+    return Invalid(a, absl::StrCat("a dimension above ", kMaxGemmDim, " (the launch arithmetic is int)"));
+  }
   if (a.n % kGemmBlockK != 0 || a.k % kGemmBlockK != 0) {
     return Invalid(a, absl::StrCat("n and k must be padded to multiples of ", kGemmBlockK));
   }

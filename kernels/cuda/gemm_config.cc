@@ -37,12 +37,11 @@ absl::Status CheckShape(const GemmShape& s) {
   }
   // The heuristics count rows, columns, tiles (16 x 128 at the smallest) and splits in int: refuse
   // what would overflow them (found by tests/fuzz/gemm_plan_fuzz; no real GEMM comes near these).
-  constexpr int kMaxDim = 1 << 30;
   constexpr long long kMaxTiles = INT32_MAX / kSm90MaxKSplits;
-  if (s.m > kMaxDim || s.n > kMaxDim || s.k > kMaxDim ||
+  if (s.m > kMaxGemmDim || s.n > kMaxGemmDim || s.k > kMaxGemmDim ||
       (static_cast<long long>(s.m) + 15) / 16 * (s.n / kGemmBlockK) > kMaxTiles) {
     return absl::InvalidArgumentError(absl::StrCat("GEMM shape ", s.m, "x", s.n, "x", s.k,
-                                                   " is too large for one launch (each dimension at most ", kMaxDim,
+                                                   " is too large for one launch (each dimension at most ", kMaxGemmDim,
                                                    ", at most ", kMaxTiles, " output tiles of 16 x 128)"));
   }
   if (s.b_layout == WeightLayout::kTiled128 && !Tiled128RowsFit(s.n, s.k)) {

@@ -60,6 +60,10 @@ enum class GemmOutput : uint8_t {
 };
 const char* GemmOutputName(GemmOutput o);
 
+// The largest m, n or k the heuristic and the launchers take: they count rows, columns and tiles
+// in int, and a dimension of 2^30 leaves room for rounding up to a tile (tests/fuzz/gemm_plan_fuzz).
+inline constexpr int kMaxGemmDim = 1 << 30;
+
 // One GEMM D[m, n] = epilogue(A[m, k] . B[n, k]^T) in the padded device layout.
 struct GemmShape {
   int m = 0;  // rows, any >= 1
@@ -93,7 +97,7 @@ inline constexpr int kSm90BlockN = 128;  // the wgmma kernel's tile width: every
 // reads row-major B only. N need not be a multiple of 192: the last tile's columns past n read
 // zeros and are not stored.
 inline constexpr int kSm90WideBlockN = 192;
-constexpr int Sm90TilesN(int n, int block_n) { return (n + block_n - 1) / block_n; }
+constexpr int Sm90TilesN(int n, int block_n) { return n / block_n + (n % block_n != 0); }  // (no n + block_n - 1: n may be near 2^31)
 inline constexpr int kSm90MaxStages = 8;  // the deepest wgmma pipeline the heuristic picks
 inline constexpr int kSm90MaxKSplits = 8;  // the most K splits the heuristic gives the wgmma kernel
 // The wgmma kernel splits only long K streams: each split keeps at least this many 128-K groups.

@@ -324,6 +324,12 @@ TEST(Sm90Plan, RefusesWhatTheKernelCannotRun) {
   shifted.a = args.a + 8;
   absl::StatusOr<Sm90Launch> misaligned = PrepareSm90Launch(shifted, ok, Hopper(), true);
   EXPECT_NE(misaligned.status().message().find("16-byte aligned"), absl::string_view::npos) << misaligned.status();
+  // A padded width near 2^31 overflowed the tile count (tests/fuzz/gemm_plan_fuzz): refused up front.
+  Fp8GemmArgs huge = args;
+  huge.n = huge.n_store = huge.ldd = 2147483520;
+  absl::StatusOr<Sm90Launch> too_wide = PrepareSm90Launch(huge, ok, Hopper(), true);
+  EXPECT_EQ(too_wide.status().code(), absl::StatusCode::kInvalidArgument) << too_wide.status();
+  EXPECT_NE(too_wide.status().message().find("a dimension above 1073741824"), absl::string_view::npos) << too_wide.status();
   DeviceTraits ada;
   ada.cc_minor = 9;
   ada.cc_major = 8;

@@ -45,10 +45,10 @@ constexpr size_t Tiled128Offset(int row, int col, int k) {
   return (block * 128 + static_cast<size_t>(row % 128)) * 128 + static_cast<size_t>(col % 128);
 }
 
-// Host: writes the kTiled128 form of the row-major [n, k] `row_major` (n and k multiples of 128)
-// into `tiled` (n * k bytes). INVALID_ARGUMENT for other shapes or null pointers.
 // Tiled B is read by TMA as [n * k / 128, 128] rows, and TMA coordinates are int32.
 constexpr bool Tiled128RowsFit(int n, int k) { return static_cast<int64_t>(n) * (k / kGemmBlockK) <= INT32_MAX; }
+// Host: writes the kTiled128 form of the row-major [n, k] `row_major` (n and k multiples of 128)
+// into `tiled` (n * k bytes). INVALID_ARGUMENT for other shapes or null pointers.
 absl::Status TileWeights128(const uint8_t* row_major, int n, int k, uint8_t* tiled);
 // The arguments' checks TileWeights128 and its device form (TileWeights128Async) share.
 absl::Status CheckTileWeights128(const uint8_t* row_major, int n, int k, const uint8_t* tiled);

@@ -22,14 +22,12 @@
 #include "kernels/cuda/gemm_config.h"
 #include "kernels/cuda/sm89_params.h"
 #include "kernels/cuda/sm90_params.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace fp8serve::cuda {
 namespace {
 
-[[noreturn]] void Fail(const std::string& what, const std::string& detail) {
-  std::fprintf(stderr, "gemm_plan_fuzz: %s: %s\n", what.c_str(), detail.c_str());
-  std::abort();
-}
+using fuzz::Fail;
 
 // Reads the input front to back; zeros once it runs out.
 class Reader {

@@ -14,26 +14,21 @@
 #include <string>
 #include <vector>
 
-#include <google/protobuf/stubs/logging.h>
+#include <google/protobuf/stubs/logging.h>  // SetLogHandler, to quiet protobuf's parse warnings
 
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "kernels/numerics/fp8.h"
 #include "server/execution/servable_model.h"
 #include "server/grpc/request_validation.h"
 #include "server/repository/model_config.h"
-#include "tests/server/testing/test_models.h"
+#include "tests/fuzz/fuzz_serving.h"
 
 namespace fp8serve {
 namespace {
 
-constexpr int kWidth = 8;
-constexpr int kOut = 3;
-
-[[noreturn]] void Fail(const std::string& what) {
-  std::fprintf(stderr, "infer_request_fuzz: %s\n", what.c_str());
-  std::abort();
-}
+using fuzz::Fail;
+using fuzz::kModelIn;
+using fuzz::kModelOut;
 
 struct Served {
   inference::ModelConfig config;
@@ -48,16 +43,16 @@ inference::ModelConfig MakeConfig(const std::string& name, int max_batch_size) {
   auto* in = c.add_input();
   in->set_name("input");
   in->set_data_type(inference::TYPE_FP32);
-  in->add_dims(kWidth);
+  in->add_dims(kModelIn);
   auto* out = c.add_output();
   out->set_name("logits");
   out->set_data_type(inference::TYPE_FP32);
-  out->add_dims(kOut);
+  out->add_dims(kModelOut);
   return c;
 }
 
 const MlpWeights& Weights() {
-  static const MlpWeights w = test::RandomMlp({kWidth, 16, kOut}, /*seed=*/5);
+  static const MlpWeights w = fuzz::SmallMlp(/*seed=*/5);
   return w;
 }
 
@@ -83,7 +78,7 @@ Served& Model(bool batched) {
 
 // The request's rows as FP32, decoded from its own fields without the server's code.
 std::vector<float> DecodeRows(const inference::ModelInferRequest& req, const ValidatedRequest& v) {
-  const size_t n = static_cast<size_t>(v.rows) * kWidth;
+  const size_t n = static_cast<size_t>(v.rows) * kModelIn;
   std::vector<float> x(n);
   if (req.raw_input_contents_size() == 0) {
     for (size_t i = 0; i < n; ++i) x[i] = req.inputs(0).contents().fp32_contents(static_cast<int>(i));
@@ -115,36 +110,27 @@ void Run(const inference::ModelInferRequest& req, bool batched) {
   if (v->rows < 1 || v->rows > (batched ? 8 : 1)) Fail("a valid request with a row count outside the model's range");
   const std::vector<float> x = DecodeRows(req, *v);
 
-  absl::Notification done;
-  InferResult got;
-  std::vector<float> out;
   const absl::Time deadline = v->timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + v->timeout;
-  auto task = std::make_unique<InferTask>(v->rows, v->priority, deadline, v->input, v->input_type,
-                                          [&](const InferResult& r) {
-                                            got = r;
-                                            if (r.status.ok()) out.assign(r.output, r.output + size_t(r.rows) * r.cols);
-                                            done.Notify();
-                                          });
-  if (absl::Status st = s.model->Schedule(task); !st.ok()) {
+  const fuzz::Answer a = fuzz::Ask(*s.model, v->rows, v->priority, deadline, v->input, v->input_type);
+  if (!a.queued.ok()) {
     // Refused at the queue: a priority above the model's levels, or a deadline already past.
-    if (st.code() != absl::StatusCode::kInvalidArgument && st.code() != absl::StatusCode::kDeadlineExceeded) {
-      Fail("the queue refused a valid request with " + st.ToString());
+    if (a.queued.code() != absl::StatusCode::kInvalidArgument && a.queued.code() != absl::StatusCode::kDeadlineExceeded) {
+      Fail("the queue refused a valid request with " + a.queued.ToString());
     }
     return;
   }
-  done.WaitForNotification();
-  if (!got.status.ok()) {
-    if (got.status.code() == absl::StatusCode::kDeadlineExceeded && v->timeout != absl::InfiniteDuration()) return;
-    Fail("a valid request failed: " + got.status.ToString());
+  if (!a.status.ok()) {
+    if (a.status.code() == absl::StatusCode::kDeadlineExceeded && v->timeout != absl::InfiniteDuration()) return;
+    Fail("a valid request failed: " + a.status.ToString());
   }
-  if (got.rows != v->rows || got.cols != kOut) Fail("an answer of the wrong shape");
+  if (a.rows != v->rows || a.cols != kModelOut) Fail("an answer of the wrong shape");
   // The forward of its own rows. Values beyond FP32's comfortable range may overflow differently
   // in another summation order, and non-finite ones compare as such: check the tame ones.
   for (float f : x) {
     if (!std::isfinite(f) || std::fabs(f) > 1e4f) return;
   }
   const std::vector<float> want = test::FastOutputs(Weights(), x, v->rows);
-  if (!test::RowsClose(out, want, kOut, test::kVsOtherBatch)) Fail("an answer that is not its request's forward");
+  if (!test::RowsClose(a.out, want, kModelOut, test::kVsOtherBatch)) Fail("an answer that is not its request's forward");
 }
 
 }  // namespace

@@ -7,15 +7,12 @@
 #include <string>
 
 #include "client/cli/input_files.h"
-#include "tests/fuzz/fuzz_files.h"
+#include "tests/fuzz/fuzz_support.h"
 #include "tools/datasets/idx.h"
 
 namespace {
 
-[[noreturn]] void Fail(const std::string& what) {
-  std::fprintf(stderr, "input_files_fuzz: %s\n", what.c_str());
-  std::abort();
-}
+using fp8serve::fuzz::Fail;
 
 }  // namespace
 

@@ -13,27 +13,19 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 #include "server/model/mlp_model.h"
 #include "server/repository/model_repository.h"
-#include "tests/fuzz/fuzz_files.h"
-#include "tests/server/testing/test_models.h"
+#include "tests/fuzz/fuzz_serving.h"
 
 namespace fp8serve {
 namespace {
 
-constexpr int kWidth = 8;
-constexpr int kOut = 3;
-
-[[noreturn]] void Fail(const std::string& what) {
-  std::fprintf(stderr, "model_config_fuzz: %s\n", what.c_str());
-  std::abort();
-}
+using fuzz::Fail;
 
 const MlpWeights& Weights() {
-  static const MlpWeights w = test::RandomMlp({kWidth, 16, kOut}, /*seed=*/9);
+  static const MlpWeights w = fuzz::SmallMlp(/*seed=*/9);
   return w;
 }
 
@@ -56,26 +48,15 @@ void CheckAnswers(ModelRepository& repo, const ModelRepository::IndexEntry& e) {
   // A request may wait max_queue_delay for company: a config that says hours means hours.
   if (s->config->dynamic_batching().max_queue_delay_microseconds() > 1'000'000) return;
   std::mt19937 rng(3);
-  const std::vector<float> x = test::RandomInputs(kWidth, rng);
-  absl::Notification done;
-  InferResult got;
-  std::vector<float> out;
-  auto task = std::make_unique<InferTask>(1, 0, absl::InfiniteFuture(), x.data(), InputType::kFp32,
-                                          [&](const InferResult& r) {
-                                            got = r;
-                                            if (r.status.ok()) out.assign(r.output, r.output + size_t(r.rows) * r.cols);
-                                            done.Notify();
-                                          });
-  if (absl::Status st = s->model->Schedule(task); !st.ok()) {
-    // A one-row request at the default priority has nothing to refuse but a full queue.
-    Fail("a READY model refused a one-row request: " + st.ToString());
+  const std::vector<float> x = test::RandomInputs(fuzz::kModelIn, rng);
+  const fuzz::Answer a = fuzz::Ask(*s->model, 1, 0, absl::InfiniteFuture(), x.data(), InputType::kFp32);
+  // A one-row request at the default priority has nothing to refuse but a full queue.
+  if (!a.queued.ok()) Fail("a READY model refused a one-row request: " + a.queued.ToString());
+  if (!a.status.ok()) {
+    if (a.status.code() == absl::StatusCode::kDeadlineExceeded) return;  // a configured queue timeout
+    Fail("a READY model failed a one-row request: " + a.status.ToString());
   }
-  if (!done.WaitForNotificationWithTimeout(absl::Seconds(30))) Fail("a READY model did not answer in 30 s");
-  if (!got.status.ok()) {
-    if (got.status.code() == absl::StatusCode::kDeadlineExceeded) return;  // a configured queue timeout
-    Fail("a READY model failed a one-row request: " + got.status.ToString());
-  }
-  if (!test::RowsClose(out, test::FastOutputs(Weights(), x, 1), kOut, test::kVsReference)) {
+  if (!test::RowsClose(a.out, test::FastOutputs(Weights(), x, 1), fuzz::kModelOut, test::kVsReference)) {
     Fail("a READY model answered with something else than the forward of the row");
   }
 }

@@ -19,7 +19,7 @@
 #include "kernels/cpu/mlp_reference.h"
 #include "server/model/mlp_model.h"
 #include "server/model/safetensors.h"
-#include "tests/fuzz/fuzz_files.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace fp8serve {
 namespace {
@@ -27,10 +27,7 @@ namespace {
 // Larger models load fine but make each run slow; the fuzzer learns nothing more from them.
 constexpr int64_t kMaxForwardMacs = 1 << 20;
 
-[[noreturn]] void Fail(const char* what, const std::string& detail) {
-  std::fprintf(stderr, "model_file_fuzz: %s: %s\n", what, detail.c_str());
-  std::abort();
-}
+using fuzz::Fail;
 
 int64_t Macs(const MlpWeights& w) {
   int64_t macs = 0;

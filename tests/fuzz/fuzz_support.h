@@ -1,10 +1,13 @@
-// Where fuzz targets put their input when the code under test reads files: one private folder per
-// process, removed at exit, with paths that stay the same from run to run.
+// What every fuzz target shares: how it reports a broken promise, and where it puts its input when
+// the code under test reads files (one private folder per process, removed at exit, with paths
+// that stay the same from run to run).
 #pragma once
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -12,8 +15,17 @@
 
 namespace fp8serve::fuzz {
 
+// A broken promise: says which target (the program's name) and what, then aborts, which libFuzzer
+// records as a crash together with the input.
+[[noreturn]] inline void Fail(const std::string& what) {
+  std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, what.c_str());
+  std::abort();
+}
+[[noreturn]] inline void Fail(const std::string& what, const std::string& detail) { Fail(what + ": " + detail); }
+
 inline const std::filesystem::path& ScratchDir() {
   static const std::filesystem::path dir = [] {
+    // mkdtemp replaces the trailing XXXXXX with a unique suffix.
     std::string tmpl = (std::filesystem::temp_directory_path() / "fp8serve-fuzz-XXXXXX").string();
     if (mkdtemp(tmpl.data()) == nullptr) std::abort();
     std::atexit([] { std::error_code ec; std::filesystem::remove_all(ScratchDir(), ec); });

@@ -147,3 +147,36 @@ def test_a_stacked_variants_last_feature_is_judged_against_the_variant_under_it(
     assert "2 pairs (over paired)" in line and "min  x1.10" in line and "AHEAD at every shape" in line, line
     assert not any("+xbank" in l and "streaming" in l and "pairs" in l for l in text.splitlines()), text
     assert not any("+oneacc_xbank" in l and "pairs" in l for l in text.splitlines()), text
+
+
+def test_the_forward_beside_pytorch(tmp_path):
+    # tools/device/torch_forward_bench.py's rows, appended to the bench's
+    rows = [("forward", 64, 10, 784, "fused", 11.8, "nan"),
+            ("forward", 64, 10, 784, "fused/back_to_back", 8.7, "nan"),
+            ("forward", 64, 10, 784, "chain", 21.7, "nan"),
+            ("forward", 64, 10, 784, "torch/bf16", 16.6, 2e-2),
+            ("forward", 64, 10, 784, "torch/bf16/back_to_back", 13.0, 2e-2),
+            ("forward", 64, 10, 784, "torch/fp8_tensor", 42.5, 4e-2),
+            ("forward", 64, 10, 784, "torch/fp8_1x128", 30.0, "nan"),  # no finite check: left out
+            ("forward", 16384, 10, 784, "fused", 125.1, "nan"),
+            ("forward", 16384, 10, 784, "chain", 64.7, "nan"),
+            ("forward", 16384, 10, 784, "torch/bf16", 40.0, 3e-2),
+            ("forward", 1, 10, 784, "empty_kernel", 3.4, "nan"),
+            ("forward", 1, 10, 784, "torch/one_small_kernel", 4.1, "nan")]
+    rc, text = run(tmp_path, rows)
+    assert rc == 0
+    assert "The forward beside PyTorch" in text
+    # batch 64: ours is the fused kernel, the best PyTorch is bf16 (16.6 / 11.8 = x1.41)
+    line = line_with(text, "    64 ", "fused", "x1.41", "(bf16)")
+    assert "30.0" not in line  # the variant without a finite check
+    assert "x1.49" in line_with(text, "back to back: fused 8.7", "PyTorch bf16 13.0")
+    # batch 16384: ours is the faster of the two paths, the chain (40.0 / 64.7 = x0.62)
+    assert "x0.62" in line_with(text, " 16384 ", "chain")
+    assert "empty_kernel 3.4" in line_with(text, "floors")
+    assert "x1.41" in line_with(text, "at batch 64 beside PyTorch", "PyTorch bf16 16.6 us")
+
+
+def test_no_pytorch_rows_no_pytorch_section(tmp_path):
+    rc, text = run(tmp_path, [("forward", 64, 10, 784, "fused", 11.8, "nan")])
+    assert rc == 0
+    assert "PyTorch" not in text

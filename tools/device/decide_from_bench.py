@@ -17,7 +17,8 @@ margin at any of them, and "level" otherwise. Variants whose output check failed
 for bit and does not says so in bench.log (MISMATCH lines).
 The fused target is judged both on a whole graph replay (launch latency included; an empty kernel
 timed so is printed beside it) and on the kernel's own span on the GPU (fused_span rows: first CTA
-entry to last CTA exit by %globaltimer). Standard library only: it runs on the GPU machine, which
+entry to last CTA exit by %globaltimer). Rows of tools/device/torch_forward_bench.py (variant
+"torch/...", appended by gpu_check.sh) set the forward beside PyTorch's. Standard library only: it runs on the GPU machine, which
 has python3 but no pip.
 """
 import argparse
@@ -228,7 +229,53 @@ def fused_report(rows, out):
     return fused64
 
 
-def targets_report(best_vs_lt, fused64, out):
+TORCH = "torch/"  # tools/device/torch_forward_bench.py's rows (gpu_check.sh appends them)
+
+
+def torch_report(rows, out):
+    """Our forward beside PyTorch's, batch by batch, in the same run: ours = the faster of our two
+    paths (the fused kernel, the GEMM chain) against each PyTorch variant, per graph replay and back
+    to back. torch_forward_bench.py judges its variants' checks itself (exit status 2, which
+    gpu_check.sh reports); a row whose check gave no finite error is left out here."""
+    fwd = defaultdict(dict)  # batch -> variant -> row
+    for r in rows:
+        if r["section"] == "forward":
+            fwd[r["m"]][r["variant"]] = r
+    names = sorted({v[len(TORCH):] for per in fwd.values() for v in per
+                    if v.startswith(TORCH) and not v.endswith("/back_to_back") and v != TORCH + "one_small_kernel"})
+    if not names:
+        return None
+    print("\n== The forward beside PyTorch (same run, same timing: graph replays, L2 warm; us)", file=out)
+    print(f"{'batch':>7} {'ours':>8} {'(path)':<7} " + " ".join(f"{n:>11}" for n in names) +
+          f" {'ours vs best PyTorch':>21}", file=out)
+    at64 = None
+    for batch in sorted(fwd):
+        per = fwd[batch]
+        ours = [(per[v]["us"], v) for v in ("fused", "chain") if v in per and math.isfinite(per[v]["us"])]
+        theirs = {n: per[TORCH + n]["us"] for n in names
+                  if TORCH + n in per and math.isfinite(per[TORCH + n]["us"]) and math.isfinite(per[TORCH + n]["check"])}
+        if not ours or not theirs:
+            continue
+        us, path = min(ours)
+        best_name = min(theirs, key=theirs.get)
+        cells = " ".join(f"{theirs[n]:>11.1f}" if n in theirs else f"{'-':>11}" for n in names)
+        print(f"{batch:>7} {us:>8.1f} {path:<7} {cells} {fmt_x(theirs[best_name] / us):>10} ({best_name})", file=out)
+        b2b_ours = per.get("fused/back_to_back")
+        b2b_theirs = {n: per[TORCH + n + "/back_to_back"]["us"] for n in theirs if TORCH + n + "/back_to_back" in per}
+        if b2b_ours is not None and math.isfinite(b2b_ours["us"]) and b2b_theirs:
+            b = min(b2b_theirs, key=b2b_theirs.get)
+            print(f"{'':>7} back to back: fused {b2b_ours['us']:.1f}, PyTorch {b} {b2b_theirs[b]:.1f} "
+                  f"({fmt_x(b2b_theirs[b] / b2b_ours['us'])})", file=out)
+        if batch == 64:
+            at64 = (us, path, best_name, theirs[best_name])
+    floors = [(v, per[v]["us"]) for per in fwd.values() for v in ("empty_kernel", TORCH + "one_small_kernel")
+              if v in per]
+    if floors:
+        print("  floors, timed the same way: " + ", ".join(f"{v} {us:.1f}" for v, us in sorted(set(floors))), file=out)
+    return at64
+
+
+def targets_report(best_vs_lt, fused64, out, torch64=None):
     print("\n== P3 targets (best of ours vs cuBLASLt per-tensor, same run)", file=out)
     for s, (ratio, name, ours_us, lt_us) in sorted(best_vs_lt.items()):
         if s == (8192, 8192, 8192):
@@ -251,6 +298,10 @@ def targets_report(best_vs_lt, fused64, out):
         print(f"  fused 784-256-10 at batch 64 (goal <= {TARGET_FUSED_US} us): {best:.1f} us per replay "
               f"({state(best)}); {b2b:.1f} us back to back; kernel span {span:.2f} us, {span_name} "
               f"({state(span)})", file=out)
+    if torch64 is not None:
+        us, path, name, theirs = torch64
+        print(f"  the forward at batch 64 beside PyTorch (the peer): ours ({path}) {us:.1f} us, PyTorch "
+              f"{name} {theirs:.1f} us: {fmt_x(theirs / us)}", file=out)
 
 
 def main(argv=None):
@@ -271,7 +322,8 @@ def main(argv=None):
         return 2
     best_vs_lt = gemm_report(rows, args.margin, args.max_check, sys.stdout)
     fused64 = fused_report(rows, sys.stdout)
-    targets_report(best_vs_lt, fused64, sys.stdout)
+    torch64 = torch_report(rows, sys.stdout)
+    targets_report(best_vs_lt, fused64, sys.stdout, torch64)
     return 0
 
 

@@ -12,7 +12,8 @@
 #
 # Steps, each under its own timeout: nvidia-smi; every GPU test binary (--gtest_brief); compute-
 # sanitizer memcheck then racecheck over the GEMM and fused tests' Smoke suites; fp8_gemm_bench (and
-# its small GEMMs again with L2 warm, when time allows);
+# its small GEMMs again with L2 warm, when time allows); the same forward in PyTorch, the peer
+# (tools/device/torch_forward_bench.py, its rows appended to bench.csv);
 # tools/device/serving_e2e.sh when present; with time left, tools/device/profile.sh (an ncu digest;
 # a failure there does not fail the check). The summary at the end includes
 # tools/device/decide_from_bench.py's reading of the bench (which opt-in variant wins where). Logs in $OUT (at most 8 files come back): gpu_check.log
@@ -255,6 +256,42 @@ main() {
         --cuobjdump "$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)" >>"$OUT/bench.log" 2>&1 ||
         echo "(sass_promotion.py: rc=$?)" >>"$OUT/bench.log"
     fi
+  fi
+
+  # ---------------------------------------------------------------------------------------------
+  # The peer for the MLP forward: the same model in PyTorch (tools/device/torch_forward_bench.py:
+  # bf16 and three FP8 ways, each checked against the contract in float64 and timed as the bench
+  # times our forward). Its console joins bench.log and its rows bench.csv (at most 8 files come
+  # back), where decide_from_bench.py sets them beside ours. Its failure is reported, not counted:
+  # it says nothing of our kernels.
+  banner "PyTorch forward (the peer)"
+  to=$(step_timeout 60 60)
+  if [ "$to" -lt 20 ]; then
+    add_row "torch_forward_bench.py" "SKIPPED (time)" ""
+  elif ! command -v python3 >/dev/null; then
+    echo "*** no python3: the PyTorch comparison is skipped"
+    add_row "torch_forward_bench.py" "SKIPPED (no python3)" ""
+  else
+    torch_log=$(mktemp)
+    t0=$(elapsed)
+    timeout -k 5 "$to" python3 tools/device/torch_forward_bench.py --model=models/fashion_mlp/1/model.safetensors \
+      --iters=30 --warmup=3 --csv="$OUT/torch.csv" >"$torch_log" 2>&1
+    rc=$?
+    case $rc in
+      0) status=ok ;;
+      2) status="CHECK MISMATCH (not counted)" ;;
+      124|137) status="TIMEOUT (${to}s, not counted)" ;;
+      *) if grep -q 'PyTorch is not installed' "$torch_log"; then status="SKIPPED (no torch)"; else status="FAIL (rc=$rc, not counted)"; fi ;;
+    esac
+    { echo "==== PyTorch forward (tools/device/torch_forward_bench.py, rc=$rc)"; cat "$torch_log"; } >>"$OUT/bench.log"
+    cat "$torch_log"
+    if [ -s "$OUT/torch.csv" ] && [ -s "$OUT/bench.csv" ]; then
+      tail -n +2 "$OUT/torch.csv" >>"$OUT/bench.csv"
+    elif [ -s "$OUT/torch.csv" ]; then
+      mv "$OUT/torch.csv" "$OUT/bench.csv"
+    fi
+    rm -f "$OUT/torch.csv" "$torch_log"
+    add_row "torch_forward_bench.py" "$status" "$(($(elapsed) - t0))s, rows in bench.csv"
   fi
 
   # ---------------------------------------------------------------------------------------------

@@ -285,13 +285,15 @@ main() {
     esac
     { echo "==== PyTorch forward (tools/device/torch_forward_bench.py, rc=$rc)"; cat "$torch_log"; } >>"$OUT/bench.log"
     cat "$torch_log"
+    torch_rows=0
+    [ -s "$OUT/torch.csv" ] && torch_rows=$(($(wc -l <"$OUT/torch.csv") - 1))
     if [ -s "$OUT/torch.csv" ] && [ -s "$OUT/bench.csv" ]; then
       tail -n +2 "$OUT/torch.csv" >>"$OUT/bench.csv"
     elif [ -s "$OUT/torch.csv" ]; then
       mv "$OUT/torch.csv" "$OUT/bench.csv"
     fi
     rm -f "$OUT/torch.csv" "$torch_log"
-    add_row "torch_forward_bench.py" "$status" "$(($(elapsed) - t0))s, rows in bench.csv"
+    add_row "torch_forward_bench.py" "$status" "$(($(elapsed) - t0))s, $torch_rows rows into bench.csv"
   fi
 
   # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 """torch_forward_bench: the peer for the MLP forward. Runs an fp8serve model's forward in PyTorch,
 checks it, and times it the way fp8_gemm_bench times ours, so that one GPU run compares them.
 
-    python3 tools/device/torch_forward_bench.py [--model FILE] [--batches 1,64,1024,16384]
+    python3 tools/device/torch_forward_bench.py [--model FILE] [--batches 64,1,1024,16384]
         [--iters 30] [--warmup 3] [--back_to_back 16] [--csv FILE] [--device cuda|cpu]
 
 The variants are the ways a PyTorch user would run the model:
@@ -393,7 +393,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--model", default="models/fashion_mlp/1/model.safetensors")
-    ap.add_argument("--batches", type=parse_batches, default=[1, 64, 1024, 16384])
+    ap.add_argument("--batches", type=parse_batches, default=[64, 1, 1024, 16384],
+                    help="comma-separated batch sizes (default 64,1,1024,16384: 64, the target's, first)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
@@ -407,6 +408,8 @@ def main(argv=None):
                     help="cpu: check the variants and time them eagerly (no graphs), for a dry run")
     ap.add_argument("--seed", type=int, default=20261208)
     args = ap.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # a run cut short by a timeout keeps its lines
     variants = [v for v in args.variants.split(",") if v]
     if unknown := [v for v in variants if v not in VARIANTS]:
         ap.error(f"--variants: unknown {', '.join(unknown)}")
@@ -444,14 +447,22 @@ def main(argv=None):
             print(f"  {v:<11} not offered here: {e}")
 
     flops = sum(2 * l.inp * l.out for l in layers)
-    rows, failed, not_run = [], [], []
+    failed, not_run = [], []
+
+    # CSV rows are written (and flushed) as they are measured, so that a run cut short by its
+    # timeout still leaves what it measured
+    csv_file = open(args.csv, "w") if args.csv else None
+    if csv_file:
+        csv_file.write("section,m,n,k,variant,us,tflops,gbps,speedup_vs_cublaslt_tensor,check_rel_err,config\n")
 
     def row(batch, variant, us, err, config, weight_bytes):
         io = batch * (layers[0].inp + layers[-1].out) * 4
-        rows.append({"section": "forward", "m": batch, "n": layers[-1].out, "k": layers[0].inp,
-                     "variant": variant, "us": us, "tflops": batch * flops / us / 1e6 if us > 0 else math.nan,
-                     "gbps": (weight_bytes + io) / us / 1e3 if us > 0 else math.nan,
-                     "speedup": math.nan, "err": err, "config": config})
+        tflops = batch * flops / us / 1e6 if us > 0 else math.nan
+        gbps = (weight_bytes + io) / us / 1e3 if us > 0 else math.nan
+        if csv_file:
+            csv_file.write(f"forward,{batch},{layers[-1].out},{layers[0].inp},{variant},{us:.3f},{tflops:.3f},"
+                           f"{gbps:.3f},nan,{err:.3e},\"PyTorch {torch.__version__}: {config}\"\n")
+            csv_file.flush()
 
     floor = math.nan
     if dev.type == "cuda":
@@ -499,12 +510,8 @@ def main(argv=None):
     if math.isfinite(floor):
         print(f"floor: a graph of one small kernel, timed the same way: {floor:.1f} us")
 
-    if args.csv:
-        with open(args.csv, "w") as f:
-            f.write("section,m,n,k,variant,us,tflops,gbps,speedup_vs_cublaslt_tensor,check_rel_err,config\n")
-            for r in rows:
-                f.write(f"{r['section']},{r['m']},{r['n']},{r['k']},{r['variant']},{r['us']:.3f},{r['tflops']:.3f},"
-                        f"{r['gbps']:.3f},nan,{r['err']:.3e},\"PyTorch {torch.__version__}: {r['config']}\"\n")
+    if csv_file:
+        csv_file.close()
     if not_run:
         print("torch_forward_bench: did not run (PyTorch refused them; not counted): " + ", ".join(not_run))
     if failed:

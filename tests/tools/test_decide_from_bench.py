@@ -165,7 +165,7 @@ def test_the_forward_beside_pytorch(tmp_path):
             ("forward", 1, 10, 784, "torch/one_small_kernel", 4.1, "nan")]
     rc, text = run(tmp_path, rows)
     assert rc == 0
-    assert "The forward beside PyTorch" in text
+    assert "The forward of the 784 -> ... -> 10 model beside PyTorch" in text
     # batch 64: ours is the fused kernel, the best PyTorch is bf16 (16.6 / 11.8 = x1.41)
     line = line_with(text, "    64 ", "fused", "x1.41", "(bf16)")
     assert "30.0" not in line  # the variant without a finite check
@@ -174,6 +174,28 @@ def test_the_forward_beside_pytorch(tmp_path):
     assert "x0.62" in line_with(text, " 16384 ", "chain")
     assert "empty_kernel 3.4" in line_with(text, "floors")
     assert "x1.41" in line_with(text, "at batch 64 beside PyTorch", "PyTorch bf16 16.6 us")
+
+
+def test_a_serving_size_model_gets_its_own_table(tmp_path):
+    # a random 4096-16384-4096 model in the same CSV: chain rows only (no fused kernel for it), and
+    # its own PyTorch rows at a batch the bundled model also has
+    rows = [("forward", 64, 10, 784, "fused", 11.8, "nan"),
+            ("forward", 64, 10, 784, "chain", 21.7, "nan"),
+            ("forward", 64, 10, 784, "torch/bf16", 16.6, 2e-2),
+            ("forward", 64, 4096, 4096, "fused", "nan", "nan"),
+            ("forward", 64, 4096, 4096, "chain", 100.0, "nan"),
+            ("forward", 64, 4096, 4096, "torch/bf16", 80.0, 5e-2),
+            ("forward", 64, 4096, 4096, "torch/fp8_row", 90.0, 6e-2)]
+    rc, text = run(tmp_path, rows)
+    assert rc == 0
+    big = text[text.index("4096 -> ... -> 4096 model beside PyTorch"):]
+    assert "x0.80" in line_with(big, "    64 ", "chain", "(bf16)")
+    small = text[text.index("784 -> ... -> 10 model beside PyTorch"):text.index("4096 -> ... -> 4096")]
+    assert "x1.41" in line_with(small, "    64 ", "fused", "(bf16)")
+    # the batch-64 verdict is the bundled model's, and the fused table holds the bundled model only
+    assert "x1.41" in line_with(text, "at batch 64 beside PyTorch")
+    fused = text[text.index("Fused forward of the bundled model"):]
+    assert "100.0" not in line_with(fused, "     64 ")
 
 
 def test_no_pytorch_rows_no_pytorch_section(tmp_path):

@@ -136,3 +136,40 @@ def test_blockwise_variant_refuses_a_gemm_that_misses_the_contract(monkeypatch):
     layers, relu = tfb.load_model(MODEL)
     with pytest.raises(tfb.NotOffered, match="misses the contract"):
         tfb.build_blockwise(layers, relu, torch.device("cpu"), lambda: None)
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "channel", "block"])
+def test_a_random_model_is_written_and_read_back(tmp_path, granularity, capsys):
+    path = tmp_path / "random.safetensors"
+    rc = tfb.main(["--device", "cpu", "--random_model", "200,300,10", "--granularity", granularity,
+                   "--write_model", str(path), "--batches", "8", "--iters", "1", "--warmup", "0",
+                   "--variants", "bf16"])
+    assert rc == 0, capsys.readouterr().out
+    tensors, meta = tfb.random_model([200, 300, 10], granularity, 20261208)  # the default seed
+    layers, relu = tfb.load_model(path)
+    assert relu and [(l.inp, l.out) for l in layers] == [(200, 300), (300, 10)]
+    assert all(l.granularity == granularity for l in layers)
+    assert meta["format"] == "fp8serve.mlp.v1" and meta["weight_granularity"] == granularity
+    for i, l in enumerate(layers):
+        assert torch.equal(l.codes.view(torch.uint8), tensors[f"layers.{i}.weight"].view(torch.uint8))
+        assert torch.equal(l.scale, tensors[f"layers.{i}.weight_scale"])
+        # the contract's quantizer: amax / 448 maps the largest weight to code +-448
+        assert l.codes.float().abs().max() == 448
+    # The numpy forward of the serving benchmark reads the file as fp8serve does (same logits)
+    if importlib.util.find_spec("numpy") and importlib.util.find_spec("ml_dtypes"):
+        sys.path.insert(0, str(ROOT / "tools/bench"))
+        try:
+            fwd = load("fashion_numpy_forward", ROOT / "tools/bench/fashion_numpy_forward.py")
+        finally:
+            sys.path.pop(0)
+        x = torch.rand(64, 200)
+        ours = tfb.contract_forward(layers, relu, x).numpy()
+        theirs = fwd.forward(fwd.load_mlp(path), x.numpy())
+        assert abs(ours - theirs).max() <= 1e-2 * abs(theirs).max()
+
+
+def test_write_model_needs_a_random_model():
+    with pytest.raises(SystemExit):
+        tfb.main(["--device", "cpu", "--write_model", "/tmp/x.safetensors"])
+    with pytest.raises(SystemExit):
+        tfb.main(["--device", "cpu", "--random_model", "4096"])

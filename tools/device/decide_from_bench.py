@@ -185,9 +185,12 @@ def marginal_report(shapes, failed, margin, out):
 
 
 def fused_report(rows, out):
+    # The model(s) the fused kernel ran on (a serving-size model in the same CSV has no fused rows)
+    fused_models = {(r["k"], r["n"]) for r in rows
+                    if r["section"] == "forward" and r["variant"] == "fused" and math.isfinite(r["us"])}
     fwd = defaultdict(dict)  # batch -> variant -> us
     for r in rows:
-        if r["section"] == "forward":
+        if r["section"] == "forward" and ((r["k"], r["n"]) in fused_models or r["variant"] == "empty_kernel"):
             fwd[r["m"]][r["variant"]] = r["us"]
     if not fwd:
         print("\nno forward rows in the CSV", file=out)
@@ -230,6 +233,7 @@ def fused_report(rows, out):
 
 
 TORCH = "torch/"  # tools/device/torch_forward_bench.py's rows (gpu_check.sh appends them)
+BUNDLED = (784, 10)  # the bundled model's input and output widths: the fused target's model
 
 
 def torch_report(rows, out):
@@ -237,17 +241,34 @@ def torch_report(rows, out):
     paths (the fused kernel, the GEMM chain) against each PyTorch variant, per graph replay and back
     to back. torch_forward_bench.py judges its variants' checks itself (exit status 2, which
     gpu_check.sh reports); a row whose check gave no finite error is left out here."""
-    fwd = defaultdict(dict)  # batch -> variant -> row
+    models = defaultdict(lambda: defaultdict(dict))  # (input width, output width) -> batch -> variant -> row
+    floors = set()
     for r in rows:
-        if r["section"] == "forward":
-            fwd[r["m"]][r["variant"]] = r
-    names = sorted({v[len(TORCH):] for per in fwd.values() for v in per
-                    if v.startswith(TORCH) and not v.endswith("/back_to_back") and v != TORCH + "one_small_kernel"})
-    if not names:
-        return None
-    print("\n== The forward beside PyTorch (same run, same timing: graph replays, L2 warm; us)", file=out)
-    print(f"{'batch':>7} {'ours':>8} {'(path)':<7} " + " ".join(f"{n:>11}" for n in names) +
-          f" {'ours vs best PyTorch':>21}", file=out)
+        if r["section"] != "forward":
+            continue
+        if r["variant"] in ("empty_kernel", TORCH + "one_small_kernel"):
+            floors.add((r["variant"], r["us"]))
+        else:
+            models[(r["k"], r["n"])][r["m"]][r["variant"]] = r
+    at64 = None
+    for (k, n), fwd in sorted(models.items()):
+        names = sorted({v[len(TORCH):] for per in fwd.values() for v in per
+                        if v.startswith(TORCH) and not v.endswith("/back_to_back")})
+        if names:
+            print(f"\n== The forward of the {k} -> ... -> {n} model beside PyTorch (same run, same timing: "
+                  "graph replays, L2 warm; us)", file=out)
+            print(f"{'batch':>7} {'ours':>8} {'(path)':<7} " + " ".join(f"{x:>11}" for x in names) +
+                  f" {'ours vs best PyTorch':>21}", file=out)
+            at = model_beside_torch(fwd, names, out)
+            if (k, n) == BUNDLED and at is not None:
+                at64 = at
+    if floors and any(v.startswith(TORCH) for v, _ in floors):
+        print("  floors, timed the same way: " + ", ".join(f"{v} {us:.1f}" for v, us in sorted(floors)), file=out)
+    return at64
+
+
+def model_beside_torch(fwd, names, out):
+    """One model's table rows; returns the batch-64 comparison (or None)."""
     at64 = None
     for batch in sorted(fwd):
         per = fwd[batch]
@@ -268,10 +289,6 @@ def torch_report(rows, out):
                   f"({fmt_x(b2b_theirs[b] / b2b_ours['us'])})", file=out)
         if batch == 64:
             at64 = (us, path, best_name, theirs[best_name])
-    floors = [(v, per[v]["us"]) for per in fwd.values() for v in ("empty_kernel", TORCH + "one_small_kernel")
-              if v in per]
-    if floors:
-        print("  floors, timed the same way: " + ", ".join(f"{v} {us:.1f}" for v, us in sorted(set(floors))), file=out)
     return at64
 
 

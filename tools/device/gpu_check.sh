@@ -9,11 +9,14 @@
 #                             what earlier ones left, and a step with too little time is skipped
 #         BUNDLE              the bundle folder (default device-bundle)
 #         BENCH_ARGS          extra flags for fp8_gemm_bench (e.g. "--iters=20")
+#         FFN_WIDTHS          the serving-size MLP timed beside PyTorch (default 4096,16384,4096;
+#                             empty: skipped); FFN_BATCHES its batch sizes (default 4096)
 #
 # Steps, each under its own timeout: nvidia-smi; every GPU test binary (--gtest_brief); compute-
 # sanitizer memcheck then racecheck over the GEMM and fused tests' Smoke suites; fp8_gemm_bench (and
 # its small GEMMs again with L2 warm, when time allows); the same forward in PyTorch, the peer
-# (tools/device/torch_forward_bench.py, its rows appended to bench.csv);
+# (tools/device/torch_forward_bench.py, its rows appended to bench.csv), and a serving-size MLP
+# (FFN_WIDTHS, random weights) timed in PyTorch and in ours;
 # tools/device/serving_e2e.sh when present; with time left, tools/device/profile.sh (an ncu digest;
 # a failure there does not fail the check). The summary at the end includes
 # tools/device/decide_from_bench.py's reading of the bench (which opt-in variant wins where). Logs in $OUT (at most 8 files come back): gpu_check.log
@@ -294,6 +297,55 @@ main() {
     fi
     rm -f "$OUT/torch.csv" "$torch_log"
     add_row "torch_forward_bench.py" "$status" "$(($(elapsed) - t0))s, $torch_rows rows into bench.csv"
+  fi
+
+  # ---------------------------------------------------------------------------------------------
+  # A serving-size MLP beside PyTorch: FFN_WIDTHS (default 4096,16384,4096, PLATFORM.md's PyTorch
+  # anchor) with random E4M3 weights and per-channel scales, at FFN_BATCHES (default 4096). No such
+  # model can travel (64 MiB), so torch_forward_bench.py makes it, times PyTorch on it and writes
+  # it; then fp8_gemm_bench times ours on the same file (the GEMM chain: the fused kernel takes
+  # widths up to 1024). Rows into bench.csv, console into bench.log; reported, not counted.
+  # FFN_WIDTHS= (empty) skips it.
+  ffn_widths=${FFN_WIDTHS-4096,16384,4096}
+  ffn_batches=${FFN_BATCHES:-4096}
+  banner "serving-size forward ($ffn_widths at batch $ffn_batches) beside PyTorch"
+  to=$(step_timeout 90 60)
+  if [ -z "$ffn_widths" ]; then
+    echo "FFN_WIDTHS is empty: skipped"
+  elif [ "$to" -lt 40 ]; then
+    add_row "forward $ffn_widths" "SKIPPED (time)" ""
+  elif ! command -v python3 >/dev/null || [ ! -x "$B/fp8_gemm_bench" ]; then
+    add_row "forward $ffn_widths" "SKIPPED (no python3 or bench)" ""
+  else
+    ffn_dir=$(mktemp -d)
+    t0=$(elapsed)
+    # PyTorch gets at most 60% of the step (making the model included), ours the rest
+    timeout -k 5 $((to * 6 / 10)) python3 tools/device/torch_forward_bench.py --random_model="$ffn_widths" \
+      --write_model="$ffn_dir/model.safetensors" --batches="$ffn_batches" --back_to_back=0 --iters=20 --warmup=2 \
+      --csv="$ffn_dir/torch.csv" >"$ffn_dir/console.log" 2>&1
+    trc=$?
+    brc=none
+    if [ -s "$ffn_dir/model.safetensors" ]; then
+      left=$((to - ($(elapsed) - t0)))
+      if [ "$left" -ge 10 ]; then
+        timeout -k 5 "$left" "$B/fp8_gemm_bench" --skip_gemm --model="$ffn_dir/model.safetensors" \
+          --mlp_batches="$ffn_batches" --iters=20 --warmup=2 --csv="$ffn_dir/ours.csv" >>"$ffn_dir/console.log" 2>&1
+        brc=$?
+      fi
+    fi
+    rows_in=0
+    for c in "$ffn_dir/torch.csv" "$ffn_dir/ours.csv"; do
+      if [ -s "$c" ]; then
+        rows_in=$((rows_in + $(wc -l <"$c") - 1))
+        if [ -s "$OUT/bench.csv" ]; then tail -n +2 "$c" >>"$OUT/bench.csv"; else cp "$c" "$OUT/bench.csv"; fi
+      fi
+    done
+    { echo "==== serving-size forward $ffn_widths at batch $ffn_batches (PyTorch rc=$trc, fp8_gemm_bench rc=$brc)"
+      cat "$ffn_dir/console.log"; } >>"$OUT/bench.log"
+    grep -E '^ +[0-9]+ (bf16|fp8_)|CHECK|did not run|^  batch |^Forward of' "$ffn_dir/console.log" | head -n 20
+    if [ "$trc" = 0 ] && [ "$brc" = 0 ]; then status=ok; else status="PyTorch rc=$trc, ours rc=$brc (not counted)"; fi
+    add_row "forward $ffn_widths" "$status" "$(($(elapsed) - t0))s, $rows_in rows into bench.csv"
+    rm -rf "$ffn_dir"
   fi
 
   # ---------------------------------------------------------------------------------------------

@@ -36,8 +36,10 @@ can set our fused kernel beside PyTorch. Exit status: 0, or 2 when a check faile
 errors. Needs PyTorch (the GPU machine has it); nothing of fp8serve.
 """
 import argparse
+import ctypes
 import json
 import math
+import os
 import pathlib
 import struct
 import sys
@@ -114,20 +116,76 @@ class Layer:
 
 def load_model(path):
     tensors, meta = load_safetensors(path)
+    return model_from_tensors(tensors, meta, path)
+
+
+def model_from_tensors(tensors, meta, where):
+    """The layers and whether hidden layers apply ReLU."""
     if meta.get("format") != "fp8serve.mlp.v1":
-        raise ValueError(f"{path}: __metadata__.format is {meta.get('format')!r}, not fp8serve.mlp.v1")
+        raise ValueError(f"{where}: __metadata__.format is {meta.get('format')!r}, not fp8serve.mlp.v1")
     layers = []
     while f"layers.{len(layers)}.weight" in tensors:
         layers.append(Layer(len(layers), tensors))
     if not layers:
-        raise ValueError(f"{path}: no layers.0.weight")
+        raise ValueError(f"{where}: no layers.0.weight")
     for a, b in zip(layers, layers[1:]):
         if a.out != b.inp:
-            raise ValueError(f"{path}: a layer of width {a.out} feeds one of width {b.inp}")
+            raise ValueError(f"{where}: a layer of width {a.out} feeds one of width {b.inp}")
     act = meta.get("activation", "relu")
     if act not in ("relu", "none", "identity"):
-        raise ValueError(f"{path}: activation {act!r} is not supported here")
+        raise ValueError(f"{where}: activation {act!r} is not supported here")
     return layers, act == "relu"
+
+
+def random_model(widths, granularity, seed):
+    """Tensors and metadata of an fp8serve.mlp.v1 model of these widths with random weights
+    (N(0, 1/in)) quantized to E4M3 by the contract's rule (scale = amax / 448 per tensor, output
+    channel or 128x128 block), and random biases: a serving-size MLP to time, where no trained one
+    travels (the GPU machine is reached by 64 MiB at most)."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for i, (inp, out) in enumerate(zip(widths, widths[1:])):
+        w = torch.randn(out, inp, generator=gen) / math.sqrt(inp)
+        if granularity == "tensor":
+            s = _scale(w.abs().amax())
+            full = s
+        elif granularity == "channel":
+            s = _scale(w.abs().amax(dim=1))
+            full = s[:, None]
+        else:
+            ob, ib = math.ceil(out / GROUP), math.ceil(inp / GROUP)
+            blocks = F.pad(w, (0, ib * GROUP - inp, 0, ob * GROUP - out)).view(ob, GROUP, ib, GROUP)
+            s = _scale(blocks.abs().amax(dim=(1, 3)))
+            full = s.repeat_interleave(GROUP, 0)[:out].repeat_interleave(GROUP, 1)[:, :inp]
+        tensors[f"layers.{i}.weight"] = _codes(w, full)
+        tensors[f"layers.{i}.weight_scale"] = s.float().contiguous()
+        tensors[f"layers.{i}.bias"] = (torch.rand(out, generator=gen) - 0.5) * 0.2
+    meta = {"format": "fp8serve.mlp.v1", "activation": "relu", "arch": "-".join(map(str, widths)),
+            "weight_format": "e4m3", "weight_granularity": granularity, "seed": str(seed),
+            "source": "random weights, tools/device/torch_forward_bench.py --random_model"}
+    return tensors, meta
+
+
+def write_safetensors(path, tensors, meta):
+    """Writes the tensors (CPU) and metadata as a safetensors file, atomically."""
+    names = {v: k for k, v in ST_DTYPES.items()}
+    header, blobs, offset = {"__metadata__": meta}, [], 0
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": names[str(t.dtype).replace("torch.", "")], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}
+        blobs.append(ctypes.string_at(t.data_ptr(), size) if size else b"")  # (no numpy on the GPU machine)
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    tmp = pathlib.Path(f"{path}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +451,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--model", default="models/fashion_mlp/1/model.safetensors")
+    ap.add_argument("--random_model", metavar="WIDTHS",
+                    help="instead of --model: a model of these widths (e.g. 4096,16384,4096) with random "
+                         "weights quantized to E4M3 per --granularity")
+    ap.add_argument("--granularity", default="channel", choices=["tensor", "channel", "block"],
+                    help="the random model's weight scales (default channel)")
+    ap.add_argument("--write_model", metavar="PATH",
+                    help="write the random model here (fp8serve.mlp.v1), so that fp8_gemm_bench --model=PATH times ours on it")
     ap.add_argument("--batches", type=parse_batches, default=[64, 1, 1024, 16384],
                     help="comma-separated batch sizes (default 64,1,1024,16384: 64, the target's, first)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
@@ -415,6 +480,15 @@ def main(argv=None):
         ap.error(f"--variants: unknown {', '.join(unknown)}")
     if args.iters < 1 or args.warmup < 0 or args.back_to_back < 0:
         ap.error("--iters must be >= 1, --warmup and --back_to_back >= 0")
+    if args.write_model and not args.random_model:
+        ap.error("--write_model writes the --random_model: give its widths")
+    if args.random_model:
+        try:
+            args.widths = [int(w) for w in args.random_model.split(",")]
+        except ValueError:
+            ap.error(f"--random_model: {args.random_model!r} is not a comma-separated list of widths")
+        if len(args.widths) < 2 or any(w < 1 for w in args.widths):
+            ap.error("--random_model: give at least two widths >= 1 (input, ..., output)")
     if torch is None:
         print("torch_forward_bench: PyTorch is not installed (import torch failed)", file=sys.stderr)
         return 1
@@ -423,7 +497,16 @@ def main(argv=None):
               "--device cpu checks the variants without timing graphs", file=sys.stderr)
         return 1
     try:
-        layers, relu = load_model(args.model)
+        if args.random_model:
+            tensors, meta = random_model(args.widths, args.granularity, args.seed)
+            source = f"random {meta['arch']} ({args.granularity} scales)"
+            if args.write_model:
+                write_safetensors(args.write_model, tensors, meta)
+                source += f", written to {args.write_model}"
+            layers, relu = model_from_tensors(tensors, meta, source)
+        else:
+            layers, relu = load_model(args.model)
+            source = args.model
     except (OSError, ValueError, KeyError) as e:
         print(f"torch_forward_bench: {e}", file=sys.stderr)
         return 1
@@ -432,7 +515,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     arch = " x ".join(str(l.out) for l in layers)
     where = torch.cuda.get_device_name() if dev.type == "cuda" else "CPU"
-    print(f"PyTorch {torch.__version__} on {where}: {args.model} ({layers[0].inp} -> {arch}, weights "
+    print(f"PyTorch {torch.__version__} on {where}: {source} ({layers[0].inp} -> {arch}, weights "
           f"{', '.join(sorted({l.granularity for l in layers}))})")
     if dev.type == "cuda":
         print("CUDA graph replays, L2 warm, a GPU spin ahead of each; median of "

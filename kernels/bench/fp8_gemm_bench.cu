@@ -526,12 +526,15 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
     ours.push_back({absl::StrFormat("ours/%s+paired", GemmKernelName(GemmKernel::kSm90Wgmma)), paired});
   }
   // The 128-wide tile's main-loop variants (Sm90MainLoop: the same bits as the base), on the base
-  // config and with paired loads: whether the promotion FFMAs' register banks (+xbank) or a warp's
-  // own in-flight wgmmas (+oneacc) cost the base its dispatch stalls
+  // config and with paired loads: whether the promotion FFMAs' register banks (+xbank), a warp's
+  // own in-flight wgmmas (+oneacc) or the scheduler's yield hints on the FFMAs (+yield: the default
+  // loop, its SASS edited by tools/device/ffma_yield.py; unedited, the base itself) cost the base
+  // its dispatch stalls
   if (ours[1].config.ok() && ours[1].config->block_n == kSm90BlockN) {
     for (const auto& [loop, tag] : {std::pair{Sm90MainLoop::kCrossBank, "xbank"},
                                     std::pair{Sm90MainLoop::kOneAccumulator, "oneacc"},
-                                    std::pair{Sm90MainLoop::kOneAccumulatorCrossBank, "oneacc_xbank"}}) {
+                                    std::pair{Sm90MainLoop::kOneAccumulatorCrossBank, "oneacc_xbank"},
+                                    std::pair{Sm90MainLoop::kYieldFfma, "yield"}}) {
       GemmConfig c = *ours[1].config;
       c.main_loop = loop;
       ours.push_back({absl::StrFormat("ours/%s+%s", GemmKernelName(GemmKernel::kSm90Wgmma), tag), c});
@@ -728,6 +731,7 @@ void BenchShape(const Shape& s, GemmBenchContext& ctx) {
         }
         const bool same_bits = absl::EndsWith(v.name, "+tiledB") || absl::EndsWith(v.name, "+paired") ||
                                absl::EndsWith(v.name, "xbank") || absl::EndsWith(v.name, "+oneacc") ||
+                               absl::EndsWith(v.name, "+yield") ||
                                (v.name.find("+n192") != std::string::npos && ours[1].config.ok() &&
                                 ours[1].config->k_splits == 1);
         if (same_bits && !wgmma_out.empty() &&

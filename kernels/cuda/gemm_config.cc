@@ -203,6 +203,7 @@ const char* Sm90MainLoopName(Sm90MainLoop l) {
     case Sm90MainLoop::kCrossBank: return "cross_bank";
     case Sm90MainLoop::kOneAccumulator: return "one_accumulator";
     case Sm90MainLoop::kOneAccumulatorCrossBank: return "one_accumulator_cross_bank";
+    case Sm90MainLoop::kYieldFfma: return "yield_ffma";
   }
   return "?";
 }

@@ -127,8 +127,19 @@ inline constexpr int kHopperMmaSyncMaxM = 1;  // SelectGemmConfig on Hopper: mma
 //    instead of two accumulators, where a warp promotes one group while its own next group's
 //    wgmmas run on the other accumulator. Its FFMAs keep the default's same-bank registers;
 //  - kOneAccumulatorCrossBank: both, like the wide tile.
-enum class Sm90MainLoop : uint8_t { kDefault, kCrossBank, kOneAccumulator, kOneAccumulatorCrossBank };
-// "default" / "cross_bank" / "one_accumulator" / "one_accumulator_cross_bank"
+//  - kYieldFfma: the default's source, compiled as an instance of its own so that its SASS can be
+//    edited after the build: tools/device/ffma_yield.py clears the operand-reuse flag and sets the
+//    yield hint on the promotion FFMAs that ptxas marked "reuse, do not yield" (every other one),
+//    so that the warp scheduler may switch warps between any two of them and the other warpgroup's
+//    instructions get in among a promotion's 64 FFMAs (session 7's profile: the promotion FFMAs held
+//    34% of the stall samples, 20 points of it dispatch stalls). Neither flag changes what an
+//    instruction computes. Unedited (the normal build: tools/device/gpu_check.sh edits the GPU
+//    bundle's library) it is the default loop.
+enum class Sm90MainLoop : uint8_t { kDefault, kCrossBank, kOneAccumulator, kOneAccumulatorCrossBank, kYieldFfma };
+// The opt-in variants, for the benchmark and the tests to walk
+inline constexpr Sm90MainLoop kSm90OptInMainLoops[] = {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
+                                                       Sm90MainLoop::kOneAccumulatorCrossBank, Sm90MainLoop::kYieldFfma};
+// "default" / "cross_bank" / "one_accumulator" / "one_accumulator_cross_bank" / "yield_ffma"
 const char* Sm90MainLoopName(Sm90MainLoop l);
 // Whether the loop keeps the split-K workspace's pairs swapped (the cross-bank variants).
 constexpr bool Sm90SwapsPairs(Sm90MainLoop l) {

@@ -104,7 +104,7 @@ struct Sm90Instance {
 // The instances that exist:
 //  - BLOCK_M 64 / 128 x {E4M3, E5M2} weights x {E4M3, BF16, F32} output, with promotion (12);
 //  - the wide tile (BLOCK_M 128 x BLOCK_N 192) x {E4M3, E5M2} x {BF16, F32} (4);
-//  - the opt-in main-loop variants (Sm90MainLoop) for E4M3 weights and BF16 output at both BLOCK_Ms (6);
+//  - the opt-in main-loop variants (Sm90MainLoop) for E4M3 weights and BF16 output at both BLOCK_Ms (8);
 //  - the test-only no-promotion variant for E4M3 weights and F32 output at both BLOCK_Ms (2).
 // DispatchSm90Instance calls `launch(Sm90Instance<...>{})` with the one a prepared launch needs and
 // returns its status (INVALID_ARGUMENT if none exists, which PrepareSm90Launch already rules out).
@@ -161,6 +161,8 @@ absl::Status MainLoopVariant(const Sm90Launch& l, Launch&& launch) {
       return launch(Sm90Instance<BM, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kOneAccumulator>{});
     case Sm90MainLoop::kOneAccumulatorCrossBank:
       return launch(Sm90Instance<BM, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kOneAccumulatorCrossBank>{});
+    case Sm90MainLoop::kYieldFfma:
+      return launch(Sm90Instance<BM, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kYieldFfma>{});
     case Sm90MainLoop::kDefault:
       break;
   }

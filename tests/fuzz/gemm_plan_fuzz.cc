@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 
 #include "kernels/cuda/fp8_gemm.h"
@@ -133,7 +134,7 @@ GemmConfig ReadConfig(Reader& in) {
   c.cluster_m = in.Pick({1, 1, 2, 3, 0});
   c.cluster_n = in.Pick({1, 1, 2, 4});
   c.ordered_consumers = in.Bit();
-  c.main_loop = static_cast<Sm90MainLoop>(in.Next<uint8_t>() % 4);
+  c.main_loop = static_cast<Sm90MainLoop>(in.Next<uint8_t>() % (std::size(kSm90OptInMainLoops) + 1));
   c.smem_bytes = static_cast<size_t>(in.Pick({0, 100000, 200000, 232448, 1 << 20}));
   return c;
 }

@@ -12,7 +12,8 @@
 #         FFN_WIDTHS          the serving-size MLP timed beside PyTorch (default 4096,16384,4096;
 #                             empty: skipped); FFN_BATCHES its batch sizes (default 4096)
 #
-# Steps, each under its own timeout: nvidia-smi; every GPU test binary (--gtest_brief); compute-
+# Steps, each under its own timeout: nvidia-smi; tools/device/ffma_yield.py on the bundle's library
+# (the +yield GEMM variant's SASS edit); every GPU test binary (--gtest_brief); compute-
 # sanitizer memcheck then racecheck over the GEMM and fused tests' Smoke suites; fp8_gemm_bench (and
 # its small GEMMs again with L2 warm, when time allows); the same forward in PyTorch, the peer
 # (tools/device/torch_forward_bench.py, its rows appended to bench.csv), and a serving-size MLP
@@ -88,6 +89,25 @@ main() {
   fi
   missing=$(ldd "$B"/*_test "$B"/fp8_gemm_bench 2>/dev/null | grep "not found" | sort -u)
   [ -n "$missing" ] && printf '*** libraries not found:\n%s\n' "$missing"
+
+  # ---------------------------------------------------------------------------------------------
+  # The +yield GEMM variant (Sm90MainLoop::kYieldFfma) is the default loop until its SASS is edited:
+  # tools/device/ffma_yield.py clears the promotion FFMAs' reuse/no-yield flags in the bundle's
+  # library (seconds; needs cuobjdump), before the tests check its bits and the bench times it.
+  banner "ffma_yield.py (the +yield variant's SASS)"
+  if [ ! -f "$B/lib/libfp8serve_cuda.so" ]; then
+    add_row "ffma_yield.py" "SKIPPED (no $B/lib/libfp8serve_cuda.so)" "+yield = the default loop"
+  else
+    timeout -k 5 60 python3 tools/device/ffma_yield.py "$B/lib/libfp8serve_cuda.so" \
+      --cuobjdump "$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+      add_row "ffma_yield.py" "ok" "+yield instances edited"
+    else
+      echo "*** ffma_yield.py failed (rc=$rc): the +yield variant runs the default loop's SASS"
+      add_row "ffma_yield.py" "FAIL (rc=$rc, not counted)" "+yield = the default loop"
+    fi
+  fi
 
   # ---------------------------------------------------------------------------------------------
   # GPU tests: counts from gtest's own summary lines.

@@ -33,7 +33,7 @@ FFMA = re.compile(r"\bFFMA\s+R(\d+),\s*-?\|?R(\d+)(?:\.reuse)?\|?,\s*-?\|?R(\d+)
 TEMPLATE = re.compile(r"ILi(\d+)ELi(\d+)ELNS_9Fp8FormatE(\d)ELNS0_10GemmOutputE(\d)ELb(\d)(?:ELNS0_12Sm90MainLoopE(\d))?")
 FORMATS = ("e4m3", "e5m2")
 OUTPUTS = ("e4m3", "bf16", "f32")
-LOOPS = ("default", "cross_bank", "one_accumulator", "one_accumulator_cross_bank")
+LOOPS = ("default", "cross_bank", "one_accumulator", "one_accumulator_cross_bank", "yield_ffma")
 
 
 def instance_name(mangled):

@@ -284,8 +284,7 @@ TEST_F(Fp8GemmGpuSmoke, Sm90MainLoopVariants) {
   clustered.cluster_m = 2;
   DeviceBuffer workspace;
   for (GemmConfig config : {split, clustered}) {
-    for (const Sm90MainLoop loop : {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
-                                    Sm90MainLoop::kOneAccumulatorCrossBank}) {
+    for (const Sm90MainLoop loop : kSm90OptInMainLoops) {
       config.main_loop = loop;
       absl::StatusOr<GemmRun> run =
           RunGemm(p, ops, GemmOutput::kBF16, config, stream_, Launcher::kDispatch, &workspace);
@@ -627,7 +626,9 @@ TEST_F(Fp8GemmGpuSm90Pipeline, WideTileConfigsAreChecked) {
 }
 
 // The 128-wide tile's main-loop variants (Sm90MainLoop: split-K pairs swapped so the promotion's
-// registers change banks, one accumulator, both) give the default loop's bits: the same products,
+// registers change banks, one accumulator, both, and the default loop with its promotion FFMAs'
+// scheduling flags edited in the SASS by tools/device/ffma_yield.py, where gpu_check.sh has run it
+// on the library) give the default loop's bits: the same products,
 // summed in the same order. Forced over what the variants touch: split-K (the swapped workspace
 // pairs, read back in split order; odd split counts, one CTA walking several splits), both BLOCK_Ms,
 // M and N tails, one CTA walking every tile (one-accumulator consumers hold one stage, so phases
@@ -655,8 +656,6 @@ TEST_F(Fp8GemmGpuSm90Pipeline, MainLoopVariantsGiveTheDefaultBits) {
       // a 2x1 cluster (tiles_m 3: one CTA of the last cluster below the matrix)
       {{300, 256, 896, Fp8Format::kE4M3, ScaleGranularity::kPerChannel, false, true, 0}, 128, 1, 4, 4, false, 2},
   };
-  constexpr Sm90MainLoop kVariants[] = {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
-                                        Sm90MainLoop::kOneAccumulatorCrossBank};
   for (const Forced& f : cases) {
     const Problem p = MakeProblem(f.c, SeedOf(f.c) + 29);
     DeviceOperands ops;
@@ -667,7 +666,7 @@ TEST_F(Fp8GemmGpuSm90Pipeline, MainLoopVariantsGiveTheDefaultBits) {
     absl::StatusOr<GemmRun> want =
         RunGemm(p, ops, GemmOutput::kBF16, base, stream_, Launcher::kDispatch, &workspace);
     ASSERT_TRUE(want.ok()) << CaseName(f.c) << " [" << DescribeGemmConfig(base) << "]: " << want.status();
-    for (const Sm90MainLoop loop : kVariants) {
+    for (const Sm90MainLoop loop : kSm90OptInMainLoops) {
       GemmConfig config = base;
       config.main_loop = loop;
       // Twice on one workspace: the split-K counters must be back at zero after the first

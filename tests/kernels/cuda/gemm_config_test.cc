@@ -331,8 +331,7 @@ TEST(GemmConfigTest, ClusterConfigsAreWholeClustersOverEveryTile) {
   EXPECT_EQ(DescribeGemmConfig(*base).find("cluster"), std::string::npos) << DescribeGemmConfig(*base);
   // The main-loop variants are named; the default is not
   EXPECT_EQ(DescribeGemmConfig(*base).find("default"), std::string::npos) << DescribeGemmConfig(*base);
-  for (const Sm90MainLoop loop : {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
-                                  Sm90MainLoop::kOneAccumulatorCrossBank}) {
+  for (const Sm90MainLoop loop : kSm90OptInMainLoops) {
     GemmConfig c = *base;
     c.main_loop = loop;
     EXPECT_NE(DescribeGemmConfig(c).find(Sm90MainLoopName(loop)), std::string::npos) << DescribeGemmConfig(c);
@@ -573,6 +572,12 @@ TEST(Sm90MainLoopTest, NamesAndWhatEachVariantChanges) {
   EXPECT_STREQ(Sm90MainLoopName(Sm90MainLoop::kCrossBank), "cross_bank");
   EXPECT_STREQ(Sm90MainLoopName(Sm90MainLoop::kOneAccumulator), "one_accumulator");
   EXPECT_STREQ(Sm90MainLoopName(Sm90MainLoop::kOneAccumulatorCrossBank), "one_accumulator_cross_bank");
+  EXPECT_STREQ(Sm90MainLoopName(Sm90MainLoop::kYieldFfma), "yield_ffma");
+  // kYieldFfma is the default loop in source (its difference is made in the SASS)
+  EXPECT_FALSE(Sm90SwapsPairs(Sm90MainLoop::kYieldFfma));
+  EXPECT_FALSE(Sm90OneAccumulator(Sm90MainLoop::kYieldFfma));
+  EXPECT_EQ(std::size(kSm90OptInMainLoops), 4u);
+  for (const Sm90MainLoop loop : kSm90OptInMainLoops) EXPECT_NE(loop, Sm90MainLoop::kDefault);
   // The two factors the variants cross: swapped split-K pairs, and one accumulator
   EXPECT_FALSE(Sm90SwapsPairs(Sm90MainLoop::kDefault));
   EXPECT_TRUE(Sm90SwapsPairs(Sm90MainLoop::kCrossBank));

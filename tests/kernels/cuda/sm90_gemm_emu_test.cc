@@ -213,8 +213,7 @@ TEST(Sm90GemmEmu, MainLoopVariantsGiveTheDefaultBits) {
   clustered.cluster_n = 2;
   for (const GemmConfig& base : {ForcedSm90Config(64, 3, 3, 2, 3), clustered, ForcedSm90Config(128, 4, 1, 1, 1, true)}) {
     const GemmRun def = RunAndCheck(p, ops, GemmOutput::kBF16, base);
-    for (const Sm90MainLoop loop : {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
-                                    Sm90MainLoop::kOneAccumulatorCrossBank}) {
+    for (const Sm90MainLoop loop : kSm90OptInMainLoops) {
       GemmConfig config = base;
       config.main_loop = loop;
       ExpectSameBits(def, RunAndCheck(p, ops, GemmOutput::kBF16, config), DescribeGemmConfig(config));

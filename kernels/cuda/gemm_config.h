@@ -134,7 +134,7 @@ inline constexpr int kHopperMmaSyncMaxM = 1;  // SelectGemmConfig on Hopper: mma
 //    instructions get in among a promotion's 64 FFMAs (session 7's profile: the promotion FFMAs held
 //    34% of the stall samples, 20 points of it dispatch stalls). Neither flag changes what an
 //    instruction computes. Unedited (the normal build: tools/device/gpu_check.sh edits the GPU
-//    bundle's library) it is the default loop.
+//    bundle's library) it is the default loop. The only variant the wide tile has too.
 enum class Sm90MainLoop : uint8_t { kDefault, kCrossBank, kOneAccumulator, kOneAccumulatorCrossBank, kYieldFfma };
 // The opt-in variants, for the benchmark and the tests to walk
 inline constexpr Sm90MainLoop kSm90OptInMainLoops[] = {Sm90MainLoop::kCrossBank, Sm90MainLoop::kOneAccumulator,
@@ -178,8 +178,9 @@ struct GemmConfig {
   // orders the work as long as each sub-partition's tensor core runs wgmmas in issue order). Off:
   // measured 2-4% behind the unordered wide tile on an H200 (the benchmark times both).
   bool ordered_consumers = false;
-  // sm90 128-wide tile: the consumers' main loop (Sm90MainLoop). The default everywhere; the others
-  // are opt-in for the benchmark to time against it (instances for E4M3 weights and BF16 output).
+  // sm90 128-wide tile (and kYieldFfma on the wide one): the consumers' main loop (Sm90MainLoop).
+  // The default everywhere; the others are opt-in for the benchmark to time against it (instances
+  // for E4M3 weights and BF16 output).
   Sm90MainLoop main_loop = Sm90MainLoop::kDefault;
   size_t smem_bytes = 0; // dynamic shared memory per CTA
 };

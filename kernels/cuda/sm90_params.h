@@ -104,7 +104,8 @@ struct Sm90Instance {
 // The instances that exist:
 //  - BLOCK_M 64 / 128 x {E4M3, E5M2} weights x {E4M3, BF16, F32} output, with promotion (12);
 //  - the wide tile (BLOCK_M 128 x BLOCK_N 192) x {E4M3, E5M2} x {BF16, F32} (4);
-//  - the opt-in main-loop variants (Sm90MainLoop) for E4M3 weights and BF16 output at both BLOCK_Ms (8);
+//  - the opt-in main-loop variants (Sm90MainLoop) for E4M3 weights and BF16 output at both BLOCK_Ms (8),
+//    and kYieldFfma on the wide tile (1);
 //  - the test-only no-promotion variant for E4M3 weights and F32 output at both BLOCK_Ms (2).
 // DispatchSm90Instance calls `launch(Sm90Instance<...>{})` with the one a prepared launch needs and
 // returns its status (INVALID_ARGUMENT if none exists, which PrepareSm90Launch already rules out).
@@ -146,14 +147,17 @@ absl::Status Format(const Sm90Launch& l, Launch&& launch) {
   }
 }
 
-// The opt-in main-loop variants: 128-wide tile, E4M3 weights, BF16 output.
+// The opt-in main-loop variants: 128-wide tile (and the wide tile's kYieldFfma), E4M3 weights,
+// BF16 output.
 template <int BM, typename Launch>
 absl::Status MainLoopVariant(const Sm90Launch& l, Launch&& launch) {
   constexpr Fp8Format kE4M3 = Fp8Format::kE4M3;
   constexpr GemmOutput kBF16 = GemmOutput::kBF16;
-  if (l.b_format != kE4M3 || l.output != kBF16 || l.block_n != kSm90BlockN || !l.promote) {
-    return NoInstance(l, "this main loop");
+  if (l.b_format != kE4M3 || l.output != kBF16 || !l.promote) return NoInstance(l, "this main loop");
+  if (l.block_n == kSm90WideBlockN && l.main_loop == Sm90MainLoop::kYieldFfma) {
+    if constexpr (BM == 128) return launch(Sm90Instance<128, kSm90WideBlockN, kE4M3, kBF16, true, Sm90MainLoop::kYieldFfma>{});
   }
+  if (l.block_n != kSm90BlockN) return NoInstance(l, "this main loop");
   switch (l.main_loop) {
     case Sm90MainLoop::kCrossBank:
       return launch(Sm90Instance<BM, kSm90BlockN, kE4M3, kBF16, true, Sm90MainLoop::kCrossBank>{});

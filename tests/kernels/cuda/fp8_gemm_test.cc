@@ -552,11 +552,18 @@ TEST_F(Fp8GemmGpuSm90Pipeline, WideTilesGiveThe128WideBits) {
         ASSERT_TRUE(mc.ok()) << mc.status();
         configs.push_back(*mc);
       }
-      // Each also with ordered consumers (the two warpgroups issue in turn)
+      // Each also with ordered consumers (the two warpgroups issue in turn), and, where its instance
+      // exists (E4M3 weights, BF16 output), the +yield loop (its SASS edited by ffma_yield.py
+      // where gpu_check.sh ran it)
       for (size_t i = 0, plain_configs = configs.size(); i < plain_configs; ++i) {
         GemmConfig ordered = configs[i];
         ordered.ordered_consumers = true;
         configs.push_back(ordered);
+        if (f.c.format == Fp8Format::kE4M3 && out == GemmOutput::kBF16) {
+          GemmConfig yield = configs[i];
+          yield.main_loop = Sm90MainLoop::kYieldFfma;
+          configs.push_back(yield);
+        }
       }
       for (const GemmConfig& config : configs) {
         absl::StatusOr<GemmRun> run = RunGemm(p, ops, out, config, stream_);

@@ -189,6 +189,11 @@ TEST(Sm90GemmEmu, WideTilesGiveThe128WideBits) {
     GemmConfig ordered = *wide;
     ordered.ordered_consumers = true;
     ExpectSameBits(base, RunAndCheck(p, ops, out, ordered, WeightLayout::kRowMajor, {true, true}), "wide, ordered");
+    if (out == GemmOutput::kBF16) {  // the +yield loop's instance (E4M3 weights, BF16 output)
+      GemmConfig yield = *wide;
+      yield.main_loop = Sm90MainLoop::kYieldFfma;
+      ExpectSameBits(base, RunAndCheck(p, ops, out, yield), "wide, yield");
+    }
   }
   // Wide tiles in a 2 x 1 cluster (E5M2 weights, per-channel scales)
   const GemmCase e{200, 384, 384, Fp8Format::kE5M2, ScaleGranularity::kPerChannel, false, true, 0};

@@ -10,7 +10,7 @@
 #         BUNDLE              the bundle folder (default device-bundle)
 #         BENCH_ARGS          extra flags for fp8_gemm_bench (e.g. "--iters=20")
 #         FFN_WIDTHS          the serving-size MLP timed beside PyTorch (default 4096,16384,4096;
-#                             empty: skipped); FFN_BATCHES its batch sizes (default 4096)
+#                             empty: skipped); FFN_BATCHES its batch sizes (default 64,4096)
 #
 # Steps, each under its own timeout: nvidia-smi; tools/device/ffma_yield.py on the bundle's library
 # (the +yield GEMM variant's SASS edit); every GPU test binary (--gtest_brief); compute-
@@ -321,13 +321,13 @@ main() {
 
   # ---------------------------------------------------------------------------------------------
   # A serving-size MLP beside PyTorch: FFN_WIDTHS (default 4096,16384,4096, PLATFORM.md's PyTorch
-  # anchor) with random E4M3 weights and per-channel scales, at FFN_BATCHES (default 4096). No such
+  # anchor) with random E4M3 weights and per-channel scales, at FFN_BATCHES (default 64,4096). No such
   # model can travel (64 MiB), so torch_forward_bench.py makes it, times PyTorch on it and writes
   # it; then fp8_gemm_bench times ours on the same file (the GEMM chain: the fused kernel takes
   # widths up to 1024). Rows into bench.csv, console into bench.log; reported, not counted.
   # FFN_WIDTHS= (empty) skips it.
   ffn_widths=${FFN_WIDTHS-4096,16384,4096}
-  ffn_batches=${FFN_BATCHES:-4096}
+  ffn_batches=${FFN_BATCHES:-64,4096}
   banner "serving-size forward ($ffn_widths at batch $ffn_batches) beside PyTorch"
   to=$(step_timeout 90 60)
   if [ -z "$ffn_widths" ]; then

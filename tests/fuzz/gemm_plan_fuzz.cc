@@ -8,8 +8,10 @@
 //  - every config the heuristic returns for valid arguments is one its launcher accepts, with a
 //    kernel instance to run it, and with the workspace that GemmWorkspaceBytes sizes;
 //  - every launch a planner accepts, heuristic or not, fits the device: grid, threads, shared memory;
-//  - a fused plan's cluster hand-overs balance: the partial tiles its contributors send are the
-//    bytes their owners' mbarriers wait for (an mbarrier that waits for more never completes).
+//  - a fused plan keeps the cluster protocol (tests/kernels/cuda/fused_plan_check.h): every
+//    (tile, K group) worked once, one owner per tile, and the partial tiles and activation copies
+//    its ranks send are exactly the bytes each receiver's mbarrier waits for (an mbarrier that
+//    waits for more never completes, one that waits for less lets its CTA read too early).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -24,6 +26,7 @@
 #include "kernels/cuda/sm89_params.h"
 #include "kernels/cuda/sm90_params.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "tests/kernels/cuda/fused_plan_check.h"
 
 namespace fp8serve::cuda {
 namespace {
@@ -235,25 +238,9 @@ void CheckFusedPlan(Reader& in, const DeviceTraits& d) {
 
   absl::StatusOr<FusedPlan> p = PlanFusedMlp(a, d);
   if (!p.ok()) return;
-  const std::string what = "PlanFusedMlp";
-  if (p->cluster != 1 && p->cluster != 2 && p->cluster != 4 && p->cluster != 8) Fail(what, "a cluster size of " + std::to_string(p->cluster));
-  if (p->block_m != 16 && p->block_m != 32 && p->block_m != 64) Fail(what, "block_m " + std::to_string(p->block_m));
-  if (p->mma == FusedMma::kAuto) Fail(what, "the plan left the MMA kind to choose");
-  if (p->row_blocks != (static_cast<long long>(a.m) + p->block_m - 1) / p->block_m) Fail(what, "row blocks do not cover the rows");
-  if (p->smem_bytes == 0 || p->smem_bytes > static_cast<size_t>(d.smem_per_block_optin)) Fail(what, "shared memory beyond the device");
-  for (int l = 0; l < a.num_layers; ++l) {
-    const FusedLayerPlan& L = p->layers[l];
-    // Each contributor sends one FP32 partial tile of block_m x 128 to its owner.
-    uint64_t sent = 0, expected = 0;
-    for (int r = 0; r < p->cluster; ++r) {
-      if (L.partial_owner[r] >= 0) {
-        if (L.partial_owner[r] >= p->cluster || L.partial_owner[r] == r) Fail(what, "a partial tile sent to a rank outside the cluster or to itself");
-        sent += static_cast<uint64_t>(p->block_m) * 128 * sizeof(float);
-      }
-      expected += L.partial_bytes[r];
-    }
-    if (sent != expected) Fail(what, "layer " + std::to_string(l) + ": partial tiles sent and awaited differ");
-  }
+  if (p->mma == FusedMma::kAuto) Fail("PlanFusedMlp", "the plan left the MMA kind to choose");
+  // The whole cluster protocol: work, owners, partial slots, hand-over bytes and receivers
+  if (std::string why = FusedPlanProblem(a, *p, d); !why.empty()) Fail("PlanFusedMlp", why);
 }
 
 }  // namespace

@@ -33,6 +33,7 @@
 #include "tests/kernels/cuda/cuda_test_util.h"
 #include "tests/kernels/cuda/forward_bound.h"
 #include "tests/kernels/cuda/fused_mlp_cases.h"
+#include "tests/kernels/cuda/fused_plan_check.h"
 
 namespace fp8serve::cuda {
 namespace {
@@ -433,151 +434,11 @@ TEST(FusedMlpSupport, SaysWhyItRejects) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cluster plan (no GPU needed): the kernel trusts the launcher's byte counts. An mbarrier that
-// expects more bytes than are sent never completes (the launch traps), one that expects fewer
-// completes early (a race). So every plan the launcher would run is replayed here against the
-// protocol as fused_mlp.h documents it, computed independently of the launcher's own code: each
-// (tile, K group) worked by exactly one rank, each tile owned by exactly one rank (the one the
-// kernel sends partial sums to, tile x parts), each partial and each requantized tile sent to
-// exactly the barriers that wait for it, and every rank's exit-barrier arrival after its last send.
-
-// One layer's checks; sent[r] is set for every rank that stores into another CTA in this layer.
-void CheckLayerPlan(const FusedMlpArgs& args, const FusedPlan& plan, int i, std::vector<bool>& sent,
-                    const std::string& what) {
-  const int cluster = plan.cluster, tiles = args.layers[i].n_pad / 128, groups = args.layers[i].k_pad / 128;
-  const FusedLayerPlan& l = plan.layers[i];
-  const FusedLayerPlan* next = i + 1 < args.num_layers ? &plan.layers[i + 1] : nullptr;
-  const std::string at = absl::StrCat(what, " layer ", i, " (", tiles, " tiles, ", groups, " groups, parts ", l.parts, ")");
-  ASSERT_GE(l.parts, 1) << at;
-  std::vector<int> worked(static_cast<size_t>(tiles) * groups, 0), owner(tiles, -1);
-  for (int r = 0; r < kFusedMaxCluster; ++r) {
-    const FusedRankWork& w = l.work[r];
-    if (w.tile < 0) continue;
-    ASSERT_LT(r, cluster) << at << ": rank " << r << " is outside the cluster";
-    ASSERT_LT(w.tile, tiles) << at << ": rank " << r;
-    ASSERT_TRUE(0 <= w.group_begin && w.group_begin < w.group_end && w.group_end <= groups) << at << ": rank " << r;
-    // parts == 1: whole tiles tile, tile + cluster, ...; else one range of one tile
-    for (int t = w.tile; t < tiles; t += (l.parts == 1 ? cluster : tiles)) {
-      if (l.parts == 1) {
-        ASSERT_TRUE(w.group_begin == 0 && w.group_end == groups) << at << ": rank " << r;
-      }
-      for (int g = w.group_begin; g < w.group_end; ++g) ++worked[static_cast<size_t>(t) * groups + g];
-      if (w.group_begin == 0) {
-        EXPECT_EQ(owner[t], -1) << at << ": tile " << t << " has two owners";
-        owner[t] = r;
-      }
-    }
-  }
-  for (int t = 0; t < tiles; ++t) {
-    ASSERT_GE(owner[t], 0) << at << ": tile " << t << " has no owner";
-    for (int g = 0; g < groups; ++g) EXPECT_EQ(worked[static_cast<size_t>(t) * groups + g], 1) << at << ": tile " << t << " group " << g;
-  }
-  if (l.folded) {
-    // A folded layer: K group j is worked where tile j of the layer before is owned
-    ASSERT_EQ(i, args.num_layers - 1) << at << ": only the last layer folds";
-    const FusedLayerPlan& prev = plan.layers[i - 1];
-    for (int r = 0; r < cluster; ++r) {
-      const FusedRankWork& w = l.work[r];
-      if (w.tile < 0) continue;
-      ASSERT_EQ(w.group_end - w.group_begin, 1) << at << ": rank " << r;
-      const FusedRankWork& pw = prev.work[r];
-      const bool owns_prev = pw.tile >= 0 && pw.group_begin == 0 &&
-                             (prev.parts > 1 ? pw.tile == w.group_begin
-                                             : w.group_begin >= pw.tile && (w.group_begin - pw.tile) % cluster == 0);
-      EXPECT_TRUE(owns_prev) << at << ": rank " << r << " works K group " << w.group_begin
-                             << " but does not own that tile of the layer before";
-    }
-  }
-
-  // What arrives where, from the senders' side
-  const uint64_t slot_bytes = static_cast<uint64_t>(plan.block_m) * 128 * 4;
-  const uint64_t tile_bytes = static_cast<uint64_t>(plan.block_m) * (128 + 4);
-  std::vector<uint64_t> partial_in(kFusedMaxCluster, 0), act_in(kFusedMaxCluster, 0);
-  std::vector<uint32_t> expect_receivers(kFusedMaxCluster, 0);
-  std::vector<std::vector<int>> slots_of(tiles);  // each tile's contributors' slots, by K order
-  for (int r = 0; r < cluster; ++r) {
-    const FusedRankWork& w = l.work[r];
-    if (w.tile < 0 || w.group_begin == 0) {
-      EXPECT_EQ(l.partial_owner[r], -1) << at << ": rank " << r << " sends no partial";
-      continue;
-    }
-    // A contributor: one slot into its tile's owner
-    const int o = owner[w.tile];
-    EXPECT_EQ(l.partial_owner[r], o) << at << ": contributor " << r;
-    ASSERT_TRUE(l.partial_slot[r] >= 0 && l.partial_slot[r] < l.parts - 1) << at << ": contributor " << r;
-    partial_in[o] += slot_bytes;
-    sent[r] = true;
-    slots_of[w.tile].push_back(r);
-  }
-  for (int t = 0; t < tiles; ++t) {
-    // Slots 0, 1, ... hold the contributors in K order (the owner adds them in slot order)
-    std::vector<int>& c = slots_of[t];
-    std::sort(c.begin(), c.end(), [&](int a, int b) { return l.work[a].group_begin < l.work[b].group_begin; });
-    for (size_t q = 0; q < c.size(); ++q) EXPECT_EQ(l.partial_slot[c[q]], static_cast<int>(q)) << at << ": tile " << t;
-  }
-  if (next != nullptr) {
-    // Who reads K group t of the next layer (tile t of this one): every rank with whole tiles there,
-    // else the ranks whose K range holds it
-    const auto reads = [&](int d, int t) {
-      const FusedRankWork& w = next->work[d];
-      return w.tile >= 0 && (next->parts == 1 || (t >= w.group_begin && t < w.group_end));
-    };
-    for (int t = 0; t < tiles; ++t) {
-      for (int d = 0; d < cluster; ++d) {
-        // Not folded: every rank working there gets every tile it does not own (the order argument
-        // for reusing activation buffers needs it); folded: only the tile's readers
-        const bool gets = next->folded ? reads(d, t) : next->work[d].tile >= 0;
-        if (d == owner[t] || !gets) continue;
-        act_in[d] += tile_bytes;
-        expect_receivers[owner[t]] |= 1u << d;
-      }
-      for (int d = 0; d < cluster; ++d) {
-        if (reads(d, t)) {
-          EXPECT_TRUE(d == owner[t] || (expect_receivers[owner[t]] >> d & 1u)) << at << ": rank " << d << " reads tile " << t
-                                                                                 << " but never gets it";
-        }
-      }
-    }
-    if (next->folded) {
-      // The point of folding: no activation copies at all
-      for (int r = 0; r < cluster; ++r) EXPECT_EQ(expect_receivers[r], 0u) << at << ": rank " << r;
-    }
-  }
-  for (int r = 0; r < kFusedMaxCluster; ++r) {
-    EXPECT_EQ(l.partial_bytes[r], partial_in[r]) << at << ": rank " << r << "'s partial barrier";
-    EXPECT_EQ(l.act_bytes[r], act_in[r]) << at << ": rank " << r << "'s activation barrier";
-    EXPECT_EQ(l.receivers[r], expect_receivers[r]) << at << ": rank " << r << "'s receivers";
-    if (expect_receivers[r] != 0) sent[r] = true;
-  }
-}
+// The cluster plan (no GPU needed): every plan the launcher would run, replayed against the
+// protocol (fused_plan_check.h, shared with the gemm_plan_fuzz target).
 
 void CheckPlan(const FusedMlpArgs& args, const FusedPlan& plan, const DeviceTraits& device, const std::string& what) {
-  ASSERT_TRUE(plan.cluster == 1 || plan.cluster == 2 || plan.cluster == 4 || plan.cluster == 8) << what;
-  ASSERT_TRUE(plan.block_m == 16 || plan.block_m == 32 || plan.block_m == 64) << what;
-  EXPECT_EQ(plan.row_blocks, (args.m + plan.block_m - 1) / plan.block_m) << what;
-  EXPECT_LE(plan.smem_bytes, static_cast<size_t>(device.smem_per_block_optin)) << what;
-  if (args.cluster_size != 0) {
-    EXPECT_EQ(plan.cluster, args.cluster_size) << what;
-  } else if (plan.cluster > 1) {
-    EXPECT_LE(plan.row_blocks * plan.cluster, device.num_sms) << what;  // one CTA per SM
-  }
-  int last_send[kFusedMaxCluster];
-  std::fill(std::begin(last_send), std::end(last_send), -1);
-  for (int i = 0; i < args.num_layers; ++i) {
-    std::vector<bool> sent(kFusedMaxCluster, false);
-    CheckLayerPlan(args, plan, i, sent, what);
-    if (::testing::Test::HasFatalFailure()) return;
-    for (int r = 0; r < kFusedMaxCluster; ++r) {
-      if (sent[r]) last_send[r] = i;
-    }
-  }
-  for (int r = 0; r < kFusedMaxCluster; ++r) {
-    EXPECT_EQ(plan.last_send[r], last_send[r]) << what << ": rank " << r << " arrives on the exit barrier after layer "
-                                               << plan.last_send[r] << ", its last send is in layer " << last_send[r];
-  }
-  if (plan.cluster == 1) {
-    for (int i = 0; i < args.num_layers; ++i) EXPECT_EQ(plan.layers[i].parts, 1) << what;
-  }
+  EXPECT_EQ(FusedPlanProblem(args, plan, device), "") << what;
 }
 
 TEST(FusedMlpPlan, HandOversAddUpForEveryShapeBatchAndClusterSize) {

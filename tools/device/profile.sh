@@ -9,11 +9,11 @@
 #
 #   usage (device tool): run(command="tools/device/profile.sh", carry=["device-bundle"], timeout_s=...)
 #   env: PROFILE_RUNS (newline-separated entries; default: the fused forward at batch 64 with
-#        mma.sync and with wgmma, the wgmma GEMM at 8192^3 with the default main loop, the
+#        mma.sync and with wgmma, the wgmma GEMM at 8192^3 with the default main loop, +yield, the
 #        cross-bank one and one accumulator, the GEMM at 64x16384x4096, the 128x192 tile at 8192^3
-#        (bench --profile_variant)), OUT, BUNDLE
+#        plain and +yield (bench --profile_variant)), OUT, BUNDLE
 #        PROFILE_SASS (entries of the same form plus an optional fifth field of extra ncu flags;
-#        default: the 128-wide wgmma GEMM at 8192^3 with the default and the cross-bank main loop,
+#        default: the 128-wide wgmma GEMM at 8192^3 with the default, +yield and cross-bank loops,
 #        and the fused forward at batch 64 at the shortest sampling interval): ncu's source page per
 #        SASS instruction, digested to the 30 instructions with the most warp-stall samples and to
 #        a table per opcode with its largest stall reasons ($OUT/sass-LABEL.txt; the report beside it)
@@ -26,15 +26,23 @@ if [ -f "$B/bundle.tar.xz" ] && [ ! -f "$B/.unpacked" ]; then
   tar -xJf "$B/bundle.tar.xz" -C "$B" && touch "$B/.unpacked" || { echo "*** cannot unpack $B"; exit 2; }
 fi
 export LD_LIBRARY_PATH="$PWD/$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+# The +yield variants profiled below need their SASS edit (a no-op when gpu_check.sh made it already)
+if [ -f "$B/lib/libfp8serve_cuda.so" ]; then
+  timeout -k 5 60 python3 tools/device/ffma_yield.py "$B/lib/libfp8serve_cuda.so" \
+    --cuobjdump "$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)" | tail -n 1 ||
+    echo "*** ffma_yield.py failed: the +yield profiles show the default loop"
+fi
 ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 [ -n "$ncu" ] || { echo "*** ncu not found"; exit 2; }
 runs=${PROFILE_RUNS:-"fused64|fused_mlp|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2
 fused64w|fused_mlp_kernelI.*Lb1E|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2|mangled
 wgmma8192|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma
+wgmma8192yield|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+yield
 m64_ffn|fp8_gemm|--skip_mlp --shapes=64x16384x4096 --iters=3 --warmup=1
 wgmma8192xbank|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+xbank
 wgmma8192oneacc|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+oneacc
-wgmma8192wide|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+n192"}
+wgmma8192wide|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+n192
+wgmma8192wideyield|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+n192+yield"}
 sections="--section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active"
 while IFS='|' read -r label regex flags base; do
   [ -n "$label" ] || continue
@@ -53,6 +61,7 @@ done <<<"$runs"
 # Where the stalls sit, instruction by instruction: ncu's SourceCounters, read back as its source
 # page (SASS, CSV) and digested to the instructions with the most warp-stall samples.
 sass_runs=${PROFILE_SASS:-"wgmma8192|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma
+wgmma8192yield|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+yield
 wgmma8192xbank|sm90_fp8_gemm|--skip_mlp --shapes=8192x8192x8192 --iters=3 --warmup=1 --profile_variant=ours/sm90_wgmma+xbank
 fused64|fused_mlp|--skip_gemm --mlp_batches=64 --iters=5 --warmup=2|function|--sampling-interval 0"}
 # (a fifth field: extra ncu flags, e.g. the shortest sampling interval for a kernel of a few us)

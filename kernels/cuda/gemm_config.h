@@ -128,9 +128,9 @@ inline constexpr int kHopperMmaSyncMaxM = 1;  // SelectGemmConfig on Hopper: mma
 //    wgmmas run on the other accumulator. Its FFMAs keep the default's same-bank registers;
 //  - kOneAccumulatorCrossBank: both, like the wide tile.
 //  - kYieldFfma: the default's source, compiled as an instance of its own so that its SASS can be
-//    edited after the build: tools/device/ffma_yield.py clears the operand-reuse flag and sets the
-//    yield hint on the promotion FFMAs that ptxas marked "reuse, do not yield" (every other one),
-//    so that the warp scheduler may switch warps between any two of them and the other warpgroup's
+//    edited after the build: tools/device/ffma_yield.py clears both flags of the promotion FFMAs
+//    that ptxas marked "reuse operand B, do not yield" (every other one), so that the warp
+//    scheduler may switch warps between any two of them and the other warpgroup's
 //    instructions get in among a promotion's 64 FFMAs (session 7's profile: the promotion FFMAs held
 //    34% of the stall samples, 20 points of it dispatch stalls). Neither flag changes what an
 //    instruction computes. Unedited (the normal build: tools/device/gpu_check.sh edits the GPU

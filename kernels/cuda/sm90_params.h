@@ -155,7 +155,9 @@ absl::Status MainLoopVariant(const Sm90Launch& l, Launch&& launch) {
   constexpr GemmOutput kBF16 = GemmOutput::kBF16;
   if (l.b_format != kE4M3 || l.output != kBF16 || !l.promote) return NoInstance(l, "this main loop");
   if (l.block_n == kSm90WideBlockN && l.main_loop == Sm90MainLoop::kYieldFfma) {
-    if constexpr (BM == 128) return launch(Sm90Instance<128, kSm90WideBlockN, kE4M3, kBF16, true, Sm90MainLoop::kYieldFfma>{});
+    if constexpr (BM == 128) {
+      return launch(Sm90Instance<128, kSm90WideBlockN, kE4M3, kBF16, true, Sm90MainLoop::kYieldFfma>{});
+    }
   }
   if (l.block_n != kSm90BlockN) return NoInstance(l, "this main loop");
   switch (l.main_loop) {

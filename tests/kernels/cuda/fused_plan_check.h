@@ -90,7 +90,9 @@ inline std::string FusedLayerPlanProblem(const FusedMlpArgs& args, const FusedPl
     }
     // A contributor: one slot into its tile's owner
     const int o = owner[w.tile];
-    if (l.partial_owner[r] != o) return absl::StrCat(at, ": contributor ", r, " sends to ", l.partial_owner[r], ", not ", o);
+    if (l.partial_owner[r] != o) {
+      return absl::StrCat(at, ": contributor ", r, " sends to ", l.partial_owner[r], ", not ", o);
+    }
     if (!(l.partial_slot[r] >= 0 && l.partial_slot[r] < l.parts - 1)) {
       return absl::StrCat(at, ": contributor ", r, " has slot ", l.partial_slot[r]);
     }
@@ -103,7 +105,9 @@ inline std::string FusedLayerPlanProblem(const FusedMlpArgs& args, const FusedPl
     std::vector<int>& c = slots_of[t];
     std::sort(c.begin(), c.end(), [&](int a, int b) { return l.work[a].group_begin < l.work[b].group_begin; });
     for (size_t q = 0; q < c.size(); ++q) {
-      if (l.partial_slot[c[q]] != static_cast<int>(q)) return absl::StrCat(at, ": tile ", t, "'s slots are not in K order");
+      if (l.partial_slot[c[q]] != static_cast<int>(q)) {
+        return absl::StrCat(at, ": tile ", t, "'s slots are not in K order");
+      }
     }
   }
   if (next != nullptr) {

@@ -153,15 +153,24 @@ def test_dry_run_changes_nothing(tmp_path):
     assert lib_path.read_bytes() == before
 
 
-def test_other_flags_and_short_runs_are_left_alone(tmp_path):
-    # flagged FFMAs that also reuse operand A are not the pattern: nothing edited; a run of 8 FFMAs
-    # is not a promotion (the instance then has no run: an error)
+def test_other_flags_other_ffmas_and_too_few_are_left_alone(tmp_path):
+    # flagged FFMAs that also reuse operand A are not the pattern: nothing edited
     lib_path, before, _ = setup_library(tmp_path, {YIELD_FN: instructions(64, reuse_a=True)})
     done = run_tool(lib_path, tmp_path)
     assert done.returncode == 0 and "0 FFMAs to edit" in done.stdout
+    # an FFMA that does not accumulate into its own destination is not a promotion FFMA
+    ins = instructions(64) + [("FFMA R5, R6, R210.reuse, R8", FFMA_LO, FLAGGED_HI)]
+    lib_path, before, _ = setup_library(tmp_path, {YIELD_FN: ins})
+    done = run_tool(lib_path, tmp_path)
+    assert done.returncode == 0 and "edited 32 FFMAs" in done.stdout
+    after = lib_path.read_bytes()
+    code_at = before.find(make_cubin({YIELD_FN: ins})) + fy.text_sections(make_cubin({YIELD_FN: ins}))[YIELD_FN][0]
+    last = code_at + 16 * (len(ins) - 1)
+    assert after[last:last + 16] == before[last:last + 16]
+    # fewer promotion FFMAs than one 128-wide group has: not a promoting instance, an error
     lib_path, before, _ = setup_library(tmp_path, {YIELD_FN: instructions(8)})
     done = run_tool(lib_path, tmp_path)
-    assert done.returncode == 1 and "no run of 16 FFMAs" in done.stderr
+    assert done.returncode == 1 and "fewer than 64" in done.stderr
     assert lib_path.read_bytes() == before
 
 

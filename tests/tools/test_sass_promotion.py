@@ -13,12 +13,18 @@ CROSS = DEFAULT.replace("Sm90MainLoopE0", "Sm90MainLoopE1")
 OTHER = "_ZN8fp8serve4cuda16fused_mlp_kernelILi16ELi5ELb0EEEvNS0_14FusedMlpParamsE"
 
 
-def function(name, body):
-    """cuobjdump's layout: a Function header, then each instruction and its control word on two lines."""
+FLAGGED = 0x080FE200000000C9  # ptxas's promotion FFMA with operand B's reuse flag: do-not-yield set
+PLAIN = 0x000FC200000000C9    # its neighbour's encoding (and what ffma_yield.py leaves)
+
+
+def function(name, body, high_words=None):
+    """cuobjdump's layout: a Function header, then each instruction and its control word on two lines
+    (high_words: one per instruction; default 0x000fe20000000000, which has bit 45 set)."""
     lines = [f"\t\tFunction : {name}", "\t.headerflags\t@\"EF_CUDA_SM90 EF_CUDA_VIRTUAL_SM(EF_CUDA_SM90)\""]
     for i, ins in enumerate(body):
+        hi = high_words[i] if high_words else 0x000FE20000000000
         lines.append(f"        /*{16 * i:04x}*/                   {ins} ;  /* 0x000000d6581c7223 */")
-        lines.append("                                                                 /* 0x000fe20000000000 */")
+        lines.append(f"                                                                 /* 0x{hi:016x} */")
     return "\n".join(lines) + "\n"
 
 
@@ -36,8 +42,8 @@ def test_counts_same_bank_partials_and_names_instances():
             function(OTHER, same) + function(CROSS, split + ["EXIT"]))
     stats = tool.analyze(sass)
     assert list(stats) == [DEFAULT, CROSS]  # only the sm90 GEMM's instances
-    assert stats[DEFAULT] == [8, 4, 4]  # FFMA R5, R6, R7, R8 is not the accumulate form
-    assert stats[CROSS] == [5, 4, 0]
+    assert stats[DEFAULT] == [8, 4, 4, 4]  # FFMA R5, R6, R7, R8 is not the accumulate form
+    assert stats[CROSS] == [5, 4, 0, 4]
     assert tool.instance_name(DEFAULT) == "128x128 e4m3 -> bf16"
     assert tool.instance_name(CROSS) == "128x128 e4m3 -> bf16 cross_bank"
 
@@ -46,7 +52,7 @@ def test_the_scale_is_the_shared_source_in_either_position():
     # The scale first this time: the partial is still the operand that changes
     body = [f"FFMA R{r}, R{s}, R{p}, R{r}" for r, p, s in [(40, 100, 7), (42, 102, 7), (44, 103, 7), (46, 105, 7)]]
     stats = tool.analyze(function(DEFAULT, body))
-    assert stats[DEFAULT] == [4, 4, 2]  # R100 and R102 share the even results' bank, R103 and R105 do not
+    assert stats[DEFAULT] == [4, 4, 2, 4]  # R100 and R102 share the even results' bank, R103 and R105 do not
 
 
 def test_main_reads_saved_text_and_fails_without_instances(tmp_path, capsys):
@@ -66,4 +72,14 @@ def test_only_the_hopper_cubin_counts():
     # single __trap() (built for a target without wgmma, never launched there)
     sass = ("\tcode for sm_89\n" + function(DEFAULT, ["BPT.TRAP 0x1", "EXIT"]) +
             "\tcode for sm_90a\n" + function(DEFAULT, promotion([202, 203], [88, 89], 214)))
-    assert tool.analyze(sass)[DEFAULT] == [2, 2, 2]
+    assert tool.analyze(sass)[DEFAULT] == [2, 2, 2, 2]
+
+
+def test_counts_the_do_not_yield_hints_that_ffma_yield_clears():
+    # ptxas: every other promotion FFMA flagged (reuse B, do not yield); after ffma_yield.py: none
+    body = promotion([202, 203, 198, 199], [88, 89, 92, 93], 214)
+    ptxas = function(DEFAULT, body, [FLAGGED, PLAIN, FLAGGED, PLAIN])
+    edited = function(DEFAULT.replace("Sm90MainLoopE0", "Sm90MainLoopE4"), body, [PLAIN] * 4)
+    stats = tool.analyze(ptxas + edited)
+    assert [v[3] for v in stats.values()] == [2, 0]
+    assert tool.instance_name(list(stats)[1]) == "128x128 e4m3 -> bf16 yield_ffma"

@@ -6,7 +6,7 @@ switch warps between any two promotion FFMAs. Neither flag changes what an instr
 the reuse flag only lets the next instruction take a source from the operand cache instead of the
 register file, and the yield hint only tells the scheduler whether to keep issuing from this warp.
 
-    python3 tools/device/ffma_yield.py FILE [--loop 4] [--min-run 16] [--cuobjdump PATH] [--dry-run]
+    python3 tools/device/ffma_yield.py FILE [--loop 4] [--cuobjdump PATH] [--dry-run]
 
 FILE holds the kernels' device code uncompressed in its fat binary (a .so, .a, .o or program built
 by this project's CMake; tools/device/gpu_check.sh runs it on the GPU bundle's
@@ -17,10 +17,12 @@ changes nothing more. Without cuobjdump (the CUDA toolkit's, or give --cuobjdump
 How an instruction is found: cuobjdump -xelf extracts each sm_90 cubin; the cubin must occur once,
 verbatim, in FILE; its ELF section headers give the offset of each kernel's .text section; cuobjdump
 -sass lists that kernel's instructions with their offsets and 128-bit encodings. A promotion FFMA
-is one of a run of at least --min-run consecutive FFMAs (the promotion's 64 per accumulator). Bits
-of the encoding's high 64-bit word: 45 is the yield hint (set: do not yield), 58-61 the reuse
-flags of operand slots A, B, C and the fourth; an FFMA whose only reuse flag is B's (bit 59) and
-whose yield hint is set gets both cleared, which is the encoding of its unflagged neighbours.
+is one of the accumulate form "FFMA Rd, Ra, Rb, Rd" (result += scale x partial), as
+tools/device/sass_promotion.py counts them; an instance must have at least 64 (one 128-wide
+group's). Bits of the encoding's high 64-bit word: 45 is the yield hint (set: do not yield), 58-61
+the reuse flags of operand slots A, B, C and the fourth; a promotion FFMA whose only reuse flag is
+B's (bit 59) and whose yield hint is set gets both cleared, which is the encoding of its unflagged
+neighbours.
 
 Exit status: 0 when every kYieldFfma instance found was edited or already was; 1 when none was
 found or an instruction did not match; 2 on bad input or a missing tool. Standard library only.
@@ -34,7 +36,11 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sass_promotion import FFMA  # noqa: E402  (the accumulate-form FFMA, as that tool counts it)
+
 KERNEL = "sm90_fp8_gemm_kernel"
+MIN_PROMOTION_FFMAS = 64  # one 128-wide group: 64 rows x 128 columns over 128 threads
 YIELD_FFMA = 4  # Sm90MainLoop::kYieldFfma
 YIELD_BIT = 1 << 45
 REUSE_SHIFT, REUSE_MASK, REUSE_B = 58, 0xF, 0b0010
@@ -109,23 +115,10 @@ def parse_sass(sass):
     return functions
 
 
-def is_ffma(text):
-    return text.split(" ", 1)[0] == "FFMA"  # (unpredicated: the promotion's are)
-
-
-def promotion_runs(instructions, min_run):
-    """Runs of at least min_run consecutive FFMAs (lists of indices)."""
-    runs, current = [], []
-    for i, (_, text, _, _) in enumerate(instructions):
-        if is_ffma(text):
-            current.append(i)
-            continue
-        if len(current) >= min_run:
-            runs.append(current)
-        current = []
-    if len(current) >= min_run:
-        runs.append(current)
-    return runs
+def is_promotion(text):
+    """The accumulate form FFMA Rd, Ra, Rb, Rd (unpredicated: the promotion's are)."""
+    m = FFMA.match(text)
+    return m is not None and m.group(1) == m.group(4)
 
 
 def edit_high_word(hi):
@@ -136,32 +129,30 @@ def edit_high_word(hi):
     return hi & ~(REUSE_B << REUSE_SHIFT) & ~YIELD_BIT
 
 
-def plan_edits(data, cubin_at, functions, sections, wanted, min_run):
+def plan_edits(data, cubin_at, functions, sections, wanted):
     """[(file offset, old 16 bytes, new 16 bytes)] and a per-function report."""
     edits, report = [], []
     for name in sorted(n for n in functions if wanted(n)):
         if name not in sections:
             raise EditError(f"{name}: no .text section in its cubin")
         base = cubin_at + sections[name][0]
-        runs = promotion_runs(functions[name], min_run)
         ffmas = edited = plain = 0
-        for run_ in runs:
-            for i in run_:
-                addr, text, lo, hi = functions[name][i]
-                ffmas += 1
-                old = struct.pack("<QQ", lo, hi)
-                at = base + addr
-                if data[at:at + 16] != old:
-                    raise EditError(f"{name}+{addr:#x}: the bytes there are not {text!r} as listed")
-                new_hi = edit_high_word(hi)
-                if new_hi is None:
-                    plain += (hi >> REUSE_SHIFT) & REUSE_MASK == 0
-                    continue
-                edits.append((at, old, struct.pack("<QQ", lo, new_hi)))
-                edited += 1
-        report.append((name, len(runs), ffmas, edited, plain))
+        for addr, text, lo, hi in functions[name]:
+            if not is_promotion(text):
+                continue
+            ffmas += 1
+            old = struct.pack("<QQ", lo, hi)
+            at = base + addr
+            if data[at:at + 16] != old:
+                raise EditError(f"{name}+{addr:#x}: the bytes there are not {text!r} as listed")
+            new_hi = edit_high_word(hi)
+            if new_hi is None:
+                plain += (hi >> REUSE_SHIFT) & REUSE_MASK == 0 and not hi & YIELD_BIT
+                continue
+            edits.append((at, old, struct.pack("<QQ", lo, new_hi)))
+            edited += 1
+        report.append((name, ffmas, edited, plain))
     return edits, report
-
 
 
 def main(argv=None):
@@ -170,14 +161,11 @@ def main(argv=None):
     ap.add_argument("file", help="library, object or program with the sm90 GEMM's device code")
     ap.add_argument("--loop", type=int, default=YIELD_FFMA,
                     help=f"the Sm90MainLoop value whose instances to edit (default {YIELD_FFMA}, kYieldFfma)")
-    ap.add_argument("--min-run", type=int, default=16, help="FFMAs in a row that make a promotion (default 16)")
     ap.add_argument("--cuobjdump", help="the cuobjdump to run (default: PATH, then /usr/local/cuda/bin)")
     ap.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
     args = ap.parse_args(argv)
     if args.loop < 1:
         ap.error("--loop: the default loop (0) is never edited")
-    if args.min_run < 2:
-        ap.error("--min-run must be at least 2")
     marker = f"Sm90MainLoopE{args.loop}E"
 
     def wanted(name):
@@ -205,7 +193,7 @@ def main(argv=None):
                 if data.find(cubin, cubin_at + 1) >= 0:
                     raise EditError(f"{cubin_name} occurs more than once in {args.file}")
                 sass = run([tool, "-sass", "-fun", ",".join(targets), os.path.join(tmp, cubin_name)])
-                e, r = plan_edits(data, cubin_at, parse_sass(sass), sections, wanted, args.min_run)
+                e, r = plan_edits(data, cubin_at, parse_sass(sass), sections, wanted)
                 edits += e
                 report += r
     except FileNotFoundError as e:
@@ -217,12 +205,13 @@ def main(argv=None):
     if not report:
         print(f"ffma_yield: no {KERNEL} instance with main loop {args.loop} in {args.file}", file=sys.stderr)
         return 1
-    print(f"{'kernel instance (' + marker + ')':<60} {'runs':>5} {'FFMAs':>6} {'edited':>7} {'plain':>6}")
-    for name, runs, ffmas, edited, plain in report:
+    print(f"{'kernel instance (' + marker + ')':<60} {'promotion FFMAs':>16} {'edited':>7} {'plain':>6}")
+    for name, ffmas, edited, plain in report:
         short = re.sub(r"^_ZN8fp8serve4cuda20sm90_fp8_gemm_kernelI", "", name)[:58]
-        print(f"{short:<60} {runs:>5} {ffmas:>6} {edited:>7} {plain:>6}")
-        if runs == 0:
-            print(f"ffma_yield: {name}: no run of {args.min_run} FFMAs (not a promoting instance?)", file=sys.stderr)
+        print(f"{short:<60} {ffmas:>16} {edited:>7} {plain:>6}")
+        if ffmas < MIN_PROMOTION_FFMAS:
+            print(f"ffma_yield: {name}: {ffmas} promotion FFMAs, fewer than {MIN_PROMOTION_FFMAS} (not a promoting "
+                  "instance?)", file=sys.stderr)
             return 1
     if args.dry_run or not edits:
         print(f"ffma_yield: {len(edits)} FFMAs to edit{' (dry run: nothing changed)' if args.dry_run else ''}")

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Reads the SASS of the sm90 GEMM kernels (cuobjdump -sass) and reports, per template instance, the
 register banks of its promotion FFMAs: how many read their accumulator and write their result in
-the same bank, which Nsight Compute showed costing "dispatch" stalls (gemm_config.h, Sm90MainLoop).
+the same bank, which Nsight Compute showed costing "dispatch" stalls (gemm_config.h, Sm90MainLoop),
+and how many carry the "do not yield" hint (bit 45 of the encoding's high word), which
+tools/device/ffma_yield.py clears in the +yield instances: read after the edit, this shows which
+instances ran edited.
 
     python3 tools/device/sass_promotion.py FILE [--cuobjdump PATH]
 
@@ -11,7 +14,8 @@ PATH, in /usr/local/cuda/bin, or given runs on it), or a text file that already 
 single __trap() (it never runs there). A promotion FFMA is the accumulate form "FFMA Rd, Ra, Rb,
 Rd" (result += scale x partial); its bank is the register number's parity, the two-bank model of
 the register file. Per instance it prints: the FFMAs of that form, how many have Ra (or Rb:
-whichever is not the loop's shared scale) in the result's bank, and the instance's SASS length.
+whichever is not the loop's shared scale) in the result's bank, how many carry the do-not-yield
+hint, and the instance's SASS length.
 Standard library only.
 The exit status is 0 when it found at least one sm90 GEMM instance, 1 otherwise, 2 on bad input.
 """
@@ -26,6 +30,8 @@ import sys
 KERNEL = "sm90_fp8_gemm_kernel"
 FUNCTION = re.compile(r"Function\s*:\s*(\S+)")
 ARCH = re.compile(r"code for (sm_\w+)")
+HIGH_WORD = re.compile(r"^\s*/\*\s*(0x[0-9a-f]{16})\s*\*/\s*$")  # an instruction's second line
+NO_YIELD = 1 << 45
 # FFMA Rd, Ra, Rb, Rc (sources possibly negated or absolute, with .reuse flags): d, a, b, c
 FFMA = re.compile(r"\bFFMA\s+R(\d+),\s*-?\|?R(\d+)(?:\.reuse)?\|?,\s*-?\|?R(\d+)(?:\.reuse)?\|?,\s*R(\d+)\b")
 # The kernel's template arguments in the mangled name: BLOCK_M, BLOCK_N, B format, output, promote
@@ -64,13 +70,22 @@ def read_sass(path, cuobjdump):
 
 def analyze(sass):
     """Per sm90 GEMM function: [instructions, promotion FFMAs, of which the partial sum shares the
-    result's bank]. Of an FFMA's two sources the scale is the one the function's promotion FFMAs
+    result's bank, of which the do-not-yield hint is set]. Of an FFMA's two sources the scale is the one the function's promotion FFMAs
     share (the register that appears as a source more often), the partial sum the other."""
     instructions = collections.OrderedDict()
     ffmas = collections.defaultdict(list)  # function -> [(d, a, b)]
+    no_yield = collections.Counter()  # function -> promotion FFMAs with the do-not-yield hint
     current = None
+    pending = False  # the line before was a promotion FFMA: this one holds its high word
     arch = "sm_90a"  # (a saved listing of one function may lack the "code for" line)
     for line in sass.splitlines():
+        if pending:
+            pending = False
+            h = HIGH_WORD.match(line)
+            if h and int(h.group(1), 16) & NO_YIELD:
+                no_yield[current] += 1
+            if h:
+                continue
         a = ARCH.search(line)
         if a:
             arch = a.group(1)
@@ -90,6 +105,7 @@ def analyze(sass):
             d, a, b, c = (int(x) for x in m.groups())
             if d == c:  # the accumulate form
                 ffmas[current].append((d, a, b))
+                pending = True
     stats = collections.OrderedDict()
     for name, n in instructions.items():
         uses = collections.Counter()
@@ -100,7 +116,7 @@ def analyze(sass):
         for d, a, b in ffmas[name]:
             partial = b if uses[a] > uses[b] else a
             same += partial % 2 == d % 2
-        stats[name] = [n, len(ffmas[name]), same]
+        stats[name] = [n, len(ffmas[name]), same, no_yield[name]]
     return stats
 
 
@@ -118,9 +134,9 @@ def main(argv=None):
     if not stats:
         print(f"sass_promotion: no {KERNEL} instance in {args.file}", file=sys.stderr)
         return 1
-    print(f"{'instance':<48} {'SASS':>6} {'promotion FFMAs':>16} {'same bank':>10}")
-    for name, (n, ffma, same) in stats.items():
-        print(f"{instance_name(name):<48} {n:>6} {ffma:>16} {same:>10}")
+    print(f"{'instance':<48} {'SASS':>6} {'promotion FFMAs':>16} {'same bank':>10} {'no-yield':>9}")
+    for name, (n, ffma, same, hint) in stats.items():
+        print(f"{instance_name(name):<48} {n:>6} {ffma:>16} {same:>10} {hint:>9}")
     return 0
 
 

@@ -18,8 +18,8 @@ for bit and does not says so in bench.log (MISMATCH lines).
 The fused target is judged both on a whole graph replay (launch latency included; an empty kernel
 timed so is printed beside it) and on the kernel's own span on the GPU (fused_span rows: first CTA
 entry to last CTA exit by %globaltimer). Rows of tools/device/torch_forward_bench.py (variant
-"torch/...", appended by gpu_check.sh) set the forward beside PyTorch's. Standard library only: it runs on the GPU machine, which
-has python3 but no pip.
+"torch/...", appended by gpu_check.sh) set the forward beside PyTorch's. Standard library only: it
+runs on the GPU machine, which has python3 but no pip.
 """
 import argparse
 import csv
@@ -273,8 +273,8 @@ def model_beside_torch(fwd, names, out):
     for batch in sorted(fwd):
         per = fwd[batch]
         ours = [(per[v]["us"], v) for v in ("fused", "chain") if v in per and math.isfinite(per[v]["us"])]
-        theirs = {n: per[TORCH + n]["us"] for n in names
-                  if TORCH + n in per and math.isfinite(per[TORCH + n]["us"]) and math.isfinite(per[TORCH + n]["check"])}
+        theirs = {n: per[TORCH + n]["us"] for n in names if TORCH + n in per
+                  and math.isfinite(per[TORCH + n]["us"]) and math.isfinite(per[TORCH + n]["check"])}
         if not ours or not theirs:
             continue
         us, path = min(ours)

@@ -36,17 +36,15 @@ import subprocess
 import sys
 import tempfile
 
+# The kernel's name, cuobjdump's line shapes, the accumulate-form FFMA and the do-not-yield bit, as
+# the SASS reader beside this tool has them
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sass_promotion import FFMA  # noqa: E402  (the accumulate-form FFMA, as that tool counts it)
+from sass_promotion import FFMA, FUNCTION, HIGH_WORD, KERNEL, NO_YIELD as YIELD_BIT  # noqa: E402
 
-KERNEL = "sm90_fp8_gemm_kernel"
 MIN_PROMOTION_FFMAS = 64  # one 128-wide group: 64 rows x 128 columns over 128 threads
 YIELD_FFMA = 4  # Sm90MainLoop::kYieldFfma
-YIELD_BIT = 1 << 45
 REUSE_SHIFT, REUSE_MASK, REUSE_B = 58, 0xF, 0b0010
-FUNCTION = re.compile(r"Function\s*:\s*(\S+)")
 INSTRUCTION = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s*(.*?)\s*;?\s*/\*\s*(0x[0-9a-f]{16})\s*\*/\s*$")
-HIGH_WORD = re.compile(r"^\s*/\*\s*(0x[0-9a-f]{16})\s*\*/\s*$")
 
 
 class EditError(Exception):

@@ -40,6 +40,13 @@ export FP8SERVE_BUNDLE=$repo/$B    # for serving_e2e.sh
 export OUT
 
 elapsed() { echo $(($(date +%s) - start)); }
+# append_csv FILE: FILE's rows (a CSV in bench.csv's columns) appended to $OUT/bench.csv (which it
+# starts when there is none yet); prints how many rows
+append_csv() {
+  [ -s "$1" ] || { echo 0; return; }
+  if [ -s "$OUT/bench.csv" ]; then tail -n +2 "$1" >>"$OUT/bench.csv"; else cp "$1" "$OUT/bench.csv"; fi
+  echo $(($(wc -l <"$1") - 1))
+}
 # step_timeout WANT RESERVE: WANT seconds, or what is left after keeping RESERVE (seconds of the
 # default 500 s budget, scaled to the actual one) for later steps; 0 when fewer than 10 would be left.
 step_timeout() {
@@ -308,13 +315,7 @@ main() {
     esac
     { echo "==== PyTorch forward (tools/device/torch_forward_bench.py, rc=$rc)"; cat "$torch_log"; } >>"$OUT/bench.log"
     cat "$torch_log"
-    torch_rows=0
-    [ -s "$OUT/torch.csv" ] && torch_rows=$(($(wc -l <"$OUT/torch.csv") - 1))
-    if [ -s "$OUT/torch.csv" ] && [ -s "$OUT/bench.csv" ]; then
-      tail -n +2 "$OUT/torch.csv" >>"$OUT/bench.csv"
-    elif [ -s "$OUT/torch.csv" ]; then
-      mv "$OUT/torch.csv" "$OUT/bench.csv"
-    fi
+    torch_rows=$(append_csv "$OUT/torch.csv")
     rm -f "$OUT/torch.csv" "$torch_log"
     add_row "torch_forward_bench.py" "$status" "$(($(elapsed) - t0))s, $torch_rows rows into bench.csv"
   fi
@@ -353,13 +354,7 @@ main() {
         brc=$?
       fi
     fi
-    rows_in=0
-    for c in "$ffn_dir/torch.csv" "$ffn_dir/ours.csv"; do
-      if [ -s "$c" ]; then
-        rows_in=$((rows_in + $(wc -l <"$c") - 1))
-        if [ -s "$OUT/bench.csv" ]; then tail -n +2 "$c" >>"$OUT/bench.csv"; else cp "$c" "$OUT/bench.csv"; fi
-      fi
-    done
+    rows_in=$(($(append_csv "$ffn_dir/torch.csv") + $(append_csv "$ffn_dir/ours.csv")))
     { echo "==== serving-size forward $ffn_widths at batch $ffn_batches (PyTorch rc=$trc, fp8_gemm_bench rc=$brc)"
       cat "$ffn_dir/console.log"; } >>"$OUT/bench.log"
     grep -E '^ +[0-9]+ (bf16|fp8_)|CHECK|did not run|^  batch |^Forward of' "$ffn_dir/console.log" | head -n 20

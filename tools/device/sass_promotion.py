@@ -70,8 +70,9 @@ def read_sass(path, cuobjdump):
 
 def analyze(sass):
     """Per sm90 GEMM function: [instructions, promotion FFMAs, of which the partial sum shares the
-    result's bank, of which the do-not-yield hint is set]. Of an FFMA's two sources the scale is the one the function's promotion FFMAs
-    share (the register that appears as a source more often), the partial sum the other."""
+    result's bank, of which the do-not-yield hint is set]. Of an FFMA's two sources the scale is the
+    one the function's promotion FFMAs share (the register that appears as a source more often), the
+    partial sum the other."""
     instructions = collections.OrderedDict()
     ffmas = collections.defaultdict(list)  # function -> [(d, a, b)]
     no_yield = collections.Counter()  # function -> promotion FFMAs with the do-not-yield hint

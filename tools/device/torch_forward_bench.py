@@ -112,6 +112,13 @@ class Layer:
             self.weight = w.float() * full
         else:
             self.weight = w.float()
+        self._float64 = {}
+
+    def float64_on(self, device):
+        """The weight and bias in float64 on `device`, for the reference (made once per device)."""
+        if device not in self._float64:
+            self._float64[device] = (self.weight.double().to(device), self.bias.double().to(device))
+        return self._float64[device]
 
 
 def load_model(path):
@@ -225,13 +232,15 @@ def quantize_1x128(x):
 
 def contract_forward(layers, relu, x, layer_output_dtype=None):
     """Logits [M, out] (FP32). With layer_output_dtype (torch.bfloat16), every layer's output is
-    rounded to it after the bias, as a GEMM that writes that type does, before ReLU and requantization."""
+    rounded to it after the bias, as a GEMM that writes that type does, before ReLU and
+    requantization."""
     h = x.float()
     for i, l in enumerate(layers):
         k = round_up(l.inp, GROUP)
         q, s = quantize_1x128(F.pad(h, (0, k - l.inp)))
         a = (q.double().view(h.shape[0], k // GROUP, GROUP) * s.double()[:, :, None]).view(h.shape[0], k)[:, :l.inp]
-        h = a @ l.weight.double().to(a.device).t() + l.bias.double().to(a.device)
+        w, b = l.float64_on(a.device)
+        h = a @ w.t() + b
         if relu and i + 1 < len(layers):
             h = h.clamp_min(0)
         h = h.to(layer_output_dtype).float() if layer_output_dtype is not None else h.float()

@@ -145,6 +145,11 @@ const char* Sm90MainLoopName(Sm90MainLoop l);
 constexpr bool Sm90SwapsPairs(Sm90MainLoop l) {
   return l == Sm90MainLoop::kCrossBank || l == Sm90MainLoop::kOneAccumulatorCrossBank;
 }
+// Whether the wide tile (kSm90WideBlockN) has the loop: the default, and kYieldFfma (the default
+// in source); the others are the 128-wide tile's.
+constexpr bool Sm90WideTileHasLoop(Sm90MainLoop l) {
+  return l == Sm90MainLoop::kDefault || l == Sm90MainLoop::kYieldFfma;
+}
 constexpr bool Sm90OneAccumulator(Sm90MainLoop l) {
   return l == Sm90MainLoop::kOneAccumulator || l == Sm90MainLoop::kOneAccumulatorCrossBank;
 }

@@ -325,10 +325,10 @@ __global__ void __launch_bounds__(kSm90MaxThreads, 1)
                                            kOutput != GemmOutput::kE4M3),
                 "BLOCK_N 128, or the wide tile with BLOCK_M 128 and BF16/FP32 output");
   static_assert(kGemmBlockK == 128, "a stage holds one 128-K group: one 128-byte swizzle row per tile row");
-  static_assert(kLoop == Sm90MainLoop::kDefault || (BLOCK_N == kSm90BlockN && kPromote) ||
-                    (kLoop == Sm90MainLoop::kYieldFfma && kPromote),
-                "the main-loop variants are the 128-wide tile's, with promotion (kYieldFfma, the default "
-                "loop in source, also the wide tile's)");
+  static_assert(kLoop == Sm90MainLoop::kDefault ||
+                    (kPromote && (BLOCK_N == kSm90BlockN || Sm90WideTileHasLoop(kLoop))),
+                "the main-loop variants are the 128-wide tile's (Sm90WideTileHasLoop: the wide tile's), "
+                "with promotion");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Layout = Sm90SmemLayout<BLOCK_M, BLOCK_N>;
   constexpr int kAcc = BLOCK_N / 2;      // accumulator registers per thread: 64 rows x BLOCK_N / 128 threads

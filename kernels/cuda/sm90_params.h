@@ -154,10 +154,14 @@ absl::Status MainLoopVariant(const Sm90Launch& l, Launch&& launch) {
   constexpr Fp8Format kE4M3 = Fp8Format::kE4M3;
   constexpr GemmOutput kBF16 = GemmOutput::kBF16;
   if (l.b_format != kE4M3 || l.output != kBF16 || !l.promote) return NoInstance(l, "this main loop");
-  if (l.block_n == kSm90WideBlockN && l.main_loop == Sm90MainLoop::kYieldFfma) {
+  if (l.block_n == kSm90WideBlockN) {
+    // (Sm90WideTileHasLoop: of the opt-in loops, kYieldFfma alone)
     if constexpr (BM == 128) {
-      return launch(Sm90Instance<128, kSm90WideBlockN, kE4M3, kBF16, true, Sm90MainLoop::kYieldFfma>{});
+      if (l.main_loop == Sm90MainLoop::kYieldFfma) {
+        return launch(Sm90Instance<128, kSm90WideBlockN, kE4M3, kBF16, true, Sm90MainLoop::kYieldFfma>{});
+      }
     }
+    return NoInstance(l, "this main loop");
   }
   if (l.block_n != kSm90BlockN) return NoInstance(l, "this main loop");
   switch (l.main_loop) {

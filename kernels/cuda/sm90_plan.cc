@@ -54,8 +54,7 @@ absl::Status CheckConfig(const Fp8GemmArgs& a, const GemmConfig& c, const Device
   if (c.ordered_consumers && c.block_n != kSm90WideBlockN) {
     return bad(absl::StrCat("ordered consumers are for the ", kSm90WideBlockN, "-column tile"));
   }
-  // (kYieldFfma is the default loop in source, which the wide tile has too)
-  if (c.main_loop != Sm90MainLoop::kDefault && c.main_loop != Sm90MainLoop::kYieldFfma && c.block_n != kSm90BlockN) {
+  if (c.block_n != kSm90BlockN && !Sm90WideTileHasLoop(c.main_loop)) {
     return bad(absl::StrCat("the ", Sm90MainLoopName(c.main_loop), " main loop is for the ", kSm90BlockN,
                             "-column tile"));
   }

@@ -576,6 +576,10 @@ TEST(Sm90MainLoopTest, NamesAndWhatEachVariantChanges) {
   // kYieldFfma is the default loop in source (its difference is made in the SASS)
   EXPECT_FALSE(Sm90SwapsPairs(Sm90MainLoop::kYieldFfma));
   EXPECT_FALSE(Sm90OneAccumulator(Sm90MainLoop::kYieldFfma));
+  EXPECT_TRUE(Sm90WideTileHasLoop(Sm90MainLoop::kYieldFfma));
+  EXPECT_TRUE(Sm90WideTileHasLoop(Sm90MainLoop::kDefault));
+  EXPECT_FALSE(Sm90WideTileHasLoop(Sm90MainLoop::kCrossBank));
+  EXPECT_FALSE(Sm90WideTileHasLoop(Sm90MainLoop::kOneAccumulator));
   EXPECT_EQ(std::size(kSm90OptInMainLoops), 4u);
   for (const Sm90MainLoop loop : kSm90OptInMainLoops) EXPECT_NE(loop, Sm90MainLoop::kDefault);
   // The two factors the variants cross: swapped split-K pairs, and one accumulator
